@@ -1,0 +1,35 @@
+# Two commands for a newcomer: `make pipeline` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= artifacts
+
+.PHONY: setup pipeline test lint clean distclean
+
+setup: $(STAMP)
+
+# Re-install when the project's dependencies change.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+	  echo "error: '$(PYTHON) -m venv' failed. On Debian/Ubuntu install the venv module" \
+	       "(apt-get install python3-venv), or set PYTHON=/path/to/python3.11." >&2; exit 2; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+pipeline: setup
+	$(BIN)/edgepipe train --out $(OUT)/models
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(OUT) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,35 @@
+"""Keras builders for the zoo's families. Small on purpose: they must fit a microcontroller."""
+
+import keras
+
+from .errors import EdgepipeError
+from .registry import get_activation
+from .zoo import ModelSpec
+
+
+def build_model(spec: ModelSpec, input_shape, outputs: int, activation_config=None) -> keras.Model:
+    act = get_activation(spec.activation)
+    config = activation_config or {}
+    counter = iter(range(1, 100))
+
+    def activation():
+        return act.build(name=f"{act.name}_{next(counter)}", **config)
+
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    if spec.family.name == "mlp":
+        x = keras.layers.Flatten()(inputs) if len(input_shape) > 1 else inputs
+        x = activation()(keras.layers.Dense(64, name="hidden")(x))
+        outputs_ = keras.layers.Dense(outputs, name="output")(x)
+    else:
+        if len(input_shape) != 3 or min(input_shape[:2]) < 2:
+            raise EdgepipeError(f"Model {spec.name} needs images of shape (height, width, "
+                                f"channels) of at least 2x2; got samples of shape "
+                                f"{tuple(input_shape)}. Use an mlp_* model for tabular data.")
+        x = activation()(keras.layers.Conv2D(16, 3, padding="same", name="conv")(inputs))
+        x = activation()(keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x))
+        x = activation()(keras.layers.Conv2D(32, 1, name="pointwise")(x))
+        x = keras.layers.MaxPooling2D(2, name="pool")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dense(outputs, name="logits")(x)
+        outputs_ = keras.layers.Softmax(name="probabilities")(x)
+    return keras.Model(inputs, outputs_, name=spec.name)
