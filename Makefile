@@ -25,7 +25,6 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .ruff_cache

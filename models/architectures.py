@@ -2,12 +2,12 @@
 
 import keras
 
-from .errors import EdgepipeError
 from .registry import get_activation
-from .zoo import ModelSpec
+from .zoo import ModelSpec, check_input_shape
 
 
 def build_model(spec: ModelSpec, input_shape, outputs: int, activation_config=None) -> keras.Model:
+    check_input_shape(spec, input_shape)
     act = get_activation(spec.activation)
     config = activation_config or {}
     counter = iter(range(1, 100))
@@ -21,10 +21,6 @@ def build_model(spec: ModelSpec, input_shape, outputs: int, activation_config=No
         x = activation()(keras.layers.Dense(64, name="hidden")(x))
         outputs_ = keras.layers.Dense(outputs, name="output")(x)
     else:
-        if len(input_shape) != 3 or min(input_shape[:2]) < 2:
-            raise EdgepipeError(f"Model {spec.name} needs images of shape (height, width, "
-                                f"channels) of at least 2x2; got samples of shape "
-                                f"{tuple(input_shape)}. Use an mlp_* model for tabular data.")
         x = activation()(keras.layers.Conv2D(16, 3, padding="same", name="conv")(inputs))
         x = activation()(keras.layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x))
         x = activation()(keras.layers.Conv2D(32, 1, name="pointwise")(x))

@@ -163,7 +163,7 @@ def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
                 raise EdgepipeError(f"{where}: {key} must hold class indices 0, 1, 2, ... "
                                     f"(one integer per sample) for a classifier; got shape "
                                     f"{y.shape}, dtype {y.dtype}.")
-    elif y_train.reshape(len(y_train), -1).shape[1] != 1 or y_test.reshape(len(y_test), -1).shape[1] != 1:
+    elif any(y.reshape(len(y), -1).shape[1] != 1 for y in (y_train, y_test)):
         raise EdgepipeError(f"{where}: a regression target must be one number per sample; got "
                             f"y_train {y_train.shape}, y_test {y_test.shape}.")
     if x_train.ndim == 3:  # (samples, height, width) images get their channel axis

@@ -31,7 +31,8 @@ class GradientVerdict:
     max_training_vs_autodiff: float
     max_autodiff_vs_finite: float
     points: int
-    at_kinks: dict  # kink -> {"training": g, "autodiff": g}: what each gives where no derivative exists
+    # kink -> {"training": g, "autodiff": g}: what each gives where no derivative exists
+    at_kinks: dict
 
 
 def _tape_gradient(fn, x):
@@ -85,8 +86,8 @@ def audit_layer(spec: ActivationSpec, **config) -> GradientVerdict:
                    else "autodiff, agrees with finite differences") + where
     else:
         i = int(np.argmax(d_train))
-        ok, verdict = False, (f"MISMATCH: training gradient differs from autodiff by {d_train[i]:.3g}"
-                              f" at x={x[i]:g}")
+        ok, verdict = False, ("MISMATCH: training gradient differs from autodiff by "
+                              f"{d_train[i]:.3g} at x={x[i]:g}")
     own_config = {k: v for k, v in layer.get_config().items() if k not in _LAYER_KEYS}
     return GradientVerdict(spec.name, own_config, spec.gradient,
                            ok, verdict, float(d_train.max()), float(d_fd.max()), int(x.size), kinks)

@@ -7,10 +7,10 @@ on the same machine and versions gives bit-identical weights.
 import hashlib
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -112,7 +112,7 @@ def fit(spec: ModelSpec, data: Dataset, config: TrainConfig,
 def train(spec: ModelSpec, data: Dataset, config: TrainConfig, out_dir: Path,
           on_epoch: Callable[[int, dict], None] | None = None,
           activation_config: dict | None = None) -> dict:
-    """Train, evaluate on every split, save `<model>.keras` and `<model>.json`; return the record."""
+    """Train, evaluate every split, save `<model>.keras` and `<model>.json`; return the record."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, run = fit(spec, data, config, on_epoch, activation_config)

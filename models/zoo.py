@@ -7,7 +7,7 @@ The Keras architectures themselves are in `architectures.py`.
 from dataclasses import dataclass
 
 from .datasets import Task
-from .errors import unknown_name
+from .errors import EdgepipeError, unknown_name
 from .registry import ACTIVATIONS
 
 
@@ -43,6 +43,14 @@ ZOO: dict[str, ModelSpec] = {
     for family in FAMILIES
     for act in ACTIVATIONS
 }
+
+
+def check_input_shape(spec: ModelSpec, input_shape) -> None:
+    """Refuse data the family cannot take, before any training starts."""
+    if spec.family.name == "cnn" and (len(input_shape) != 3 or min(input_shape[:2]) < 2):
+        raise EdgepipeError(f"Model {spec.name} needs images of shape (height, width, channels) "
+                            f"of at least 2x2; got samples of shape {tuple(input_shape)}. "
+                            "Use an mlp_* model for tabular data.")
 
 
 def get_model_spec(name: str) -> ModelSpec:

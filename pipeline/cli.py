@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..models.errors import EdgepipeError
-from ..models.zoo import ZOO, get_model_spec
+from ..models.zoo import ZOO, check_input_shape, get_model_spec
 from .quiet import import_tensorflow, quiet_tensorflow
 
 app = typer.Typer(
@@ -117,6 +117,7 @@ def train(
         if key not in datasets:
             datasets[key] = (load_npz(data, spec.family.task, seed) if data
                              else load_builtin(spec.dataset, seed))
+        check_input_shape(spec, datasets[key].input_shape)
     _writable(out_dir)
 
     import_tensorflow(_state["debug"])

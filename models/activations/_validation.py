@@ -11,11 +11,12 @@ def check_float(name: str, value, *, low=None, high=None, low_open=False, high_o
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise ValueError(f"Expected {name} in {left}{lo}, {hi}{right}. Received: {name}={value!r}")
+        if high is None:
+            expected = f"{name} {'>' if low_open else '>='} {low:g}"
+        else:
+            expected = (f"{name} in {'(' if low_open else '['}{low:g}, "
+                        f"{high:g}{')' if high_open else ']'}")
+        raise ValueError(f"Expected {expected}. Received: {name}={value!r}")
     return value
 
 

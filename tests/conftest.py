@@ -1,0 +1,38 @@
+"""Shared fixtures and markers for edgepipe's own test suite."""
+
+import dataclasses
+import os
+
+import pytest
+
+
+def pytest_configure(config):
+    # The test run is an entry point: quieten TensorFlow's C++ logs before anything imports it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    config.addinivalue_line("markers", "slow: long-running (full trainings, large fuzz runs)")
+    config.addinivalue_line("markers", "emulator: needs the QEMU aarch64 sysroot")
+    config.addinivalue_line("markers", "device: needs a real board or an SSH server")
+
+
+def small_slice(data, n_train=64, n_val=32, n_test=32):
+    """The same dataset cut down, for tests that only need training to run, not to converge."""
+    return dataclasses.replace(
+        data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train],
+        x_val=data.x_val[:n_val], y_val=data.y_val[:n_val],
+        x_test=data.x_test[:n_test], y_test=data.y_test[:n_test])
+
+
+@pytest.fixture(scope="session")
+def default_training(tmp_path_factory):
+    """Train the models with a quality floor once, with the default settings, on full data."""
+    from edgepipe.models.datasets import load_builtin
+    from edgepipe.models.training import TrainConfig, train
+    from edgepipe.models.zoo import ZOO
+
+    out = tmp_path_factory.mktemp("zoo")
+    records = {}
+    for name in ("mlp_swish", "mlp_piecewise", "mlp_step",
+                 "cnn_swish", "cnn_piecewise", "cnn_step"):
+        spec = ZOO[name]
+        records[name] = train(spec, load_builtin(spec.dataset), TrainConfig(), out)
+    return out, records
