@@ -19,6 +19,8 @@ KINK_MARGIN = 1e-2  # grid points this close to a kink are left out: no derivati
 FD_STEP = 1e-5
 _LAYER_KEYS = {"name", "trainable", "dtype"}  # every Keras layer's config has these
 ATOL, RTOL = 1e-6, 1e-5  # float64 gradients of smooth formulas agree far tighter than this
+# Finite differences carry truncation error O(h^2 f''') and rounding O(eps/h): ~1e-10 here.
+FD_ATOL, FD_RTOL = 1e-6, 1e-5
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,7 @@ def audit_layer(spec: ActivationSpec, **config) -> GradientVerdict:
     d_train = np.abs(training - autodiff)
     d_fd = np.abs(autodiff - finite)
     train_agrees = bool(np.all(d_train <= ATOL + RTOL * np.abs(autodiff)))
-    # Finite differences carry truncation error O(h^2 f''') and rounding O(eps/h): ~1e-10 here.
-    fd_agrees = bool(np.all(d_fd <= 1e-6 + 1e-5 * np.abs(finite)))
+    fd_agrees = bool(np.all(d_fd <= FD_ATOL + FD_RTOL * np.abs(finite)))
     dead = bool(np.all(autodiff == 0))
     kinks = {k: {"training": float(_tape_gradient(layer, [k])[0]),
                  "autodiff": float(_tape_gradient(layer.formula, [k])[0])} for k in spec.kinks}
