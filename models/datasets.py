@@ -42,6 +42,7 @@ class Dataset:
     y_mean: float = 0.0
     y_std: float = 1.0
     hashes: dict = field(default_factory=dict)  # sha256 of the raw data and of each split
+    path: str = ""  # the user's .npz; empty for a built-in dataset
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -56,7 +57,7 @@ class Dataset:
     def describe(self) -> dict:
         """What a training record needs to say about the data."""
         return {
-            "name": self.name, "task": self.task.value, "seed": self.seed,
+            "name": self.name, "task": self.task.value, "seed": self.seed, "path": self.path,
             "samples": {"train": len(self.x_train), "val": len(self.x_val),
                         "test": len(self.x_test)},
             "input_shape": list(self.input_shape), "outputs": self.num_outputs,
@@ -82,7 +83,8 @@ def _split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
 
 
-def _standardise(name, task, seed, x_train, y_train, x_val, y_val, x_test, y_test, source_hash):
+def _standardise(name, task, seed, x_train, y_train, x_val, y_val, x_test, y_test, source_hash,
+                 path=""):
     """Fit on the training split, apply to all three, and freeze the result into a Dataset."""
     x_train, x_val, x_test = (a.astype(np.float64) for a in (x_train, x_val, x_test))
     # Tabular data is standardised per feature; images with one scalar (a per-pixel std is zero
@@ -105,7 +107,8 @@ def _standardise(name, task, seed, x_train, y_train, x_val, y_val, x_test, y_tes
     std = lambda a: ((a - x_mean) / x_std).astype(np.float32)  # noqa: E731
     return Dataset(name, task, std(x_train), y_train.astype(y_dtype), std(x_val),
                    y_val.astype(y_dtype), std(x_test), y_test.astype(y_dtype), seed,
-                   x_mean.astype(np.float32), x_std.astype(np.float32), y_mean, y_std, hashes)
+                   x_mean.astype(np.float32), x_std.astype(np.float32), y_mean, y_std, hashes,
+                   path)
 
 
 def _builtin(name: str):
@@ -173,7 +176,20 @@ def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
     val, train = order[:n_val], order[n_val:]
     return _standardise(path.stem, task, seed, x_train[train], y_train[train], x_train[val],
                         y_train[val], x_test, y_test,
-                        sha256_arrays(*(arrays[k] for k in NPZ_KEYS)))
+                        sha256_arrays(*(arrays[k] for k in NPZ_KEYS)), str(path.resolve()))
+
+
+def load_recorded(described: dict) -> Dataset:
+    """The dataset a training record describes (its `dataset` entry), checked by hash."""
+    if described.get("path"):
+        data = load_npz(Path(described["path"]), Task(described["task"]), described["seed"])
+    else:
+        data = load_builtin(described["name"], described["seed"])
+    if data.hashes != described["sha256"]:
+        raise EdgepipeError(f"Dataset {described['name']!r} no longer matches the training "
+                            "record (sha256 differs): the data changed since training. Retrain, "
+                            "or pass the data explicitly.")
+    return data
 
 
 def _read_npz(path: Path) -> dict:

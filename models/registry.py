@@ -42,7 +42,7 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
         ActivationSpec("piecewise", "PiecewiseLinear", "x if x > 0 else alpha * x",
                        GradientKind.CUSTOM, ("LEAKY_RELU",), kinks=(0.0,)),
         ActivationSpec("step", "Step", "1 if x > 0 else 0", GradientKind.SURROGATE,
-                       ("GREATER", "CAST"), kinks=(0.0,)),
+                       ("GREATER", "SELECT_V2"), kinks=(0.0,)),
         ActivationSpec("hard_swish", "HardSwish", "x * relu6(x + 3) / 6", GradientKind.AUTODIFF,
                        ("HARD_SWISH",), kinks=(-3.0, 3.0)),
         ActivationSpec("mish", "Mish", "x * tanh(softplus(x))", GradientKind.AUTODIFF,

@@ -17,6 +17,7 @@ from rich.table import Table
 from ..models.errors import EdgepipeError
 from ..models.zoo import ZOO, check_input_shape, get_model_spec
 from .quiet import import_tensorflow, quiet_tensorflow
+from .views import ops_table, trained_table, variants_table
 
 app = typer.Typer(
     help="Train Keras models with custom activations, convert them to TFLite and prove that "
@@ -128,21 +129,113 @@ def train(
     records = train_with_progress(
         [(spec, datasets[spec.family.task if data else spec.dataset]) for spec in specs],
         config, out_dir, err)
-    out.print(_metrics_table(records, out_dir))
+    out.print(trained_table(records, out_dir))
 
 
-def _metrics_table(records: list[dict], out_dir: Path) -> Table:
-    table = Table(title=f"Trained models in {out_dir}")
-    for col in ("model", "data", "epochs (best)", "test metrics", "seconds"):
-        table.add_column(col)
-    for r in records:
-        test = r["metrics"]["test"]
-        shown = (f"accuracy {test['accuracy']:.3f}" if "accuracy" in test
-                 else f"R² {test['r2']:.3f}  MAE {test['mae']:.1f}")
-        table.add_row(r["model"], r["dataset"]["name"],
-                      f"{r['training']['epochs_run']} ({r['training']['best_epoch']})",
-                      f"{shown}  loss {test['loss']:.3f}", f"{r['training']['seconds']:.1f}")
-    return table
+@command
+def convert(
+    models: Annotated[list[Path], typer.Argument(
+        metavar="MODEL.keras...", show_default=False,
+        help=".keras files, or folders of them (e.g. the output of `edgepipe train`).")],
+    mode: Annotated[str, typer.Option(
+        help="float32, float16, dynamic, int8, int16x8, a comma-separated list, or all.")] = "all",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
+        "artifacts/tflite"),
+    rep_data: Annotated[Path | None, typer.Option(
+        help="Representative samples (.npy, shape (N, *input_shape)) for int8 and int16x8. "
+             "Default: the training split named by the record beside each model.")] = None,
+    rep_samples: Annotated[int, typer.Option(
+        help="How many representative samples calibrate the integer modes.")] = 200,
+) -> None:
+    """Convert models to .tflite in each mode; audit and record every variant.
+
+    Exit 0 when every variant converted or is a documented TFLite limit (unsupported), 1 when
+    one failed (an op TFLite builtins lack, a float op in an integer model, a forward mismatch).
+    """
+    from ..converters.modes import parse_modes
+
+    modes = parse_modes(mode)
+    import_tensorflow(_state["debug"])
+    from .conversion import convert_files
+
+    _writable(out_dir)
+    with err.status("converting...") as status:
+        records, notes = convert_files(
+            models, modes, out_dir, rep_data, rep_samples, _state["debug"],
+            on_variant=lambda v: status.update(f"converted {v.model}.{v.mode.value}"))
+    for note in notes:
+        err.print(f"note: {note}", highlight=False)
+    out.print(variants_table([v.record for v in records], out_dir))
+    if any(v.status == "failed" for v in records):
+        raise typer.Exit(1)
+
+
+@command
+def check(
+    path: Annotated[Path, typer.Argument(help="A .tflite file, or a .keras model.")],
+    target: Annotated[str | None, typer.Option(
+        help="Judge against one target's op set: litert or tflm (default: show both).")] = None,
+    mode: Annotated[str, typer.Option(
+        help="For a .keras model: the modes to convert and audit.")] = "float32",
+    rep_data: Annotated[Path | None, typer.Option(
+        help="For a .keras model in int8/int16x8: representative samples (.npy).")] = None,
+    rep_samples: Annotated[int, typer.Option(help="Representative samples to use.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Audit a model's ops: kinds, tensor types, per-target support (exit 1 if a check fails).
+
+    A .tflite is read directly (no TensorFlow). A .keras model is converted first; the report
+    then also shows that custom gradients were dropped and that the float32 file reproduces
+    the Keras forward on the test set.
+    """
+    from .check import check_keras, check_tflite, failed, parse_targets
+
+    targets = parse_targets(target)
+    if path.suffix == ".tflite":
+        records = [check_tflite(path, targets)]
+    elif path.suffix == ".keras":
+        from ..converters.modes import parse_modes
+
+        modes = parse_modes(mode)
+        import_tensorflow(_state["debug"])
+        records = check_keras(path, modes, rep_data, rep_samples, _state["debug"])
+    else:
+        raise EdgepipeError(f"Expected a .tflite or .keras file. Received: {path}")
+    if as_json:
+        print(json.dumps(records if len(records) > 1 else records[0], indent=2))
+    else:
+        for record in records:
+            _print_check(record, targets)
+    if any(failed(r, targets, strict_target=target is not None) for r in records):
+        raise typer.Exit(1)
+
+
+def _print_check(record: dict, targets) -> None:
+    name = record.get("file") or f"{record['model']}.{record['mode']}"
+    if "audit" not in record:  # the conversion itself did not happen
+        out.print(f"[yellow]{name}: {record['status']}[/]: {record['reason']}", highlight=False)
+        return
+    out.print(ops_table(record))
+    for t in targets:
+        bad = record["audit"]["targets"][t]["unsupported_ops"]
+        out.print(f"{t}: " + ("[green]all ops supported[/]" if not bad
+                              else "[red]unsupported: " + "; ".join(bad) + "[/]"),
+                  highlight=False)
+    grads = record.get("custom_gradients")
+    if grads:
+        carried = ", ".join(g["op_type"] for g in grads["saved_model"]) or "none"
+        out.print(f"custom gradients: SavedModel carried {len(grads['saved_model'])} ({carried});"
+                  f" .tflite has {grads['tflite_subgraphs']} subgraph, no gradient function: "
+                  + ("[green]dropped[/]" if grads["dropped"] else "[red]NOT dropped[/]"),
+                  highlight=False)
+    fwd = record.get("forward_check")
+    if fwd:
+        out.print(f"float32 forward vs Keras on {fwd['data']}: max relative error "
+                  f"{fwd['max_rel_error']:.2e} (bound {fwd['bound']:g}) "
+                  + ("[green]equal[/]" if fwd["ok"] else "[red]DIFFERENT[/]"), highlight=False)
+    status = record["status"]
+    out.print(f"{name}: " + ("[green]pass[/]" if status == "converted" else
+                            f"[red]{status}[/]: {record['reason']}"), highlight=False)
 
 
 def _writable(folder: Path) -> None:

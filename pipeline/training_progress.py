@@ -1,4 +1,7 @@
-"""Train several models with a live progress display (one bar per model, epochs on a bar)."""
+"""Train several models with a live progress display (one bar per model, epochs on a bar).
+
+On a terminal the bars update in place; in a log (CI) each model gets one line when it ends.
+"""
 
 from pathlib import Path
 
@@ -12,7 +15,8 @@ def train_with_progress(jobs, config: TrainConfig, out_dir: Path, console: Conso
     records = []
     columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    live = console.is_terminal
+    with Progress(*columns, console=console, disable=not live) as progress:
         for spec, data in jobs:
             task = progress.add_task(spec.name, total=config.epochs, status="")
 
@@ -23,8 +27,11 @@ def train_with_progress(jobs, config: TrainConfig, out_dir: Path, console: Conso
 
             record = train(spec, data, config, out_dir, on_epoch=on_epoch)
             t = record["training"]
-            progress.update(task, total=t["epochs_run"], completed=t["epochs_run"],
-                            status=f"best epoch {t['best_epoch']}"
-                                   + (" (early stop)" if t["early_stopped"] else ""))
+            status = f"best epoch {t['best_epoch']}" + (" (early stop)" if t["early_stopped"]
+                                                          else "")
+            progress.update(task, total=t["epochs_run"], completed=t["epochs_run"], status=status)
+            if not live:
+                console.print(f"trained {spec.name}: {t['epochs_run']} epochs, {status}, "
+                              f"{t['seconds']:.1f} s", highlight=False)
             records.append(record)
     return records

@@ -11,7 +11,7 @@ SURROGATES = ("ste", "sigmoid", "none")
 
 @keras.saving.register_keras_serializable(package="edgepipe")
 class Step(keras.layers.Layer):
-    """Heaviside step `1 if x > 0 else 0`; the forward is exactly the step (GREATER, CAST).
+    """Heaviside step `1 if x > 0 else 0`; the forward is exactly the step (GREATER, SELECT_V2).
 
     Args:
         surrogate: the gradient used in training.
@@ -28,7 +28,10 @@ class Step(keras.layers.Layer):
         self.supports_masking = True
 
     def formula(self, x):
-        return tf.cast(x > 0, x.dtype)
+        # tf.where with constant branches lowers to GREATER + SELECT_V2, both int8 end to end;
+        # tf.cast(x > 0, x.dtype) would leave a CAST to float32 (and a QUANTIZE) inside an int8
+        # model.
+        return tf.where(x > 0, tf.constant(1, x.dtype), tf.constant(0, x.dtype))
 
     def call(self, inputs):
         if self.surrogate == "none":

@@ -1,0 +1,56 @@
+"""`edgepipe check PATH`: the op audit of a `.tflite` (no TensorFlow) or of a `.keras` model."""
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+from ..converters.modes import QuantMode
+from ..converters.op_audit import TARGETS, audit
+from ..converters.tflite_file import read_tflite
+from ..models.errors import EdgepipeError, unknown_name
+
+
+def parse_targets(target: str | None) -> tuple[str, ...]:
+    if target is None:
+        return TARGETS
+    if target not in TARGETS:
+        raise unknown_name("target", target, TARGETS)
+    return (target,)
+
+
+def mode_from_filename(path: Path) -> QuantMode | None:
+    """`mlp_swish.int8.tflite` -> int8: what `edgepipe convert` meant the file to be."""
+    suffix = Path(path.stem).suffix.lstrip(".")
+    return QuantMode(suffix) if suffix in {m.value for m in QuantMode} else None
+
+
+def check_tflite(path: Path, targets: tuple[str, ...]) -> dict:
+    if not path.is_file():
+        raise EdgepipeError(f"{path} does not exist.")
+    data = path.read_bytes()
+    model = read_tflite(data, source=str(path))
+    report = audit(model, mode_from_filename(path), targets, source=str(path))
+    return {"file": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "mode": getattr(mode_from_filename(path), "value", None),
+            "status": "converted" if report.ok else "failed",
+            "reason": "; ".join(report.problems), "audit": report.as_dict()}
+
+
+def check_keras(path: Path, modes: list[QuantMode], rep_data, rep_samples: int,
+                debug: bool) -> list[dict]:
+    """Convert in a scratch folder and return the conversion records (audit included)."""
+    from .conversion import convert_files
+
+    with tempfile.TemporaryDirectory(prefix="edgepipe-check-") as tmp:
+        variants, _ = convert_files([path], modes, Path(tmp), rep_data, rep_samples, debug)
+    return [v.record for v in variants]
+
+
+def failed(record: dict, targets: tuple[str, ...], strict_target: bool) -> bool:
+    """A check fails on a failed conversion or audit, and, when one target was named, on any op
+    that target cannot run."""
+    if record["status"] == "failed":
+        return True
+    audit_ = record.get("audit")
+    return bool(strict_target and audit_ and any(
+        audit_["targets"][t]["unsupported_ops"] for t in targets))

@@ -1,0 +1,104 @@
+"""`edgepipe convert` and `edgepipe check`: orchestration between the models and converters."""
+
+from pathlib import Path
+
+import numpy as np
+
+from ..converters.modes import QuantMode
+from ..converters.representative import check_representative
+from ..models.errors import EdgepipeError
+
+DEFAULT_REP_SAMPLES = 200
+RANDOM_CHECK_SAMPLES = 256
+
+
+def keras_files(paths: list[Path]) -> list[Path]:
+    """Expand folders to the `.keras` files inside; refuse anything else."""
+    files = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(p.glob("*.keras"))
+            if not found:
+                raise EdgepipeError(f"No .keras files in folder {p}. Train some with "
+                                    f"`edgepipe train --out {p}`.")
+            files += found
+        elif p.suffix != ".keras":
+            raise EdgepipeError(f"Expected a .keras model file or a folder of them. Received: {p}")
+        elif not p.is_file():
+            raise EdgepipeError(f"Model file {p} does not exist.")
+        else:
+            files.append(p)
+    return files
+
+
+def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int, need_rep: bool):
+    """Representative samples and forward-check inputs for one model, with where they came from.
+
+    From `--rep-data` if given; else from the training record beside the model (its training
+    split calibrates, its test split checks the forward); else the forward is checked on seeded
+    random inputs and the integer modes are refused.
+    """
+    from ..models.datasets import load_recorded
+    from ..models.loading import training_record
+
+    shape = tuple(model.input_shape[1:])
+    record = training_record(keras_path)
+    data = load_recorded(record["dataset"]) if record else None
+    if data is not None and data.input_shape != shape:
+        data = None  # a record for another model: do not trust it
+    rep, rep_source, notes = None, "", []
+    if need_rep:
+        if rep_data is not None:
+            rep, notes = check_representative(_load_npy(rep_data), shape, str(rep_data))
+            rep_source = str(rep_data)
+        elif data is not None:
+            order = np.random.default_rng(data.seed).permutation(len(data.x_train))
+            rep = data.x_train[order]
+            rep_source = f"{data.name} training split (seed {data.seed})"
+        else:
+            dims = ", ".join(map(str, shape))
+            raise EdgepipeError(f"{keras_path}: the int8 and int16x8 modes need representative "
+                                "samples and no training record is beside the model; pass "
+                                f"--rep-data samples.npy (shape (N, {dims})).")
+        rep = rep[:rep_samples]
+    if data is not None:
+        check, check_source = data.x_test, f"{data.name} test split ({len(data.x_test)} samples)"
+    else:
+        check = np.random.default_rng(0).normal(size=(RANDOM_CHECK_SAMPLES, *shape))
+        check = check.astype(np.float32)
+        check_source = f"{RANDOM_CHECK_SAMPLES} seeded N(0,1) inputs (no test set found)"
+    return rep, rep_source, check, check_source, notes
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise EdgepipeError(f"Representative data file {path} does not exist.")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise EdgepipeError(f"{path} is not a readable .npy array ({e}). Save the samples "
+                            "with numpy.save(path, array).") from None
+
+
+def convert_files(paths: list[Path], modes: list[QuantMode], out_dir: Path,
+                  rep_data: Path | None, rep_samples: int, debug: bool, on_variant=None):
+    """Convert each model; a model that cannot be converted does not stop the others."""
+    from ..converters.variants import convert_model
+    from ..models.loading import load_keras
+
+    if rep_samples < 1:
+        raise EdgepipeError(f"Expected --rep-samples >= 1. Received: {rep_samples}")
+    need_rep = any(m.needs_representative_data for m in modes)
+    files = keras_files(paths)
+    # Load every model and its data first: bad input is refused before anything is written.
+    prepared = [(f, (model := load_keras(f)), model_data(model, f, rep_data, rep_samples,
+                                                         need_rep)) for f in files]
+    results, notes = [], []
+    for path, model, (rep, rep_source, check, check_source, model_notes) in prepared:
+        notes += model_notes
+        for variant in convert_model(model, path.stem, modes, out_dir, rep, rep_source, check,
+                                     check_source, debug):
+            results.append(variant)
+            if on_variant:
+                on_variant(variant)
+    return results, notes

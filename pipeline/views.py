@@ -1,0 +1,50 @@
+"""Rich tables for the terminal. Data in, tables out: no logic that decides pass or fail."""
+
+from rich.table import Table
+
+STATUS_STYLE = {"converted": "green", "unsupported": "yellow", "failed": "red"}
+
+
+def trained_table(records: list[dict], out_dir) -> Table:
+    table = Table(title=f"Trained models in {out_dir}")
+    for col in ("model", "data", "epochs (best)", "test metric", "test loss", "seconds"):
+        table.add_column(col)
+    for r in records:
+        test = r["metrics"]["test"]
+        shown = (f"accuracy {test['accuracy']:.3f}" if "accuracy" in test
+                 else f"R² {test['r2']:.3f}, MAE {test['mae']:.1f}")
+        table.add_row(r["model"], r["dataset"]["name"],
+                      f"{r['training']['epochs_run']} ({r['training']['best_epoch']})",
+                      shown, f"{test['loss']:.3f}", f"{r['training']['seconds']:.1f}")
+    return table
+
+
+def _status(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def variants_table(records: list[dict], out_dir) -> Table:
+    table = Table(title=f"Conversions in {out_dir}")
+    for col in ("model", "mode", "status", "bytes", "ops", "reason"):
+        table.add_column(col)
+    for r in records:
+        ops = sorted({op["op"] for op in r["audit"]["ops"]}) if "audit" in r else r.get("ops", [])
+        table.add_row(r["model"], r["mode"], _status(r["status"]),
+                      str(r.get("bytes", "-")), ", ".join(ops), r.get("reason", ""))
+    return table
+
+
+def ops_table(record: dict) -> Table:
+    audit = record["audit"]
+    targets = list(audit["targets"])
+    title = record.get("file") or f"{record['model']}.{record['mode']}"
+    table = Table(title=f"{title}: {len(audit['ops'])} ops, {audit['subgraphs']} subgraph(s)"
+                        + (", fully integer" if audit["integer_only"] else ""))
+    for col in ("#", "op", "kind", "input types", "output types", *targets):
+        table.add_column(col)
+    for op in audit["ops"]:
+        cells = ["[green]ok[/]" if op["targets"][t] is None else f"[red]{op['targets'][t]}[/]"
+                 for t in targets]
+        table.add_row(str(op["index"]), op["op"], op["kind"], ", ".join(op["input_types"]),
+                      ", ".join(op["output_types"]), *cells)
+    return table
