@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 
 pipeline: setup
 	$(BIN)/edgepipe train --out $(OUT)/models
+	$(BIN)/edgepipe convert $(OUT)/models --mode all --out $(OUT)/tflite
 
 test: setup
 	$(BIN)/python -m pytest

@@ -22,8 +22,8 @@ class Family:
 FAMILIES = {
     "mlp": Family("mlp", "diabetes", Task.REGRESSION, "Dense(64) -> act -> Dense(1)"),
     "cnn": Family("cnn", "digits", Task.CLASSIFICATION,
-                  "Conv2D(16,3) -> act -> DepthwiseConv2D(3) -> act -> Conv2D(32,1) -> act "
-                  "-> MaxPool(2) -> Dense(10) -> softmax"),
+                  "Conv2D(32,3) -> act -> DepthwiseConv2D(3) -> act -> Conv2D(64,1) -> act "
+                  "-> MaxPool(2) -> Dense(64) -> act -> Dense(10) -> softmax"),
 }
 
 

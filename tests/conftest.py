@@ -36,3 +36,28 @@ def default_training(tmp_path_factory):
         spec = ZOO[name]
         records[name] = train(spec, load_builtin(spec.dataset), TrainConfig(), out)
     return out, records
+
+
+@pytest.fixture(scope="session")
+def quick_zoo(tmp_path_factory):
+    """Every zoo model trained for 2 epochs on a small slice: enough to convert and audit."""
+    from edgepipe.models.datasets import load_builtin
+    from edgepipe.models.training import TrainConfig, train
+    from edgepipe.models.zoo import ZOO
+
+    out = tmp_path_factory.mktemp("quick_zoo")
+    data = {name: small_slice(load_builtin(name)) for name in ("diabetes", "digits")}
+    records = {name: train(spec, data[spec.dataset], TrainConfig(epochs=2, patience=1), out)
+               for name, spec in ZOO.items()}
+    return out, records, data
+
+
+@pytest.fixture(scope="session")
+def converted_zoo(quick_zoo, tmp_path_factory):
+    """Every zoo model in every mode, through the same code path as `edgepipe convert`."""
+    from edgepipe.converters.modes import QuantMode
+    from edgepipe.pipeline.conversion import convert_files
+
+    out = tmp_path_factory.mktemp("tflite")
+    variants, _ = convert_files([quick_zoo[0]], list(QuantMode), out, None, 200, debug=False)
+    return out, {(v.model, v.mode.value): v.record for v in variants}

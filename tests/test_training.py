@@ -7,7 +7,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import small_slice
 
 import edgepipe.models.activations  # noqa: F401  (registers the layers for load_model)
 from edgepipe.models.architectures import build_model
@@ -17,19 +16,18 @@ from edgepipe.models.zoo import ZOO
 
 
 @pytest.mark.parametrize("name", list(ZOO))
-def test_zoo_model_trains_saves_and_reloads(tmp_path, name):
-    spec = ZOO[name]
-    data = small_slice(load_builtin(spec.dataset))
-    record = train(spec, data, TrainConfig(epochs=2, patience=1), tmp_path)
+def test_zoo_model_trains_saves_and_reloads(quick_zoo, name):
+    out, records, datasets = quick_zoo
+    record, data = records[name], datasets[ZOO[name].dataset]
     assert record["model"] == name and record["training"]["epochs_run"] <= 2
     assert record["dataset"]["sha256"]["test"] == data.hashes["test"]
     assert {"tensorflow-cpu", "keras", "numpy", "python"} <= set(record["versions"])
-    assert json.loads((tmp_path / f"{name}.json").read_text()) == record
-    model = keras.models.load_model(tmp_path / f"{name}.keras")
+    assert json.loads((out / f"{name}.json").read_text()) == record
+    model = keras.models.load_model(out / f"{name}.keras")
     # The saved file is the model the record describes: same metrics, recomputed from the file.
     again = evaluate(model, data, data.x_test, data.y_test)
     assert again == pytest.approx(record["metrics"]["test"], rel=1e-6, abs=1e-7)
-    assert not list(tmp_path.glob(".*")), "temporary files left behind"
+    assert not list(out.glob(".*")), "temporary files left behind"
 
 
 FLOORS = [
