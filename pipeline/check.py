@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ..converters.modes import QuantMode
 from ..converters.op_audit import TARGETS, audit
-from ..converters.tflite_file import read_tflite
-from ..models.errors import EdgepipeError, unknown_name
+from ..converters.tflite_file import read_tflite_file
+from ..models.errors import unknown_name
 
 
 def parse_targets(target: str | None) -> tuple[str, ...]:
@@ -25,15 +25,20 @@ def mode_from_filename(path: Path) -> QuantMode | None:
 
 
 def check_tflite(path: Path, targets: tuple[str, ...]) -> dict:
-    if not path.is_file():
-        raise EdgepipeError(f"{path} does not exist.")
-    data = path.read_bytes()
-    model = read_tflite(data, source=str(path))
+    model = read_tflite_file(path)  # memory-mapped: a 2 GB model is not read into memory
     report = audit(model, mode_from_filename(path), targets, source=str(path))
-    return {"file": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+    return {"file": str(path), "bytes": model.size, "sha256": _sha256(path),
             "mode": getattr(mode_from_filename(path), "value", None),
             "status": "converted" if report.ok else "failed",
             "reason": "; ".join(report.problems), "audit": report.as_dict()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_keras(path: Path, modes: list[QuantMode], rep_data, rep_samples: int,

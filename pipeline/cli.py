@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..models.errors import EdgepipeError
 from ..models.zoo import ZOO, check_input_shape, get_model_spec
@@ -46,7 +47,7 @@ def command(fn):
         try:
             return fn(*args, **kwargs)
         except EdgepipeError as e:
-            err.print(f"[red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            err.print(Text.assemble(("error: ", "red"), str(e)), soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
@@ -54,8 +55,8 @@ def command(fn):
         except (typer.Exit, typer.Abort):
             raise
         except Exception as e:  # a bug: still one line, the traceback is one flag away
-            err.print(f"[red]internal error:[/] {type(e).__name__}: {e} "
-                      "(rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("internal error: ", "red"), f"{type(e).__name__}: {e} "
+                                    "(rerun with --debug for the traceback)"), soft_wrap=True)
             raise typer.Exit(1) from None
 
     return app.command()(wrapper)
