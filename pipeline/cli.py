@@ -110,8 +110,12 @@ def train(
         help="Your own data: a .npz with x_train, y_train, x_test, y_test.")] = None,
 ) -> None:
     """Train zoo models; save OUT/<model>.keras and a JSON training record for each."""
-    specs = [get_model_spec(name) for name in (models or ZOO)]  # all names checked before work
     from ..models.datasets import load_builtin, load_npz
+    from ..models.train_config import TrainConfig
+
+    # Every input is checked before anything is written or TensorFlow is imported.
+    specs = [get_model_spec(name) for name in (models or ZOO)]
+    config = TrainConfig(seed=seed) if epochs is None else TrainConfig(epochs=epochs, seed=seed)
 
     datasets = {}
     for spec in specs:
@@ -123,10 +127,8 @@ def train(
     _writable(out_dir)
 
     import_tensorflow(_state["debug"])
-    from ..models.training import TrainConfig
     from .training_progress import train_with_progress
 
-    config = TrainConfig(seed=seed) if epochs is None else TrainConfig(epochs=epochs, seed=seed)
     records = train_with_progress(
         [(spec, datasets[spec.family.task if data else spec.dataset]) for spec in specs],
         config, out_dir, err)
@@ -161,13 +163,13 @@ def convert(
 
     _writable(out_dir)
     with err.status("converting...") as status:
-        records, notes = convert_files(
+        variants, notes = convert_files(
             models, modes, out_dir, rep_data, rep_samples, _state["debug"],
             on_variant=lambda v: status.update(f"converted {v.model}.{v.mode.value}"))
     for note in notes:
         err.print(f"note: {note}", highlight=False)
-    out.print(variants_table([v.record for v in records], out_dir))
-    if any(v.status == "failed" for v in records):
+    out.print(variants_table([v.record for v in variants], out_dir))
+    if any(v.status == "failed" for v in variants):
         raise typer.Exit(1)
 
 
