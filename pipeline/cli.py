@@ -18,7 +18,7 @@ from rich.text import Text
 from ..models.errors import EdgepipeError
 from ..models.zoo import ZOO, check_input_shape, get_model_spec
 from .quiet import import_tensorflow, quiet_tensorflow
-from .views import ops_table, trained_table, variants_table
+from .views import ops_table, parity_table, trained_table, variants_table
 
 app = typer.Typer(
     help="Train Keras models with custom activations, convert them to TFLite and prove that "
@@ -210,6 +210,80 @@ def check(
         for record in records:
             _print_check(record, targets)
     if any(failed(r, targets, strict_target=target is not None) for r in records):
+        raise typer.Exit(1)
+
+
+@command
+def run(
+    config_path: Annotated[Path | None, typer.Option(
+        "--config", help="A TOML run config (every key optional; see README).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="The run folder.")] = Path(
+        "artifacts/run"),
+    targets: Annotated[str | None, typer.Option(
+        help="Comma-separated targets (default: host,host-ref).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
+) -> None:
+    """Train, audit, convert every mode, bundle, check parity on each target, report.
+
+    Exit 0 only when every expected check passed (unsupported variants are documented TFLite
+    limits); 1 when a variant failed or errored; 2 on bad input.
+    """
+    from .config import load_config
+
+    config = load_config(config_path, epochs=epochs,
+                         targets=targets.split(",") if targets else None)
+    _writable(out_dir)
+    import_tensorflow(_state["debug"])
+    from .run import collect, convert_and_bundle, parity_stage, train_stage
+
+    train_stage(config, out_dir, err)
+    convert_and_bundle(config, out_dir, err, _state["debug"])
+    parity_stage(out_dir, config.targets, err, _state["debug"])
+    _finish(collect(out_dir), out_dir)
+
+
+@command
+def parity(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `edgepipe run`.")],
+    target: Annotated[str, typer.Option(help="host or host-ref (comma-separated for both).")]
+    = "host,host-ref",
+) -> None:
+    """Re-run parity only, on an existing run folder, and rewrite its reports."""
+    from .run import collect, parity_stage
+
+    _require_run_dir(run_dir)
+    parity_stage(run_dir, target.split(","), err, _state["debug"])
+    _finish(collect(run_dir), run_dir)
+
+
+@command
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `edgepipe run`.")],
+) -> None:
+    """Regenerate report.html (and junit.xml) from a run folder's results.json."""
+    from .junit import write_junit
+    from .report import write_report
+
+    _require_run_dir(run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise EdgepipeError(f"{run_dir} has no results.json: run `edgepipe parity {run_dir}` "
+                            "first.")
+    merged = json.loads((run_dir / "results.json").read_text())
+    write_junit(run_dir, merged)
+    out.print(f"wrote {write_report(run_dir)}", highlight=False)
+
+
+def _require_run_dir(run_dir: Path) -> None:
+    if not (run_dir / "manifest.json").is_file():
+        raise EdgepipeError(f"{run_dir} is not a run folder (no manifest.json). Make one with "
+                            "`edgepipe run --out DIR`.")
+
+
+def _finish(merged: dict, run_dir: Path) -> None:
+    out.print(parity_table(merged))
+    out.print(f"wrote {run_dir / 'results.json'}, {run_dir / 'junit.xml'}, "
+              f"{run_dir / 'report.html'}", highlight=False)
+    if not merged["summary"]["ok"]:
         raise typer.Exit(1)
 
 

@@ -48,3 +48,38 @@ def ops_table(record: dict) -> Table:
         table.add_row(str(op["index"]), op["op"], op["kind"], ", ".join(op["input_types"]),
                       ", ".join(op["output_types"]), *cells)
     return table
+
+
+RESULT_STYLE = {"pass": "green", "fail": "red", "unsupported": "yellow", "error": "bold red"}
+
+
+def _cell(r: dict) -> str:
+    style = RESULT_STYLE.get(r["status"], "white")
+    m = r.get("metrics") or {}
+    bits = []
+    if "max_abs_error" in m:
+        bits.append(f"{m['max_abs_error']:.2g}")
+    if m.get("steps") is not None:
+        bits.append(f"{m['steps']:.1f} steps")
+    task = m.get("task") or {}
+    if task.get("delta") is not None:
+        bits.append(f"Δ{task['metric']} {task['delta']:+.3f}")
+    return f"[{style}]{r['status']}[/] " + " ".join(bits)
+
+
+def parity_table(merged: dict) -> Table:
+    targets = list(merged["targets"])
+    table = Table(title="Parity: max abs error vs Keras, output steps, task-metric drop")
+    for col in ("model", "mode", *targets, "reason"):
+        table.add_column(col)
+    rows: dict = {}
+    for r in merged["results"]:
+        rows.setdefault((r["model"], r["mode"]), {})[r["target"]] = r
+    for (model, mode), by_target in rows.items():
+        reasons = sorted({r["reason"] for r in by_target.values() if r.get("reason")})
+        table.add_row(model, mode, *[_cell(by_target[t]) if t in by_target else "-"
+                                     for t in targets], "; ".join(reasons)[:160])
+    s = merged["summary"]
+    table.caption = (f"{s['pass']} pass, {s['fail']} fail, {s['unsupported']} unsupported, "
+                     f"{s['error']} error")
+    return table

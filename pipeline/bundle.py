@@ -1,0 +1,126 @@
+"""Write the bundle (docs/bundle.md): inputs, Keras references, variants, tolerances, manifest."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..converters.modes import QuantMode
+from ..models.datasets import Dataset, Task
+from ..models.files import atomic_path, write_json
+from ..models.training import versions
+from .tolerances import derive, simulate
+
+SCHEMA_VERSION = 1
+KINKS = {"Step": 0.0, "PiecewiseLinear": 0.0}  # activations whose error concentrates at a kink
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_npy(root: Path, rel: str, array: np.ndarray) -> dict:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+    return {"path": rel, "sha256": sha256_file(path)}
+
+
+def dataset_block(root: Path, data: Dataset) -> dict:
+    inputs = save_npy(root, f"data/{data.name}.inputs.npy", data.x_test.astype(np.float32))
+    labels = save_npy(root, f"data/{data.name}.labels.npy", data.y_test)
+    classification = data.task is Task.CLASSIFICATION
+    return {"task": data.task.value, "inputs": inputs["path"], "inputs_sha256": inputs["sha256"],
+            "labels": labels["path"], "labels_sha256": labels["sha256"],
+            "samples": int(len(data.x_test)), "y_mean": data.y_mean, "y_std": data.y_std,
+            "classes": data.num_outputs if classification else None, "sha256": data.hashes}
+
+
+def _input_step(values: np.ndarray, mode: QuantMode) -> float:
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    if mode is QuantMode.INT16X8:
+        return max(abs(lo), abs(hi)) / 32767.0
+    return (hi - lo) / 255.0
+
+
+def boundary_block(root: Path, name: str, model, x_test, representative) -> dict | None:
+    """The Keras inputs of each kinked activation layer, and the quantization step that
+    calibration gives them in each integer mode (for the boundary analysis)."""
+    import keras
+
+    layers = [layer for layer in model.layers if type(layer).__name__ in KINKS]
+    if not layers:
+        return None
+    probe = keras.Model(model.input, [layer.input for layer in layers])
+    preacts = probe(x_test)
+    calib = probe(representative) if representative is not None else None
+    preacts = preacts if isinstance(preacts, (list, tuple)) else [preacts]
+    calib = calib if isinstance(calib, (list, tuple)) or calib is None else [calib]
+    files = [save_npy(root, f"reference/{name}.{layer.name}.npy",
+                      np.asarray(p, np.float32)) for layer, p in zip(layers, preacts, strict=True)]
+    block = {"kink": KINKS[type(layers[0]).__name__], "layers": [layer.name for layer in layers],
+             "preact": [f["path"] for f in files], "preact_sha256": [f["sha256"] for f in files]}
+    if calib is not None:
+        block["input_steps"] = {m.value: [_input_step(np.asarray(c), m) for c in calib]
+                                for m in (QuantMode.INT8, QuantMode.INT16X8)}
+    return block
+
+
+def model_block(root: Path, name: str, spec, model, data: Dataset, keras_path: Path,
+                representative) -> tuple[dict, np.ndarray]:
+    reference = np.asarray(model(data.x_test, training=False), np.float32)
+    ref = save_npy(root, f"reference/{name}.npy", reference)
+    block = {"dataset": data.name, "activation": spec.activation, "family": spec.family.name,
+             "reference": ref["path"], "reference_sha256": ref["sha256"],
+             "keras_sha256": sha256_file(keras_path)}
+    boundary = boundary_block(root, name, model, data.x_test, representative)
+    if boundary:
+        block["boundary"] = boundary
+    return block, reference
+
+
+def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, representative,
+          overrides: dict) -> dict:
+    record, mode = variant.record, variant.mode
+    base = {"id": f"{variant.model}-{mode.value}", "model": variant.model, "mode": mode.value,
+            "status": record["status"], "reason": record.get("reason", ""),
+            "dataset": data.name, "reference": f"reference/{variant.model}.npy"}
+    if variant.path is None or record["status"] != "converted":
+        return base
+    out_scale = record["outputs"][0]["scale"]
+    metric = "accuracy" if data.task is Task.CLASSIFICATION else "r2"
+    tolerance = derive(mode, reference, simulate(model, mode, data.x_test, representative),
+                       out_scale[0] if out_scale else None, metric)
+    for key, value in overrides.get(mode.value, {}).items():
+        tolerance[key] = value
+        tolerance["derivation"] += f"; {key} set to {value} by the config"
+    rel = variant.path.relative_to(root).as_posix()
+    return {**base, "tflite": rel, "sha256": record["sha256"], "bytes": record["bytes"],
+            "expected_ops": sorted({op["op"] for op in record["audit"]["ops"]}),
+            "tolerance": tolerance}
+
+
+def write_manifest(root: Path, datasets: dict, models: dict, entries: list, seed: int) -> dict:
+    manifest = {"schema_version": SCHEMA_VERSION,
+                "created_by": f"edgepipe {versions().get('edgepipe', '?')}",
+                "versions": {**versions(), **_runtime_versions()}, "seed": seed,
+                "datasets": datasets, "models": models, "entries": entries}
+    write_json(root / "manifest.json", manifest)
+    return manifest
+
+
+def _runtime_versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("ai-edge-litert", "tflite-micro"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

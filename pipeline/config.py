@@ -1,0 +1,109 @@
+"""The run configuration: a TOML file where every key is optional and the defaults run.
+
+    [run]
+    models = ["mlp_swish", "cnn_step"]     # default: the whole zoo
+    modes = ["float32", "int8"]            # default: all five
+    targets = ["host", "host-ref"]         # default
+    seed = 0
+    epochs = 300                           # maximum; early stopping ends most runs sooner
+    rep_samples = 200
+
+    [tolerances.cnn_step.int8]             # override derived bounds for one model and mode
+    max_abs = 0.5
+    task_delta = 0.02
+
+Unknown keys are errors that suggest the nearest valid key.
+"""
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+from ..converters.modes import QuantMode
+from ..models.errors import EdgepipeError, unknown_name
+from ..models.zoo import ZOO
+
+TARGETS = ("host", "host-ref")
+RUN_KEYS = ("models", "modes", "targets", "seed", "epochs", "rep_samples")
+TOLERANCE_KEYS = ("max_abs", "max_rel", "task_delta", "min_top1_agreement")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    models: tuple[str, ...] = tuple(ZOO)
+    modes: tuple[QuantMode, ...] = tuple(QuantMode)
+    targets: tuple[str, ...] = TARGETS
+    seed: int = 0
+    epochs: int = 300
+    rep_samples: int = 200
+    # {model: {mode: {bound: value}}}: replaces the derived value of each bound named
+    tolerances: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for m in self.models:
+            if m not in ZOO:
+                raise unknown_name("model", m, ZOO)
+        for t in self.targets:
+            if t not in TARGETS:
+                raise unknown_name("target", t, TARGETS)
+        if not self.models or not self.modes or not self.targets:
+            raise EdgepipeError("Expected at least one model, mode and target in the run config.")
+        for name in ("epochs", "rep_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EdgepipeError(f"Expected {name} to be a whole number >= 1. "
+                                    f"Received: {name}={value!r}")
+
+
+def _unknown_key(key: str, valid, where: str) -> EdgepipeError:
+    near = difflib.get_close_matches(key, valid, n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else f" Valid keys: {', '.join(valid)}."
+    return EdgepipeError(f"Unknown key {key!r} in {where}.{hint}")
+
+
+def load_config(path: Path | None, **overrides) -> RunConfig:
+    """Read `path` (or nothing), then apply command-line overrides that are not None."""
+    data: dict = {}
+    where = str(path)
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise EdgepipeError(f"Config file {path} does not exist.") from None
+        except tomllib.TOMLDecodeError as e:
+            raise EdgepipeError(f"Config file {path} is not valid TOML: {e}.") from None
+    for key in data:
+        if key not in ("run", "tolerances"):
+            raise _unknown_key(key, ("run", "tolerances"), where)
+    run = dict(data.get("run", {}))
+    for key in run:
+        if key not in RUN_KEYS:
+            raise _unknown_key(key, RUN_KEYS, f"{where} [run]")
+    run.update({k: v for k, v in overrides.items() if v is not None})
+    if "modes" in run:
+        try:
+            run["modes"] = tuple(QuantMode(m) for m in run["modes"])
+        except ValueError:
+            bad = next(m for m in run["modes"] if m not in {q.value for q in QuantMode})
+            raise unknown_name("mode", bad, [q.value for q in QuantMode]) from None
+    for key in ("models", "targets"):
+        if key in run:
+            run[key] = tuple(run[key])
+    tolerances = data.get("tolerances", {})
+    for model, per_mode in tolerances.items():
+        if model not in ZOO:
+            raise unknown_name("model", model, ZOO)
+        for mode, bounds in per_mode.items():
+            if mode not in {q.value for q in QuantMode}:
+                raise _unknown_key(mode, [q.value for q in QuantMode],
+                                   f"{where} [tolerances.{model}]")
+            for key, value in bounds.items():
+                if key not in TOLERANCE_KEYS:
+                    raise _unknown_key(key, TOLERANCE_KEYS,
+                                       f"{where} [tolerances.{model}.{mode}]")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise EdgepipeError(f"Expected a number >= 0 for {key} in "
+                                        f"[tolerances.{model}.{mode}]. Received: {value!r}")
+    return RunConfig(**run, tolerances=tolerances)

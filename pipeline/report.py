@@ -1,0 +1,802 @@
+"""`DIR/report.html`: one self-contained page for a run folder (docs/bundle.md).
+
+Reads `manifest.json`, the merged `results.json` and the `.npy` files they name (Keras reference
+outputs, labels, each variant's saved outputs) and writes a page that opens from disk with no
+network: inline CSS, plots as base64 PNG data URIs. Data in, page out: nothing here decides pass
+or fail, it shows what the runner decided and recomputes from the saved outputs what it can.
+"""
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from ..converters.modes import QuantMode
+from ..models.errors import EdgepipeError
+from ..models.files import atomic_path
+from .junit import STATUSES, targets_of
+
+MODES = [m.value for m in QuantMode]
+INT_MODES = {m.value for m in QuantMode if m.integer_only}
+FIGSIZE = (3.2, 2.4)
+DPI = 80
+MAX_PLOTTED = 80          # variants with plots; the rest say why they have none
+MAX_SCATTER = 20_000      # points per scatter, beyond that a fixed subsample (worst kept)
+N_WORST = 5
+
+
+def e(value) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def fmt(value) -> str:
+    """A number as a short string; `–` for absent."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value == 0.0:
+            return "0"
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(fmt(v) for v in value[:10])
+        return f"[{shown}{', …' if len(value) > 10 else ''}]"
+    return str(value)
+
+
+def anchor(entry_id: str) -> str:
+    return "v-" + re.sub(r"[^A-Za-z0-9_.-]", "_", entry_id)
+
+
+# ---------------------------------------------------------------- reading the run folder
+
+
+class Files:
+    """The `.npy` files of a run folder, read once, never from outside it."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.root = run_dir.resolve()
+        self.cache: dict[str, np.ndarray | None] = {}
+        self.problems: dict[str, str] = {}
+
+    def array(self, rel: str | None) -> np.ndarray | None:
+        if not rel:
+            return None
+        if rel not in self.cache:
+            self.cache[rel] = self._load(rel)
+        return self.cache[rel]
+
+    def exists(self, rel: str) -> bool:
+        path = self._inside(rel)
+        return path is not None and path.is_file()
+
+    def _inside(self, rel: str) -> Path | None:
+        parts = PurePosixPath(rel)
+        if parts.is_absolute() or ".." in parts.parts:
+            return None
+        path = (self.run_dir / parts).resolve()
+        return path if path.is_relative_to(self.root) else None
+
+    def _load(self, rel: str) -> np.ndarray | None:
+        path = self._inside(rel)
+        if path is None:
+            self.problems[rel] = "path leaves the run folder; not read"
+            return None
+        if not path.is_file():
+            self.problems[rel] = "file missing"
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            self.problems[rel] = f"unreadable: {err}"
+            return None
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgepipeError(f"Expected {what} at {path}. Received: no such file. Run "
+                            "`edgepipe run --out DIR` first, then report on DIR.") from None
+    except json.JSONDecodeError as err:
+        raise EdgepipeError(f"Expected {what} at {path} to be JSON. Received: {err}.") from None
+
+
+@dataclass
+class Variant:
+    """One manifest entry (model x mode) and its result record on each target."""
+
+    id: str
+    model: str
+    mode: str
+    entry: dict
+    records: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def statuses(self) -> list[str]:
+        return [r.get("status", "?") for r in self.records.values()]
+
+    @property
+    def failing(self) -> bool:
+        return any(s in ("fail", "error") for s in self.statuses)
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    manifest: dict
+    results: dict
+    files: Files
+    targets: list[str]
+    variants: list[Variant]
+    warnings: list[str]
+
+    def dataset(self, v: Variant) -> tuple[str | None, dict]:
+        name = v.entry.get("dataset") or self.manifest.get("models", {}).get(v.model, {}).get(
+            "dataset")
+        return name, self.manifest.get("datasets", {}).get(name) or {}
+
+    def task(self, v: Variant) -> str:
+        return self.dataset(v)[1].get("task") or "regression"
+
+    def reference(self, v: Variant) -> np.ndarray | None:
+        rel = v.entry.get("reference") or self.manifest.get("models", {}).get(v.model, {}).get(
+            "reference")
+        return self.files.array(rel)
+
+    def labels(self, v: Variant) -> np.ndarray | None:
+        return self.files.array(self.dataset(v)[1].get("labels"))
+
+    def outputs_path(self, v: Variant, target: str) -> str | None:
+        record = v.records.get(target)
+        if record is None:
+            return None
+        if record.get("outputs"):
+            return record["outputs"]
+        conventional = f"outputs/{target}/{v.id}.npy"
+        return conventional if self.files.exists(conventional) else None
+
+    def outputs(self, v: Variant, target: str) -> np.ndarray | None:
+        return self.files.array(self.outputs_path(v, target))
+
+
+def load_run(run_dir: Path) -> Run:
+    run_dir = Path(run_dir)
+    manifest = _read_json(run_dir / "manifest.json", "the bundle's manifest.json")
+    results = _read_json(run_dir / "results.json", "the merged results.json")
+    return build_run(run_dir, manifest, results)
+
+
+def build_run(run_dir: Path, manifest: dict, results: dict) -> Run:
+    targets = targets_of(results)
+    variants: dict[str, Variant] = {}
+    for entry in manifest.get("entries", []):
+        variants[entry["id"]] = Variant(entry["id"], entry.get("model", "?"),
+                                        entry.get("mode", "?"), entry)
+    warnings = []
+    for record in results.get("results", []):
+        rid = record.get("id", "?")
+        if rid not in variants:
+            variants[rid] = Variant(rid, record.get("model", "?"), record.get("mode", "?"), {})
+            warnings.append(f"{rid} has results but no manifest entry.")
+        v = variants[rid]
+        if record.get("target") in v.records:
+            warnings.append(f"{rid} has more than one result on {record.get('target')}; "
+                            "the last one is shown.")
+        v.records[record.get("target")] = record
+    model_order = {}
+    for v in variants.values():
+        model_order.setdefault(v.model, len(model_order))
+    ordered = sorted(variants.values(), key=lambda v: (
+        model_order[v.model], MODES.index(v.mode) if v.mode in MODES else len(MODES)))
+    return Run(run_dir, manifest, results, Files(run_dir), targets, ordered, warnings)
+
+
+# ---------------------------------------------------------------- numbers from saved outputs
+
+
+def _as_samples(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(len(a), -1) if a.ndim >= 1 else a.reshape(1, 1)
+
+
+def compare_outputs(a: np.ndarray | None, b: np.ndarray | None) -> dict | None:
+    """max/mean |a - b| and how many elements differ; None when either is absent or shapes
+    disagree (then `shape` says so)."""
+    if a is None or b is None:
+        return None
+    if a.shape != b.shape:
+        return {"shape": f"{a.shape} vs {b.shape}"}
+    diff = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+    return {"max_abs": float(diff.max()) if diff.size else 0.0,
+            "mean_abs": float(diff.mean()) if diff.size else 0.0,
+            "differing": int(np.count_nonzero(diff)), "elements": int(diff.size)}
+
+
+def target_differences(run_dir: Path, results: dict | None = None, a: str = "host",
+                       b: str = "host-ref") -> dict[str, dict]:
+    """For every entry with a result on both targets: each side's status and the comparison of
+    their saved outputs (`max_abs`, `mean_abs`, `differing`, `elements`, `steps` = max_abs in
+    output quantization steps); `None` values and a `note` where outputs are absent."""
+    run_dir = Path(run_dir)
+    if results is None:
+        return _differences(load_run(run_dir), a, b)
+    manifest = _read_json(run_dir / "manifest.json", "the bundle's manifest.json")
+    return _differences(build_run(run_dir, manifest, results), a, b)
+
+
+def _differences(run: Run, a: str, b: str) -> dict[str, dict]:
+    out = {}
+    for v in run.variants:
+        if a not in v.records or b not in v.records:
+            continue
+        cmp = compare_outputs(run.outputs(v, a), run.outputs(v, b))
+        row = {"status": {a: v.records[a].get("status"), b: v.records[b].get("status")},
+               "max_abs": None, "mean_abs": None, "differing": None, "elements": None,
+               "steps": None, "note": ""}
+        if cmp is None:
+            missing = [t for t in (a, b) if run.outputs(v, t) is None]
+            row["note"] = "no saved outputs on " + " and ".join(missing)
+        elif "shape" in cmp:
+            row["note"] = f"output shapes differ: {cmp['shape']}"
+        else:
+            row.update(cmp)
+            step = (v.entry.get("tolerance") or {}).get("output_step")
+            if step:
+                row["steps"] = cmp["max_abs"] / step
+        out[v.id] = row
+    return out
+
+
+def _errors(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    return np.abs(_as_samples(out) - _as_samples(ref))
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _png(fig, plt) -> str:
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _histogram(plt, err: np.ndarray, bound, target: str) -> str:
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    try:
+        flat = err.ravel()
+        top = float(flat.max()) if flat.size else 0.0
+        if top == 0.0:
+            ax.text(0.5, 0.5, "identical outputs:\nevery error is 0", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            counts, _, _ = ax.hist(flat, bins=40, range=(0.0, top), color="#4c72b0")
+            nonzero = counts[counts > 0]
+            if nonzero.size and nonzero.max() / nonzero.min() >= 50:
+                ax.set_yscale("log")
+            if bound is not None and bound <= 3 * top:
+                ax.axvline(bound, color="#cf222e", ls="--", lw=1, label=f"tol {fmt(bound)}")
+                ax.legend(loc="upper right", frameon=False)
+            elif bound is not None:
+                ax.text(0.98, 0.95, f"tol {fmt(bound)} (off scale)", ha="right", va="top",
+                        transform=ax.transAxes, color="#cf222e")
+            ax.set_xlabel("|variant − keras|")
+            ax.set_ylabel("count")
+        ax.set_title(f"absolute error ({target})")
+        fig.tight_layout()
+    except Exception:
+        plt.close(fig)
+        raise
+    return _png(fig, plt)
+
+
+def _scatter(plt, ref: np.ndarray, out: np.ndarray, worst: list[int], target: str,
+             classifier: bool) -> str:
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    try:
+        r, o = _as_samples(ref), _as_samples(out)
+        x, y = r.ravel(), o.ravel()
+        if x.size > MAX_SCATTER:
+            keep = np.random.default_rng(0).choice(x.size, MAX_SCATTER, replace=False)
+            x, y = x[keep], y[keep]
+        ax.scatter(x, y, s=4, alpha=0.5, color="#4c72b0", linewidths=0,
+                   label="all classes" if classifier else "samples")
+        if worst:
+            ax.scatter(r[worst].ravel(), o[worst].ravel(), s=22, marker="x", color="#cf222e",
+                       linewidths=1, label="worst samples")
+        lo = float(min(r.min(), o.min()))
+        hi = float(max(r.max(), o.max()))
+        ax.plot([lo, hi], [lo, hi], color="#6e7781", lw=0.8, ls="-", zorder=0)
+        ax.set_xlabel("keras probability" if classifier else "keras output")
+        ax.set_ylabel(f"variant ({target})")
+        ax.set_title("keras vs variant" + (" (all classes)" if classifier else ""))
+        ax.legend(loc="upper left", frameon=False, markerscale=1.5)
+        fig.tight_layout()
+    except Exception:
+        plt.close(fig)
+        raise
+    return _png(fig, plt)
+
+
+# ---------------------------------------------------------------- the page
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:20px 28px;
+ color:#1f2328;background:#fff}
+h1{font-size:22px;margin:0 0 8px} h2{font-size:18px;margin:28px 0 8px;
+ border-bottom:1px solid #d0d7de;padding-bottom:4px} h3{font-size:15px;margin:14px 0 6px}
+table{border-collapse:collapse;margin:4px 0 10px} th,td{border:1px solid #d0d7de;
+ padding:3px 7px;vertical-align:top;text-align:left}
+thead th{position:sticky;top:0;background:#f6f8fa;z-index:1}
+.scroll{max-height:80vh;overflow:auto;display:inline-block;max-width:100%}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.verdict{font-size:18px;font-weight:700;padding:8px 12px;border-radius:6px;display:inline-block}
+.verdict.ok{background:#dafbe1;color:#116329} .verdict.bad{background:#ffebe9;color:#a40e26}
+.badge{display:inline-block;padding:0 7px;border-radius:9px;font-weight:600;font-size:12px}
+.st-pass{background:#dafbe1;color:#116329} .st-fail{background:#ffebe9;color:#cf222e}
+.st-unsupported{background:#f4efd9;color:#6f5d00} .st-error{background:#82071e;color:#fff}
+.st-missing{background:#f0f0f0;color:#6e7781}
+td.cell a{color:inherit;text-decoration:none} td.cell{min-width:120px}
+td.cell .m{display:block;font-size:12px;opacity:.9;white-space:nowrap}
+td.cell .why{display:block;font-size:12px;max-width:240px}
+tr.first td{border-top:2px solid #8c959f}
+.meta{color:#57606a} .warn{color:#9a6700} .small{font-size:12px;color:#57606a}
+details{border:1px solid #d0d7de;border-radius:6px;margin:6px 0;padding:4px 10px}
+details[open]{padding-bottom:10px} summary{cursor:pointer;padding:2px 0}
+details.failing{border-color:#cf222e}
+.plots img{margin:4px 10px 4px 0;border:1px solid #eaeef2}
+code{font-size:12px;background:#f6f8fa;padding:0 3px;border-radius:3px}
+.legend span{margin-right:10px}
+"""
+
+
+def _badge(status: str | None) -> str:
+    status = status or "missing"
+    return f'<span class="badge st-{e(status)}">{e(status)}</span>'
+
+
+def _counts(records: list[dict]) -> dict[str, int]:
+    counts = {s: 0 for s in STATUSES}
+    for r in records:
+        s = r.get("status")
+        counts[s if s in counts else "error"] += 1
+    return counts
+
+
+def _task_delta(task: dict | None) -> str | None:
+    if not task or task.get("delta") is None:
+        return None
+    if task.get("metric") == "accuracy":
+        return f"Δacc {task['delta'] * 100:.2g} pt"
+    name = {"r2": "R²"}.get(task.get("metric"), task.get("metric") or "task")
+    return f"Δ{name} {fmt(task['delta'])}"
+
+
+def _header(run: Run) -> str:
+    records = run.results.get("results", [])
+    counts = _counts(records)
+    ok = bool(records) and counts["fail"] == 0 and counts["error"] == 0
+    verdict = ("PASS — all expected checks passed" if ok else
+               "NO RESULTS" if not records else
+               f"FAIL — {counts['fail']} failed, {counts['error']} errors")
+    chips = " ".join(f'{_badge(s)} {counts[s]}' for s in STATUSES)
+    out = ['<h1>edgepipe run report</h1>',
+           f'<div class="verdict {"ok" if ok else "bad"}" id="verdict">{e(verdict)}</div>',
+           f'<p>{chips}</p>']
+
+    warnings = list(run.warnings)
+    summary = run.results.get("summary") or {}
+    if summary and any(summary.get(s) != counts[s] for s in STATUSES) or (
+            "ok" in summary and bool(summary["ok"]) != ok):
+        warnings.append(f"results.json summary {json.dumps(summary)} disagrees with its records "
+                        f"({json.dumps(counts)}, ok={ok}).")
+    manifest_path = run.run_dir / "manifest.json"
+    sha = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    ran = run.results.get("manifest_sha256")
+    if ran and ran != sha:
+        warnings.append(f"results.json was produced from another manifest (sha256 {ran[:12]}…, "
+                        f"this manifest.json is {sha[:12]}…).")
+    missing = [f"{v.id} on {t}" for v in run.variants if v.entry for t in run.targets
+               if t not in v.records]
+    if missing:
+        warnings.append(f"{len(missing)} expected result(s) missing: " + ", ".join(missing[:8])
+                        + (", …" if len(missing) > 8 else ""))
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    written = datetime.fromtimestamp((run.run_dir / "results.json").stat().st_mtime,
+                                     timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    m = run.manifest
+    out.append(f'<p class="meta">Results written {e(written)} · report generated {e(now)} · '
+               f'run folder <code>{e(run.run_dir)}</code><br>'
+               f'{e(m.get("created_by", "?"))} · manifest schema {e(m.get("schema_version"))} · '
+               f'seed {e(m.get("seed"))} · manifest sha256 <code>{e(sha[:16])}…</code>'
+               f'{" (matches the results)" if ran == sha else ""}</p>')
+    versions = m.get("versions") or {}
+    if versions:
+        out.append('<p class="meta">Versions: ' + " · ".join(
+            f"{e(k)} <b>{e(v)}</b>" for k, v in versions.items()) + "</p>")
+    for w in warnings:
+        out.append(f'<p class="warn">⚠ {e(w)}</p>')
+
+    out.append('<h3>Targets</h3><table><thead><tr><th>target</th><th>runtime</th>'
+               '<th>version</th><th>kernels</th><th>machine</th><th>system</th><th>python</th>'
+               '<th>numpy</th><th>seconds</th>'
+               + "".join(f"<th>{e(s)}</th>" for s in STATUSES) + "</tr></thead><tbody>")
+    for t in run.targets:
+        info = (run.results.get("targets") or {}).get(t) or {}
+        rt, pf = info.get("runtime") or {}, info.get("platform") or {}
+        c = _counts([r for r in records if r.get("target") == t])
+        out.append(f"<tr><td><b>{e(t)}</b></td><td>{e(rt.get('name', '–'))}</td>"
+                   f"<td>{e(rt.get('version', '–'))}</td><td>{e(rt.get('kernels', '–'))}</td>"
+                   f"<td>{e(pf.get('machine', '–'))}</td><td>{e(pf.get('system', '–'))}</td>"
+                   f"<td>{e(pf.get('python', '–'))}</td><td>{e(pf.get('numpy', '–'))}</td>"
+                   f'<td class="num">{e(fmt(info.get("seconds")))}</td>'
+                   + "".join(f'<td class="num">{c[s]}</td>' for s in STATUSES) + "</tr>")
+    if not run.targets:
+        out.append(f'<tr><td colspan="{9 + len(STATUSES)}">no target ran</td></tr>')
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _cell(run: Run, v: Variant, target: str) -> str:
+    record = v.records.get(target)
+    if record is None:
+        return '<td class="cell st-missing">not run</td>'
+    status = record.get("status", "?")
+    metrics = record.get("metrics") or {}
+    lines = []
+    if metrics.get("max_abs_error") is not None:
+        lines.append(f"max|Δ| {fmt(metrics['max_abs_error'])}")
+    if metrics.get("steps") is not None and v.mode in INT_MODES:
+        lines.append(f"{fmt(metrics['steps'])} steps")
+    delta = _task_delta(metrics.get("task"))
+    if delta:
+        lines.append(delta)
+    body = "".join(f'<span class="m">{e(x)}</span>' for x in lines)
+    reason = record.get("reason") or ""
+    if status in ("unsupported", "error") and reason:
+        short = reason if len(reason) <= 70 else reason[:67] + "…"
+        body += f'<span class="why">{e(short)}</span>'
+    return (f'<td class="cell st-{e(status)}" title="{e(reason)}">'
+            f'<a href="#{anchor(v.id)}"><b>{e(status)}</b>{body}</a></td>')
+
+
+def _matrix(run: Run) -> str:
+    float32_bytes = {v.model: v.entry.get("bytes") for v in run.variants
+                     if v.mode == "float32" and v.entry.get("bytes")}
+    out = ['<h2>Parity matrix</h2>',
+           '<p class="small legend">'
+           + "".join(f"<span>{_badge(s)}</span>" for s in (*STATUSES, "missing"))
+           + ' max|Δ| = max |variant − keras| in output units · steps = max|Δ| / output '
+           'quantization step (int modes) · Δ = task metric of Keras − variant (positive: '
+           'variant worse; pt = percentage points). Click a cell for details.</p>',
+           '<div class="scroll"><table class="matrix"><thead><tr><th>model</th><th>mode</th>'
+           '<th>bytes</th><th>vs float32</th>'
+           + "".join(f"<th>{e(t)}</th>" for t in run.targets) + "</tr></thead><tbody>"]
+    previous = None
+    for v in run.variants:
+        size = v.entry.get("bytes")
+        base = float32_bytes.get(v.model)
+        ratio = f"{size / base:.2f}×" if size and base else "–"
+        size_text = f"{size:,}" if isinstance(size, int) else "–"
+        entry_status = v.entry.get("status")
+        mode_note = ("" if entry_status in (None, "converted") else
+                     f' <span class="small">({e(entry_status)})</span>')
+        first = ' class="first"' if previous is not None and v.model != previous else ""
+        previous = v.model
+        out.append(f"<tr{first}><td>{e(v.model)}</td><td>{e(v.mode)}{mode_note}</td>"
+                   f'<td class="num">{size_text}</td><td class="num">{ratio}</td>'
+                   + "".join(_cell(run, v, t) for t in run.targets) + "</tr>")
+    if not run.variants:
+        out.append(f'<tr><td colspan="{4 + len(run.targets)}">no entries</td></tr>')
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def _host_vs_ref(run: Run, a: str = "host", b: str = "host-ref") -> str:
+    out = [f"<h2>{e(a)} vs {e(b)}</h2>"]
+    missing = [t for t in (a, b) if t not in run.targets]
+    if missing:
+        out.append(f'<p class="meta">No comparison: {e(" and ".join(missing))} did not run.</p>')
+        return "\n".join(out)
+    rows = _differences(run, a, b)
+    compared = {k: r for k, r in rows.items() if r["max_abs"] is not None}
+    if compared:
+        worst_id = max(compared, key=lambda k: compared[k]["max_abs"])
+        identical = sum(r["max_abs"] == 0 for r in compared.values())
+        out.append(f'<p>Saved outputs of the default kernels ({e(a)}, XNNPACK) against the '
+                   f'reference kernels ({e(b)}): {len(compared)} entries compared, {identical} '
+                   f'identical; largest difference {fmt(compared[worst_id]["max_abs"])} on '
+                   f'<a href="#{anchor(worst_id)}">{e(worst_id)}</a>.</p>')
+    else:
+        out.append('<p class="meta">No entry has saved outputs on both targets.</p>')
+    out.append(f'<div class="scroll"><table><thead><tr><th>entry</th><th>{e(a)}</th>'
+               f'<th>{e(b)}</th><th>max |{e(a)} − {e(b)}|</th><th>in output steps</th>'
+               '<th>mean |diff|</th><th>elements differing</th><th>note</th></tr></thead><tbody>')
+    for vid, r in rows.items():
+        value = "" if r["max_abs"] is None else f' data-value="{r["max_abs"]!r}"'
+        differing = ("–" if r["differing"] is None else f'{r["differing"]:,} / {r["elements"]:,}')
+        out.append(f'<tr><td><a href="#{anchor(vid)}">{e(vid)}</a></td>'
+                   f'<td>{_badge(r["status"][a])}</td><td>{_badge(r["status"][b])}</td>'
+                   f'<td class="num" id="diff-{anchor(vid)[2:]}"{value}>{fmt(r["max_abs"])}</td>'
+                   f'<td class="num">{fmt(r["steps"])}</td><td class="num">{fmt(r["mean_abs"])}'
+                   f'</td><td class="num">{differing}</td><td>{e(r["note"])}</td></tr>')
+    if not rows:
+        out.append('<tr><td colspan="8">no entry has results on both targets</td></tr>')
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in metrics.items():
+        if key == "boundary" and not prefix:
+            continue
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _table(rows: list[tuple[str, list[str]]], columns: list[str], first: str) -> str:
+    head = f"<th>{e(first)}</th>" + "".join(f"<th>{e(c)}</th>" for c in columns)
+    body = "".join(f"<tr><td>{e(name)}</td>" + "".join(cells) + "</tr>" for name, cells in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _value_cell(value) -> str:
+    return f'<td class="num">{e(fmt(value))}</td>'
+
+
+def _sample_text(row: np.ndarray, classifier: bool) -> str:
+    if classifier and row.size > 1:
+        k = int(np.argmax(row))
+        return f"class {k} (p {row[k]:.3f})"
+    if row.size == 1:
+        return f"{row[0]:.4g}"
+    shown = ", ".join(f"{x:.3g}" for x in row[:6])
+    return f"[{shown}{', …' if row.size > 6 else ''}]"
+
+
+def _label_text(labels: np.ndarray | None, i: int) -> str:
+    if labels is None or i >= len(labels):
+        return "–"
+    value = np.asarray(labels[i]).ravel()
+    if value.size == 1:
+        x = value[0]
+        return str(int(x)) if np.issubdtype(value.dtype, np.integer) else f"{float(x):.4g}"
+    return _sample_text(value.astype(np.float64), False)
+
+
+def _variant(run: Run, v: Variant, plt, budget: list[int]) -> str:
+    dataset_name, dataset = run.dataset(v)
+    task = run.task(v)
+    classifier = task == "classification"
+    tol = v.entry.get("tolerance") or next(
+        (r.get("tolerance") for r in v.records.values() if r.get("tolerance")), {}) or {}
+    targets = [t for t in run.targets if t in v.records]
+    badges = " ".join(f'{e(t)} {_badge(v.records[t].get("status"))}' for t in targets)
+    worst_err = [(v.records[t].get("metrics") or {}).get("max_abs_error") for t in targets]
+    worst_err = [x for x in worst_err if isinstance(x, (int, float))]
+    out = [f'<details id="{anchor(v.id)}"{" open" if v.failing else ""} '
+           f'class="{"failing" if v.failing else ""}"><summary><b>{e(v.id)}</b> · {badges or "no results"}'
+           + (f' · max|Δ| {fmt(max(worst_err))}' if worst_err else "") + "</summary>"]
+
+    entry = v.entry
+    facts = [f"model <b>{e(v.model)}</b>", f"mode <b>{e(v.mode)}</b>",
+             f"dataset {e(dataset_name or '–')} ({e(task)})"]
+    if entry:
+        facts.append(f"manifest status {_badge_plain(entry.get('status'))}")
+        if entry.get("tflite"):
+            facts.append(f"<code>{e(entry['tflite'])}</code>")
+        if entry.get("bytes") is not None:
+            facts.append(f"{e(fmt(entry['bytes']))} bytes")
+        if entry.get("expected_ops"):
+            facts.append("ops " + ", ".join(e(op) for op in entry["expected_ops"]))
+    else:
+        facts.append('<span class="warn">no manifest entry</span>')
+    out.append("<p>" + " · ".join(facts) + "</p>")
+    if entry.get("reason"):
+        out.append(f"<p><b>manifest reason:</b> {e(entry['reason'])}</p>")
+    reasons = [(t, v.records[t]) for t in targets if v.records[t].get("reason")]
+    if reasons:
+        out.append("<ul>" + "".join(
+            f"<li><b>{e(t)}</b> {_badge(r.get('status'))} {e(r['reason'])}</li>"
+            for t, r in reasons) + "</ul>")
+
+    bounds = [(k, tol.get(k)) for k in ("max_abs", "max_rel", "output_step", "steps",
+                                        "task_delta", "min_top1_agreement")
+              if tol.get(k) is not None]
+    out.append("<h3>Tolerance</h3><p>" + (" · ".join(
+        f"{e(k)} <b>{e(fmt(x))}</b>" for k, x in bounds) or "no bounds")
+        + (f'<br><span class="small">derivation: {e(tol["derivation"])}</span>'
+           if tol.get("derivation") else "") + "</p>")
+
+    if targets:
+        flat = {t: {"invoke": v.records[t].get("invoke"), "seconds": v.records[t].get("seconds"),
+                    **_flatten(v.records[t].get("metrics") or {})} for t in targets}
+        keys = list(dict.fromkeys(k for t in targets for k in flat[t]))
+        keys = [k for k in keys if any(flat[t].get(k) is not None for t in targets)]
+        if keys:
+            out.append("<h3>Metrics</h3>" + _table(
+                [(k, [_value_cell(flat[t].get(k)) for t in targets]) for k in keys],
+                targets, "metric"))
+        names = list(dict.fromkeys(c.get("name") for t in targets
+                                   for c in v.records[t].get("checks") or []))
+        if names:
+            rows = []
+            for name in names:
+                cells = []
+                for t in targets:
+                    c = next((c for c in v.records[t].get("checks") or []
+                              if c.get("name") == name), None)
+                    if c is None:
+                        cells.append("<td>–</td>")
+                        continue
+                    good = c.get("ok")
+                    cells.append(f'<td class="num st-{"pass" if good else "fail"}">'
+                                 f'{e(fmt(c.get("value")))} / {e(fmt(c.get("bound")))} '
+                                 f'{"✓" if good else "✗"}</td>')
+                rows.append((name, cells))
+            out.append("<h3>Checks (value / bound)</h3>" + _table(rows, targets, "check"))
+
+    boundary = {t: (v.records[t].get("metrics") or {}).get("boundary") for t in targets}
+    boundary = {t: b for t, b in boundary.items() if b}
+    model_boundary = run.manifest.get("models", {}).get(v.model, {}).get("boundary")
+    if boundary or model_boundary:
+        out.append("<h3>Boundary analysis</h3>")
+        if model_boundary:
+            out.append(f'<p class="small">kink {e(fmt(model_boundary.get("kink")))} · layers '
+                       f'{e(", ".join(model_boundary.get("layers") or []))}</p>')
+        if boundary:
+            keys = ["kink", "input_step", "near_samples", "near_error_share"]
+            keys += [k for b in boundary.values() for k in b if k not in keys]
+            out.append(_table([(k, [_value_cell(boundary[t].get(k)) for t in boundary])
+                               for k in keys], list(boundary), "boundary"))
+            out.append('<p class="small">near_samples: samples with a pre-activation within one '
+                       'input quantization step of the kink; near_error_share: the share of the '
+                       'total squared error they carry.</p>')
+        else:
+            out.append('<p class="small">no boundary metrics in the results</p>')
+
+    out.append(_plots_and_worst(run, v, plt, budget, tol, classifier, dataset))
+    out.append("</details>")
+    return "\n".join(out)
+
+
+def _badge_plain(status: str | None) -> str:
+    cls = {"converted": "pass", "failed": "error"}.get(status or "", "unsupported")
+    return f'<span class="badge st-{cls}">{e(status or "?")}</span>'
+
+
+def _plots_and_worst(run: Run, v: Variant, plt, budget: list[int], tol: dict,
+                     classifier: bool, dataset: dict) -> str:
+    out = []
+    ref = run.reference(v)
+    problems = []
+    plot_target, outputs = None, None
+    for t in run.targets:
+        rel = run.outputs_path(v, t)
+        if rel is None:
+            continue
+        arr = run.outputs(v, t)
+        if arr is None:
+            problems.append(f"{t}: {rel}: {run.files.problems.get(rel, 'unreadable')}")
+        elif ref is not None and arr.shape != ref.shape:
+            problems.append(f"{t}: {rel}: shape {arr.shape}, reference {ref.shape}")
+        elif plot_target is None:
+            plot_target, outputs = t, arr
+    for msg in problems:
+        out.append(f'<p class="warn">⚠ saved outputs {e(msg)}</p>')
+
+    record = v.records.get(plot_target) if plot_target else None
+    worst = list(((record or {}).get("metrics") or {}).get("worst_samples") or [])
+    if plot_target is None or ref is None:
+        why = ("no saved outputs on any target" if plot_target is None
+               else "reference outputs unavailable: "
+               + run.files.problems.get(v.entry.get("reference") or "", "not in the manifest"))
+        out.append(f'<p class="meta">No plots: {e(why)}.</p>')
+        any_worst = next((r.get("metrics", {}).get("worst_samples") for r in v.records.values()
+                          if (r.get("metrics") or {}).get("worst_samples")), None)
+        if any_worst:
+            out.append(f'<p>Worst samples (indices only): {e(fmt(any_worst))}</p>')
+        return "\n".join(out)
+
+    err = _errors(ref, outputs)
+    per_sample = err.max(axis=1) if err.size else np.zeros(len(err))
+    worst = [int(i) for i in worst if 0 <= int(i) < len(err)]
+    if not worst:
+        worst = [int(i) for i in np.argsort(-per_sample, kind="stable")[:N_WORST]]
+    others = [t for t in run.targets if t != plot_target and run.outputs(v, t) is not None]
+    recomputed = float(err.max()) if err.size else 0.0
+    reported = ((record or {}).get("metrics") or {}).get("max_abs_error")
+    check = ""
+    if isinstance(reported, (int, float)) and not math.isclose(recomputed, reported,
+                                                                rel_tol=1e-4, abs_tol=1e-7):
+        check = (f' <span class="warn">⚠ the runner reported {fmt(reported)}: the saved '
+                 "outputs do not match the metrics</span>")
+    out.append(f"<h3>Outputs on {e(plot_target)}</h3><p>Plots and worst samples use the saved "
+               f"outputs of <b>{e(plot_target)}</b> (the first target that saved them"
+               + (f"; also saved on {e(', '.join(others))}" if others else "")
+               + f"). max |variant − keras| from them: <b>{fmt(recomputed)}</b>{check}</p>")
+
+    if budget[0] > 0:
+        budget[0] -= 1
+        hist = _histogram(plt, err, tol.get("max_abs"), plot_target)
+        scatter = _scatter(plt, ref, outputs, worst, plot_target, classifier)
+        out.append(f'<div class="plots"><img alt="histogram of absolute errors" src="{hist}">'
+                   f'<img alt="keras vs variant scatter" src="{scatter}"></div>')
+    else:
+        out.append(f'<p class="meta">Plots omitted: only {MAX_PLOTTED} variants get plots '
+                   "(failing ones first).</p>")
+
+    labels = run.labels(v)
+    r, o = _as_samples(ref), _as_samples(outputs)
+    y_std = dataset.get("y_std") if not classifier else None
+    columns = ["sample", "label", "keras", "variant", "max |Δ|"]
+    if y_std:
+        columns.append("max |Δ| (original units)")
+    rows = []
+    for i in worst:
+        cells = [f"<td>{e(_label_text(labels, i))}</td>",
+                 f"<td>{e(_sample_text(r[i], classifier))}</td>",
+                 f"<td>{e(_sample_text(o[i], classifier))}</td>",
+                 _value_cell(float(per_sample[i]))]
+        if y_std:
+            cells.append(_value_cell(float(per_sample[i]) * float(y_std)))
+        rows.append((str(i), cells))
+    out.append(f"<h3>Worst samples ({e(plot_target)})</h3>" + _table(rows, columns[1:], "sample"))
+    return "\n".join(out)
+
+
+def render(run: Run) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = [MAX_PLOTTED]
+    # Failing variants get plots first when the budget is short; the page keeps matrix order.
+    order = sorted(run.variants, key=lambda v: not v.failing)
+    sections = {}
+    with plt.rc_context({"font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7,
+                         "legend.fontsize": 6}):
+        for v in order:
+            sections[v.id] = _variant(run, v, plt, budget)
+    title = f"edgepipe report: {run.run_dir.name}"
+    body = [_header(run), _matrix(run), _host_vs_ref(run),
+            '<h2>Variants</h2><p class="small">Failing variants are open; click a title to open '
+            "or close it.</p>", *(sections[v.id] for v in run.variants)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{e(title)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write `run_dir/report.html` from the run folder's manifest and results; return its path."""
+    run_dir = Path(run_dir)
+    page = render(load_run(run_dir))
+    dest = run_dir / "report.html"
+    with atomic_path(dest) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return dest

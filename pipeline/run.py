@@ -1,0 +1,109 @@
+"""`edgepipe run`: train -> audit and convert every mode -> bundle -> parity -> reports.
+
+The run folder is the bundle (docs/bundle.md) plus the results of every target.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..models.errors import EdgepipeError
+from ..models.files import write_json
+from ..models.zoo import ZOO
+from .bundle import dataset_block, entry, model_block, sha256_file, write_manifest
+from .config import RunConfig
+
+RUNNER_KERNELS = {"host": "default", "host-ref": "reference"}
+
+
+def train_stage(config: RunConfig, out: Path, console) -> None:
+    from ..models.datasets import load_builtin
+    from ..models.training import TrainConfig
+    from .training_progress import train_with_progress
+
+    specs = [ZOO[m] for m in config.models]
+    data = {s.dataset: load_builtin(s.dataset, config.seed) for s in specs}
+    train_with_progress([(s, data[s.dataset]) for s in specs],
+                        TrainConfig(epochs=config.epochs, seed=config.seed), out / "models",
+                        console)
+
+
+def convert_and_bundle(config: RunConfig, out: Path, console, debug: bool) -> dict:
+    from ..converters.variants import convert_model
+    from ..models.datasets import load_recorded
+    from ..models.loading import load_keras, training_record
+    from .conversion import model_data
+
+    datasets, models, entries = {}, {}, []
+    for name in config.models:
+        keras_path = out / "models" / f"{name}.keras"
+        model = load_keras(keras_path)
+        data = load_recorded(training_record(keras_path)["dataset"])
+        rep, rep_source, check, check_source, _ = model_data(
+            model, keras_path, None, config.rep_samples, need_rep=True)
+        console.print(f"converting {name}: {', '.join(m.value for m in config.modes)}",
+                      highlight=False)
+        variants = convert_model(model, name, config.modes, out / "tflite", rep, rep_source,
+                                 check, check_source, debug)
+        if data.name not in datasets:
+            datasets[data.name] = dataset_block(out, data)
+        models[name], reference = model_block(out, name, ZOO[name], model, data, keras_path, rep)
+        for v in variants:
+            entries.append(entry(out, v, model, data, reference, rep,
+                                 config.tolerances.get(name, {})))
+    return write_manifest(out, datasets, models, entries, config.seed)
+
+
+def parity_stage(out: Path, targets, console, debug: bool = False) -> None:
+    """Run the device_tests runner once per target, in a child process: the interpreter is
+    native code, and a crash must not take the pipeline down."""
+    (out / "results").mkdir(exist_ok=True)
+    for target in targets:
+        if target not in RUNNER_KERNELS:
+            raise EdgepipeError(f"Unknown target {target!r}. Valid targets: "
+                                f"{', '.join(RUNNER_KERNELS)}.")
+        console.print(f"parity on {target}", highlight=False)
+        cmd = [sys.executable, "-m", "edgepipe.device_tests.runner", str(out),
+               "--kernels", RUNNER_KERNELS[target], "--target", target,
+               "--out", str(out / "results" / f"{target}.json"), "--save-outputs"]
+        done = subprocess.run(cmd, capture_output=not debug, text=True)
+        if done.returncode not in (0, 1):
+            tail = (done.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
+            raise EdgepipeError(f"The parity runner failed on {target} (exit "
+                                f"{done.returncode}): {tail[0]}")
+
+
+def collect(out: Path) -> dict:
+    """Merge per-target results, add the boundary analysis, write results.json, junit.xml and
+    report.html; return the merged document."""
+    from .boundary import analyse
+    from .junit import write_junit
+    from .report import write_report
+
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    targets, results = {}, []
+    for path in sorted((out / "results").glob("*.json")):
+        doc = json.loads(path.read_text())
+        targets[doc["target"]] = {k: doc.get(k) for k in ("runtime", "platform", "seconds")}
+        results += doc["results"]
+    for r in results:
+        boundary = manifest["models"].get(r["model"], {}).get("boundary")
+        steps = (boundary or {}).get("input_steps", {}).get(r["mode"])
+        if boundary and steps and r.get("outputs"):
+            preacts = [np.load(out / p) for p in boundary["preact"]]
+            ref = np.load(out / manifest["models"][r["model"]]["reference"])
+            r["metrics"]["boundary"] = analyse(preacts, steps, boundary["kink"],
+                                               np.load(out / r["outputs"]), ref)
+    counts = {s: sum(r["status"] == s for r in results)
+              for s in ("pass", "fail", "unsupported", "error")}
+    merged = {"schema_version": 1, "manifest_sha256": sha256_file(manifest_path),
+              "targets": targets, "results": results,
+              "summary": {**counts, "ok": counts["fail"] == 0 and counts["error"] == 0}}
+    write_json(out / "results.json", merged)
+    write_junit(out, merged)
+    write_report(out)
+    return merged
