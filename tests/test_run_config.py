@@ -1,0 +1,59 @@
+"""The run config: defaults that run, overrides, and unknown keys that suggest the right one."""
+
+import pytest
+
+from edgepipe.converters.modes import QuantMode
+from edgepipe.models.errors import EdgepipeError
+from edgepipe.models.zoo import ZOO
+from edgepipe.pipeline.config import RunConfig, load_config
+
+
+def test_no_config_covers_every_model_mode_and_both_host_targets():
+    config = load_config(None)
+    assert config.models == tuple(ZOO) and config.modes == tuple(QuantMode)
+    assert config.targets == ("host", "host-ref")
+
+
+def test_a_config_file_and_command_line_overrides(tmp_path):
+    path = tmp_path / "edgepipe.toml"
+    path.write_text('[run]\nmodels = ["cnn_step"]\nmodes = ["int8"]\nepochs = 5\n'
+                    '[tolerances.cnn_step.int8]\nmax_abs = 0.5\n')
+    config = load_config(path, epochs=7, targets=["host-ref"])
+    assert config.models == ("cnn_step",) and config.modes == (QuantMode.INT8,)
+    assert config.epochs == 7 and config.targets == ("host-ref",)
+    assert config.tolerances == {"cnn_step": {"int8": {"max_abs": 0.5}}}
+
+
+@pytest.mark.parametrize("text, message", [
+    pytest.param('[run]\nmodel = ["mlp_swish"]\n', "Unknown key 'model' in", id="run-key"),
+    pytest.param('[runn]\n', "Unknown key 'runn' in", id="table"),
+    pytest.param('[tolerances.mlp_swish.int8]\nmax_abss = 1\n', "Did you mean 'max_abs'?",
+                 id="bound"),
+    pytest.param('[tolerances.mlp_swish.int9]\nmax_abs = 1\n', "Did you mean 'int8'?",
+                 id="mode"),
+    pytest.param('[run]\nmodels = ["mlp_relu"]\n', "Unknown model 'mlp_relu'", id="model"),
+    pytest.param('[run]\nmodes = ["int4"]\n', "Unknown mode 'int4'", id="mode-name"),
+    pytest.param('[run]\ntargets = ["pi"]\n', "Unknown target 'pi'", id="target"),
+    pytest.param('[run]\nepochs = 0\n', "Expected epochs to be a whole number >= 1", id="epochs"),
+    pytest.param('[tolerances.mlp_swish.int8]\nmax_abs = -1\n', "Expected a number >= 0",
+                 id="negative-bound"),
+    pytest.param('[run\n', "is not valid TOML", id="toml"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(EdgepipeError) as info:
+        load_config(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_suggestion_names_the_nearest_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\nrep_sample = 10\n')
+    with pytest.raises(EdgepipeError, match="Did you mean 'rep_samples'"):
+        load_config(path)
+
+
+def test_config_dataclass_rejects_empty_lists():
+    with pytest.raises(EdgepipeError, match="at least one model"):
+        RunConfig(models=())
