@@ -598,9 +598,10 @@ def _variant(run: Run, v: Variant, plt, budget: list[int]) -> str:
     badges = " ".join(f'{e(t)} {_badge(v.records[t].get("status"))}' for t in targets)
     worst_err = [(v.records[t].get("metrics") or {}).get("max_abs_error") for t in targets]
     worst_err = [x for x in worst_err if isinstance(x, (int, float))]
-    out = [f'<details id="{anchor(v.id)}"{" open" if v.failing else ""} '
-           f'class="{"failing" if v.failing else ""}"><summary><b>{e(v.id)}</b> · {badges or "no results"}'
-           + (f' · max|Δ| {fmt(max(worst_err))}' if worst_err else "") + "</summary>"]
+    opened = ' open class="failing"' if v.failing else ""
+    out = [f'<details id="{anchor(v.id)}"{opened}><summary><b>{e(v.id)}</b> · '
+           f'{badges or "no results"}'
+           + (f" · max|Δ| {fmt(max(worst_err))}" if worst_err else "") + "</summary>"]
 
     entry = v.entry
     facts = [f"model <b>{e(v.model)}</b>", f"mode <b>{e(v.mode)}</b>",

@@ -44,7 +44,6 @@ def test_simulated_error_grows_as_precision_falls(mlp):
 def test_int8_bound_is_safety_times_simulation_in_output_steps(mlp):
     model, x, ref = mlp
     sim = simulate(model, QuantMode.INT8, x, x)
-    e_sim = float(np.abs(sim - ref).max())
     tol = derive(QuantMode.INT8, ref, sim, 0.01, "r2")
     ref64 = ref.astype(np.float64)
     e_sim = float(np.abs(sim.astype(np.float64) - ref64).max())
