@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..models.files import atomic_path, write_json
-from ..models.training import versions
+from ..models.versions import versions
 from .convert import (
     ConversionFailure,
     convert_saved_model,

@@ -5,11 +5,9 @@ on the same machine and versions gives bit-identical weights.
 """
 
 import hashlib
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 
 import keras
@@ -20,19 +18,10 @@ from .architectures import build_model
 from .datasets import Dataset, Task
 from .files import atomic_path, write_json
 from .train_config import TrainConfig
+from .versions import versions
 from .zoo import ModelSpec
 
 RECORD_SCHEMA_VERSION = 1
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for dist in ("edgepipe", "tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def weights_sha256(model: keras.Model) -> str:

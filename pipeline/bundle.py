@@ -8,7 +8,7 @@ import numpy as np
 from ..converters.modes import QuantMode
 from ..models.datasets import Dataset, Task
 from ..models.files import atomic_path, write_json
-from ..models.training import versions
+from ..models.versions import versions
 from .tolerances import derive, simulate
 
 SCHEMA_VERSION = 1
@@ -108,19 +108,7 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
 def write_manifest(root: Path, datasets: dict, models: dict, entries: list, seed: int) -> dict:
     manifest = {"schema_version": SCHEMA_VERSION,
                 "created_by": f"edgepipe {versions().get('edgepipe', '?')}",
-                "versions": {**versions(), **_runtime_versions()}, "seed": seed,
+                "versions": versions(), "seed": seed,
                 "datasets": datasets, "models": models, "entries": entries}
     write_json(root / "manifest.json", manifest)
     return manifest
-
-
-def _runtime_versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("ai-edge-litert", "tflite-micro"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out

@@ -39,7 +39,7 @@ def _number(value) -> str:
 def metrics_text(record: dict) -> str:
     """The key metrics of a record as `name: value` lines, for a failure body."""
     metrics = record.get("metrics") or {}
-    lines = []
+    lines = [f"reason: {record['reason']}"] if record.get("reason") else []
     for key in ("samples", "max_abs_error", "mean_abs_error", "rel_error", "steps",
                 "sqnr_db", "cosine", "worst_sample"):
         if metrics.get(key) is not None:

@@ -22,19 +22,22 @@ import numpy as np
 from ..converters.modes import QuantMode
 from ..models.errors import EdgepipeError
 from ..models.files import atomic_path
-from .junit import STATUSES, targets_of
+from .junit import STATUSES, targets_of, xml_text
 
 MODES = [m.value for m in QuantMode]
 INT_MODES = {m.value for m in QuantMode if m.integer_only}
 FIGSIZE = (3.2, 2.4)
-DPI = 80
-MAX_PLOTTED = 80          # variants with plots; the rest say why they have none
+DPI = 100
+# Fixed margins, not tight_layout(): it measured every tick label and took 60% of the plot time.
+MARGINS = {"left": 0.2, "right": 0.95, "bottom": 0.18, "top": 0.9}
+MAX_PLOTTED = 60          # variants with plots; the rest say why they have none
 MAX_SCATTER = 20_000      # points per scatter, beyond that a fixed subsample (worst kept)
 N_WORST = 5
 
 
 def e(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Text for HTML: escaped, and the control characters HTML forbids made visible."""
+    return html.escape(xml_text(value), quote=True)
 
 
 def fmt(value) -> str:
@@ -100,10 +103,14 @@ class Files:
             self.problems[rel] = "file missing"
             return None
         try:
-            return np.load(path, allow_pickle=False)
+            array = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
             self.problems[rel] = f"unreadable: {err}"
             return None
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            self.problems[rel] = f"not numeric: dtype {array.dtype}"
+            return None
+        return array
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -153,10 +160,12 @@ class Run:
     def task(self, v: Variant) -> str:
         return self.dataset(v)[1].get("task") or "regression"
 
-    def reference(self, v: Variant) -> np.ndarray | None:
-        rel = v.entry.get("reference") or self.manifest.get("models", {}).get(v.model, {}).get(
+    def reference_path(self, v: Variant) -> str | None:
+        return v.entry.get("reference") or self.manifest.get("models", {}).get(v.model, {}).get(
             "reference")
-        return self.files.array(rel)
+
+    def reference(self, v: Variant) -> np.ndarray | None:
+        return self.files.array(self.reference_path(v))
 
     def labels(self, v: Variant) -> np.ndarray | None:
         return self.files.array(self.dataset(v)[1].get("labels"))
@@ -211,7 +220,9 @@ def build_run(run_dir: Path, manifest: dict, results: dict) -> Run:
 
 def _as_samples(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
-    return a.reshape(len(a), -1) if a.ndim >= 1 else a.reshape(1, 1)
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))
 
 
 def compare_outputs(a: np.ndarray | None, b: np.ndarray | None) -> dict | None:
@@ -289,20 +300,22 @@ def _histogram(plt, err: np.ndarray, bound, target: str) -> str:
             ax.set_xticks([])
             ax.set_yticks([])
         else:
-            counts, _, _ = ax.hist(flat, bins=40, range=(0.0, top), color="#4c72b0")
+            counts, _, _ = ax.hist(flat, bins=40, range=(0.0, top), color="#4c72b0",
+                                    histtype="stepfilled")
             nonzero = counts[counts > 0]
-            if nonzero.size and nonzero.max() / nonzero.min() >= 50:
+            if nonzero.size and nonzero.max() / nonzero.min() >= 20:
                 ax.set_yscale("log")
+                ax.minorticks_off()
             if bound is not None and bound <= 3 * top:
                 ax.axvline(bound, color="#cf222e", ls="--", lw=1, label=f"tol {fmt(bound)}")
                 ax.legend(loc="upper right", frameon=False)
-            elif bound is not None:
-                ax.text(0.98, 0.95, f"tol {fmt(bound)} (off scale)", ha="right", va="top",
-                        transform=ax.transAxes, color="#cf222e")
-            ax.set_xlabel("|variant − keras|")
+            ax.locator_params(axis="x", nbins=5)
+            off_scale = bound is not None and bound > 3 * top
+            ax.set_xlabel("|variant − keras|"
+                          + (f"   (tol {fmt(bound)}: off scale)" if off_scale else ""))
             ax.set_ylabel("count")
-        ax.set_title(f"absolute error ({target})")
-        fig.tight_layout()
+        ax.set_title(f"absolute error ({target})", y=1.0)  # y: skips a costly auto-placement
+        fig.subplots_adjust(**MARGINS)
     except Exception:
         plt.close(fig)
         raise
@@ -326,11 +339,12 @@ def _scatter(plt, ref: np.ndarray, out: np.ndarray, worst: list[int], target: st
         lo = float(min(r.min(), o.min()))
         hi = float(max(r.max(), o.max()))
         ax.plot([lo, hi], [lo, hi], color="#6e7781", lw=0.8, ls="-", zorder=0)
+        ax.locator_params(nbins=5)
         ax.set_xlabel("keras probability" if classifier else "keras output")
         ax.set_ylabel(f"variant ({target})")
-        ax.set_title("keras vs variant" + (" (all classes)" if classifier else ""))
+        ax.set_title("keras vs variant" + (" (all classes)" if classifier else ""), y=1.0)
         ax.legend(loc="upper left", frameon=False, markerscale=1.5)
-        fig.tight_layout()
+        fig.subplots_adjust(**MARGINS)
     except Exception:
         plt.close(fig)
         raise
@@ -364,6 +378,8 @@ details{border:1px solid #d0d7de;border-radius:6px;margin:6px 0;padding:4px 10px
 details[open]{padding-bottom:10px} summary{cursor:pointer;padding:2px 0}
 details.failing{border-color:#cf222e}
 .plots img{margin:4px 10px 4px 0;border:1px solid #eaeef2}
+.row{display:flex;flex-wrap:wrap;gap:0 36px;align-items:flex-start}
+.row>div:first-child{flex:0 1 720px;min-width:0}
 code{font-size:12px;background:#f6f8fa;padding:0 3px;border-radius:3px}
 .legend span{margin-right:10px}
 """
@@ -386,7 +402,7 @@ def _task_delta(task: dict | None) -> str | None:
     if not task or task.get("delta") is None:
         return None
     if task.get("metric") == "accuracy":
-        return f"Δacc {task['delta'] * 100:.2g} pt"
+        return f"Δacc {task['delta'] * 100:.1f} pt"
     name = {"r2": "R²"}.get(task.get("metric"), task.get("metric") or "task")
     return f"Δ{name} {fmt(task['delta'])}"
 
@@ -394,10 +410,16 @@ def _task_delta(task: dict | None) -> str | None:
 def _header(run: Run) -> str:
     records = run.results.get("results", [])
     counts = _counts(records)
-    ok = bool(records) and counts["fail"] == 0 and counts["error"] == 0
+    no_failure = counts["fail"] == 0 and counts["error"] == 0
+    # Every manifest entry is expected on every target that ran (as pass, fail, unsupported or
+    # error); a missing record is a check that did not run, so the page cannot say "all passed".
+    missing = [f"{v.id} on {t}" for v in run.variants if v.entry for t in run.targets
+               if t not in v.records]
+    ok = bool(records) and no_failure and not missing
     verdict = ("PASS — all expected checks passed" if ok else
                "NO RESULTS" if not records else
-               f"FAIL — {counts['fail']} failed, {counts['error']} errors")
+               f"FAIL — {counts['fail']} failed, {counts['error']} errors" if not no_failure else
+               f"INCOMPLETE — no check failed, but {len(missing)} expected result(s) are missing")
     chips = " ".join(f'{_badge(s)} {counts[s]}' for s in STATUSES)
     out = ['<h1>edgepipe run report</h1>',
            f'<div class="verdict {"ok" if ok else "bad"}" id="verdict">{e(verdict)}</div>',
@@ -405,18 +427,16 @@ def _header(run: Run) -> str:
 
     warnings = list(run.warnings)
     summary = run.results.get("summary") or {}
-    if summary and any(summary.get(s) != counts[s] for s in STATUSES) or (
-            "ok" in summary and bool(summary["ok"]) != ok):
+    if any(s in summary and summary[s] != counts[s] for s in STATUSES) or (
+            "ok" in summary and bool(summary["ok"]) != no_failure):
         warnings.append(f"results.json summary {json.dumps(summary)} disagrees with its records "
-                        f"({json.dumps(counts)}, ok={ok}).")
+                        f"({json.dumps(counts)}, ok={no_failure}).")
     manifest_path = run.run_dir / "manifest.json"
     sha = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
     ran = run.results.get("manifest_sha256")
     if ran and ran != sha:
         warnings.append(f"results.json was produced from another manifest (sha256 {ran[:12]}…, "
                         f"this manifest.json is {sha[:12]}…).")
-    missing = [f"{v.id} on {t}" for v in run.variants if v.entry for t in run.targets
-               if t not in v.records]
     if missing:
         warnings.append(f"{len(missing)} expected result(s) missing: " + ", ".join(missing[:8])
                         + (", …" if len(missing) > 8 else ""))
@@ -457,7 +477,7 @@ def _header(run: Run) -> str:
     return "\n".join(out)
 
 
-def _cell(run: Run, v: Variant, target: str) -> str:
+def _cell(v: Variant, target: str) -> str:
     record = v.records.get(target)
     if record is None:
         return '<td class="cell st-missing">not run</td>'
@@ -505,7 +525,7 @@ def _matrix(run: Run) -> str:
         previous = v.model
         out.append(f"<tr{first}><td>{e(v.model)}</td><td>{e(v.mode)}{mode_note}</td>"
                    f'<td class="num">{size_text}</td><td class="num">{ratio}</td>'
-                   + "".join(_cell(run, v, t) for t in run.targets) + "</tr>")
+                   + "".join(_cell(v, t) for t in run.targets) + "</tr>")
     if not run.variants:
         out.append(f'<tr><td colspan="{4 + len(run.targets)}">no entries</td></tr>')
     out.append("</tbody></table></div>")
@@ -611,7 +631,8 @@ def _variant(run: Run, v: Variant, plt, budget: list[int]) -> str:
         if entry.get("tflite"):
             facts.append(f"<code>{e(entry['tflite'])}</code>")
         if entry.get("bytes") is not None:
-            facts.append(f"{e(fmt(entry['bytes']))} bytes")
+            size = entry["bytes"]
+            facts.append(f"{size:,} bytes" if isinstance(size, int) else f"{e(size)} bytes")
         if entry.get("expected_ops"):
             facts.append("ops " + ", ".join(e(op) for op in entry["expected_ops"]))
     else:
@@ -633,55 +654,67 @@ def _variant(run: Run, v: Variant, plt, budget: list[int]) -> str:
         + (f'<br><span class="small">derivation: {e(tol["derivation"])}</span>'
            if tol.get("derivation") else "") + "</p>")
 
-    if targets:
-        flat = {t: {"invoke": v.records[t].get("invoke"), "seconds": v.records[t].get("seconds"),
-                    **_flatten(v.records[t].get("metrics") or {})} for t in targets}
-        keys = list(dict.fromkeys(k for t in targets for k in flat[t]))
-        keys = [k for k in keys if any(flat[t].get(k) is not None for t in targets)]
-        if keys:
-            out.append("<h3>Metrics</h3>" + _table(
-                [(k, [_value_cell(flat[t].get(k)) for t in targets]) for k in keys],
-                targets, "metric"))
-        names = list(dict.fromkeys(c.get("name") for t in targets
-                                   for c in v.records[t].get("checks") or []))
-        if names:
-            rows = []
-            for name in names:
-                cells = []
-                for t in targets:
-                    c = next((c for c in v.records[t].get("checks") or []
-                              if c.get("name") == name), None)
-                    if c is None:
-                        cells.append("<td>–</td>")
-                        continue
-                    good = c.get("ok")
-                    cells.append(f'<td class="num st-{"pass" if good else "fail"}">'
-                                 f'{e(fmt(c.get("value")))} / {e(fmt(c.get("bound")))} '
-                                 f'{"✓" if good else "✗"}</td>')
-                rows.append((name, cells))
-            out.append("<h3>Checks (value / bound)</h3>" + _table(rows, targets, "check"))
+    side = _checks_and_metrics(v, targets) + _boundary(run, v, targets)
+    main = _plots_and_worst(run, v, plt, budget, tol, classifier, dataset)
+    out.append(f'<div class="row"><div>{main}</div><div>{side}</div></div>')
+    out.append("</details>")
+    return "\n".join(out)
 
+
+def _checks_and_metrics(v: Variant, targets: list[str]) -> str:
+    out = []
+    names = list(dict.fromkeys(c.get("name") for t in targets
+                               for c in v.records[t].get("checks") or []))
+    if names:
+        rows = []
+        for name in names:
+            cells = []
+            for t in targets:
+                c = next((c for c in v.records[t].get("checks") or []
+                          if c.get("name") == name), None)
+                if c is None:
+                    cells.append("<td>–</td>")
+                    continue
+                good = c.get("ok")
+                cells.append(f'<td class="num st-{"pass" if good else "fail"}">'
+                             f'{e(fmt(c.get("value")))} / {e(fmt(c.get("bound")))} '
+                             f'{"✓" if good else "✗"}</td>')
+            rows.append((name, cells))
+        out.append("<h3>Checks (value / bound)</h3>" + _table(rows, targets, "check"))
+    flat = {t: {"invoke": v.records[t].get("invoke"), "seconds": v.records[t].get("seconds"),
+                **_flatten(v.records[t].get("metrics") or {})} for t in targets}
+    keys = list(dict.fromkeys(k for t in targets for k in flat[t]))
+    keys = [k for k in keys if any(flat[t].get(k) is not None for t in targets)]
+    if keys:
+        out.append("<h3>Metrics</h3>" + _table(
+            [(k, [_value_cell(flat[t].get(k)) for t in targets]) for k in keys],
+            targets, "metric"))
+    return "\n".join(out)
+
+
+def _boundary(run: Run, v: Variant, targets: list[str]) -> str:
     boundary = {t: (v.records[t].get("metrics") or {}).get("boundary") for t in targets}
     boundary = {t: b for t, b in boundary.items() if b}
     model_boundary = run.manifest.get("models", {}).get(v.model, {}).get("boundary")
-    if boundary or model_boundary:
-        out.append("<h3>Boundary analysis</h3>")
-        if model_boundary:
-            out.append(f'<p class="small">kink {e(fmt(model_boundary.get("kink")))} · layers '
-                       f'{e(", ".join(model_boundary.get("layers") or []))}</p>')
-        if boundary:
-            keys = ["kink", "input_step", "near_samples", "near_error_share"]
-            keys += [k for b in boundary.values() for k in b if k not in keys]
-            out.append(_table([(k, [_value_cell(boundary[t].get(k)) for t in boundary])
-                               for k in keys], list(boundary), "boundary"))
-            out.append('<p class="small">near_samples: samples with a pre-activation within one '
-                       'input quantization step of the kink; near_error_share: the share of the '
-                       'total squared error they carry.</p>')
-        else:
-            out.append('<p class="small">no boundary metrics in the results</p>')
-
-    out.append(_plots_and_worst(run, v, plt, budget, tol, classifier, dataset))
-    out.append("</details>")
+    if not (boundary or model_boundary):
+        return ""
+    out = ["<h3>Boundary analysis</h3>"]
+    if model_boundary:
+        steps = (model_boundary.get("input_steps") or {}).get(v.mode)
+        out.append(f'<p class="small">kink {e(fmt(model_boundary.get("kink")))} · layers '
+                   f'{e(", ".join(model_boundary.get("layers") or []))}'
+                   + (f" · input steps for {e(v.mode)}: {e(fmt(steps))}" if steps else "")
+                   + "</p>")
+    if boundary:
+        keys = ["kink", "input_step", "near_samples", "near_error_share"]
+        keys += [k for b in boundary.values() for k in b if k not in keys]
+        out.append(_table([(k, [_value_cell(boundary[t].get(k)) for t in boundary])
+                           for k in keys], list(boundary), "boundary"))
+        out.append('<p class="small">near_samples: samples with a pre-activation within one '
+                   "input quantization step of the kink;<br>near_error_share: the share of the "
+                   "total squared error they carry.</p>")
+    else:
+        out.append('<p class="small">no boundary metrics in the results</p>')
     return "\n".join(out)
 
 
@@ -715,7 +748,7 @@ def _plots_and_worst(run: Run, v: Variant, plt, budget: list[int], tol: dict,
     if plot_target is None or ref is None:
         why = ("no saved outputs on any target" if plot_target is None
                else "reference outputs unavailable: "
-               + run.files.problems.get(v.entry.get("reference") or "", "not in the manifest"))
+               + run.files.problems.get(run.reference_path(v) or "", "not in the manifest"))
         out.append(f'<p class="meta">No plots: {e(why)}.</p>')
         any_worst = next((r.get("metrics", {}).get("worst_samples") for r in v.records.values()
                           if (r.get("metrics") or {}).get("worst_samples")), None)
@@ -725,7 +758,7 @@ def _plots_and_worst(run: Run, v: Variant, plt, budget: list[int], tol: dict,
 
     err = _errors(ref, outputs)
     per_sample = err.max(axis=1) if err.size else np.zeros(len(err))
-    worst = [int(i) for i in worst if 0 <= int(i) < len(err)]
+    worst = [int(i) for i in worst if isinstance(i, int) and 0 <= i < len(err)]
     if not worst:
         worst = [int(i) for i in np.argsort(-per_sample, kind="stable")[:N_WORST]]
     others = [t for t in run.targets if t != plot_target and run.outputs(v, t) is not None]
@@ -767,6 +800,9 @@ def _plots_and_worst(run: Run, v: Variant, plt, budget: list[int], tol: dict,
             cells.append(_value_cell(float(per_sample[i]) * float(y_std)))
         rows.append((str(i), cells))
     out.append(f"<h3>Worst samples ({e(plot_target)})</h3>" + _table(rows, columns[1:], "sample"))
+    if y_std:
+        out.append(f'<p class="small">Values in the model\'s output units (standardised); '
+                   f"original units = value × y_std ({fmt(float(y_std))}) + y_mean.</p>")
     return "\n".join(out)
 
 
@@ -781,7 +817,7 @@ def render(run: Run) -> str:
     order = sorted(run.variants, key=lambda v: not v.failing)
     sections = {}
     with plt.rc_context({"font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7,
-                         "legend.fontsize": 6}):
+                         "legend.fontsize": 6.5}):
         for v in order:
             sections[v.id] = _variant(run, v, plt, budget)
     title = f"edgepipe report: {run.run_dir.name}"

@@ -89,15 +89,22 @@ def collect(out: Path) -> dict:
     for path in sorted((out / "results").glob("*.json")):
         doc = json.loads(path.read_text())
         targets[doc["target"]] = {k: doc.get(k) for k in ("runtime", "platform", "seconds")}
+        for r in doc["results"]:
+            if r.get("outputs"):  # relative to the results file: make it relative to the run
+                try:
+                    r["outputs"] = (path.parent / r["outputs"]).resolve().relative_to(
+                        out.resolve()).as_posix()
+                except ValueError:  # a results file may come from a board: trust no path
+                    r["outputs"] = None
         results += doc["results"]
     for r in results:
         boundary = manifest["models"].get(r["model"], {}).get("boundary")
         steps = (boundary or {}).get("input_steps", {}).get(r["mode"])
         if boundary and steps and r.get("outputs"):
-            preacts = [np.load(out / p) for p in boundary["preact"]]
-            ref = np.load(out / manifest["models"][r["model"]]["reference"])
-            r["metrics"]["boundary"] = analyse(preacts, steps, boundary["kink"],
-                                               np.load(out / r["outputs"]), ref)
+            preacts = [np.load(out / p, allow_pickle=False) for p in boundary["preact"]]
+            ref = np.load(out / manifest["models"][r["model"]]["reference"], allow_pickle=False)
+            variant = np.load(out / r["outputs"], allow_pickle=False)
+            r["metrics"]["boundary"] = analyse(preacts, steps, boundary["kink"], variant, ref)
     counts = {s: sum(r["status"] == s for r in results)
               for s in ("pass", "fail", "unsupported", "error")}
     merged = {"schema_version": 1, "manifest_sha256": sha256_file(manifest_path),

@@ -58,27 +58,29 @@ def _cell(r: dict) -> str:
     m = r.get("metrics") or {}
     bits = []
     if "max_abs_error" in m:
-        bits.append(f"{m['max_abs_error']:.2g}")
+        bits.append(f"{m['max_abs_error']:.1e}")
     if m.get("steps") is not None:
-        bits.append(f"{m['steps']:.1f} steps")
+        bits.append(f"{m['steps']:.0f}st")
     task = m.get("task") or {}
     if task.get("delta") is not None:
-        bits.append(f"Δ{task['metric']} {task['delta']:+.3f}")
+        bits.append(f"Δ{task['delta']:+.3f}")
     return f"[{style}]{r['status']}[/] " + " ".join(bits)
 
 
 def parity_table(merged: dict) -> Table:
     targets = list(merged["targets"])
-    table = Table(title="Parity: max abs error vs Keras, output steps, task-metric drop")
+    table = Table(title="Parity vs Keras: max abs error, output steps (st), task-metric drop (Δ)")
     for col in ("model", "mode", *targets, "reason"):
         table.add_column(col)
     rows: dict = {}
     for r in merged["results"]:
         rows.setdefault((r["model"], r["mode"]), {})[r["target"]] = r
     for (model, mode), by_target in rows.items():
-        reasons = sorted({r["reason"] for r in by_target.values() if r.get("reason")})
+        # The first clause of each reason; the full text is in results.json and the report.
+        reasons = sorted({r["reason"].split(" (")[0] for r in by_target.values()
+                          if r.get("reason")})
         table.add_row(model, mode, *[_cell(by_target[t]) if t in by_target else "-"
-                                     for t in targets], "; ".join(reasons)[:160])
+                                     for t in targets], "; ".join(reasons)[:120])
     s = merged["summary"]
     table.caption = (f"{s['pass']} pass, {s['fail']} fail, {s['unsupported']} unsupported, "
                      f"{s['error']} error")
