@@ -18,8 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 pipeline: setup
-	$(BIN)/edgepipe train --out $(OUT)/models
-	$(BIN)/edgepipe convert $(OUT)/models --mode all --out $(OUT)/tflite
+	$(BIN)/edgepipe run --out $(OUT)/run
 
 test: setup
 	$(BIN)/python -m pytest

@@ -86,7 +86,11 @@ def collect(out: Path) -> dict:
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     targets, results = {}, []
-    for path in sorted((out / "results").glob("*.json")):
+    order = list(RUNNER_KERNELS)
+    by_target = sorted((out / "results").glob("*.json"),
+                       key=lambda p: (order.index(p.stem) if p.stem in order else len(order),
+                                      p.stem))
+    for path in by_target:
         doc = json.loads(path.read_text())
         targets[doc["target"]] = {k: doc.get(k) for k in ("runtime", "platform", "seconds")}
         for r in doc["results"]:

@@ -1,0 +1,48 @@
+"""pytest options for the parity suite: `pytest device_tests --bundle DIR [--runtime NAME]
+[--kernels default|reference]`.
+
+Self-contained: works from the repository and from a folder holding only a copy of
+`device_tests/` and a bundle. It registers no markers and needs none.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .bundle import BundleError, load_bundle
+from .interpreters import KERNELS, RuntimeUnavailable, find_runtime
+from .runner import run_bundle
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("device_tests", "edgepipe parity suite")
+    group.addoption("--bundle", default=None, metavar="DIR",
+                    help="the bundle folder (holds manifest.json) whose entries to check")
+    group.addoption("--runtime", default=None, metavar="NAME",
+                    help="ai_edge_litert | tflite_runtime | tensorflow (default: the first "
+                         "installed, in that order)")
+    group.addoption("--kernels", default="default", choices=KERNELS,
+                    help="default (XNNPACK where the runtime applies it) or reference")
+
+
+def pytest_configure(config):
+    """Refuse an unusable bundle or a missing runtime once, as a usage error, before collecting."""
+    path = config.getoption("bundle", default=None)
+    if path is None:
+        return
+    try:
+        config._device_tests_bundle = load_bundle(path)
+        find_runtime(config.getoption("runtime"), config.getoption("kernels"))
+    except (BundleError, RuntimeUnavailable) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture(scope="session")
+def parity_results(pytestconfig) -> dict:
+    """Every entry of the bundle run once; the results document's records by entry id."""
+    bundle = getattr(pytestconfig, "_device_tests_bundle", None)
+    if bundle is None:
+        pytest.skip("no --bundle given: run `python -m pytest device_tests --bundle BUNDLE_DIR`")
+    document = run_bundle(bundle.root, runtime=pytestconfig.getoption("runtime"),
+                          kernels=pytestconfig.getoption("kernels"))
+    return {record["id"]: record for record in document["results"]}

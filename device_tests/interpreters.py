@@ -1,0 +1,308 @@
+"""Find a TFLite interpreter, wrap it, and run a whole set of inputs through one model.
+
+Discovery order: `ai_edge_litert` -> `tflite_runtime` -> `tensorflow.lite` (TensorFlow is imported
+only when the other two are missing, or when it is named). Kernels: `default` is the runtime's
+own resolver, which applies the XNNPACK delegate where the runtime ships it; `reference` is
+`OpResolverType.BUILTIN_REF`, TFLite's reference kernels and no delegate.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import numpy as np
+
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+KERNELS = ("default", "reference")
+PIP_HINT = "pip install ai-edge-litert, or pip install tflite-runtime 'numpy<2' (Python <= 3.11)"
+# `python -m device_tests.runner --runtime ...` also accepts the pip names.
+ALIASES = {"ai-edge-litert": "ai_edge_litert", "litert": "ai_edge_litert",
+           "tflite-runtime": "tflite_runtime", "tf": "tensorflow", "tensorflow.lite": "tensorflow"}
+_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)' version '(\d+)'")
+_CUSTOM_OP = re.compile(r"Encountered unresolved custom op: ([A-Za-z0-9_.\-]+)")
+# A kernel that exists but not for this tensor type, e.g. ai-edge-litert 1.2.0 on an int16x8 GELU:
+# "Only float32, int8 and uint8 supported currently, got INT16.Node number 1 (GELU) failed to
+# invoke."
+_NODE_FAILED = re.compile(r"Node number \d+ \(([A-Z0-9_]+)\) failed to (invoke|prepare)")
+_TYPE_UNSUPPORTED = re.compile(r"[^.]*\bsupported\b[^.]*", re.IGNORECASE)
+
+
+class RuntimeUnavailable(Exception):
+    """No usable TFLite interpreter, or the one named is not installed."""
+
+
+class ModelError(Exception):
+    """The model and the data do not fit together (shape, dtype, quantization), one line."""
+
+
+class KernelMissing(ModelError):
+    """The runtime has no kernel for an op the model uses: the target cannot run it."""
+
+
+def _module_version(module, dist_names) -> str:
+    version = getattr(module, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib import metadata
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return "unknown"
+    for dist in dist_names:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _import_runtime(name: str):
+    """(Interpreter class, OpResolverType, version) for one runtime; ImportError when absent."""
+    if name == "ai_edge_litert":
+        module = importlib.import_module("ai_edge_litert.interpreter")
+        package = importlib.import_module("ai_edge_litert")
+        version = _module_version(package, ("ai-edge-litert", "ai-edge-litert-nightly"))
+        return module.Interpreter, module.OpResolverType, version
+    if name == "tflite_runtime":
+        module = importlib.import_module("tflite_runtime.interpreter")
+        package = importlib.import_module("tflite_runtime")
+        return module.Interpreter, module.OpResolverType, _module_version(
+            package, ("tflite-runtime", "tflite-runtime-nightly"))
+    if name == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, str(tf.__version__)
+    raise ValueError(name)
+
+
+def _import_failure(name: str, exc: Exception) -> str:
+    top = name.split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == top:
+        return f"{name} is not installed"
+    return f"{name} is installed but does not import ({type(exc).__name__}: {exc})"
+
+
+def _numpy_major() -> int:
+    return int(np.__version__.split(".")[0])
+
+
+def _version_tuple(version: str) -> tuple:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+def _unusable(name: str, version: str) -> str | None:
+    """Why an importable runtime cannot work here, or None."""
+    # Every tflite-runtime wheel published (up to 2.14.0, 2023) was built against numpy 1: with
+    # numpy 2 the interpreter's creation fails with "SystemError ... returned a result with an
+    # exception set".
+    if name == "tflite_runtime" and _numpy_major() >= 2 and _version_tuple(version) <= (2, 14):
+        return (f"tflite_runtime {version} was built for numpy 1 and fails when the interpreter is "
+                f"created with numpy {np.__version__}")
+    return None
+
+
+class Runtime:
+    """One TFLite Python runtime with one choice of kernels."""
+
+    def __init__(self, name: str, version: str, kernels: str, interpreter_class, resolver_type):
+        self.name = name
+        self.version = version
+        self.kernels = kernels
+        self._interpreter_class = interpreter_class
+        self._resolver_type = resolver_type
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "kernels": self.kernels}
+
+    def load(self, model_content: bytes) -> LoadedModel:
+        """An interpreter for these `.tflite` bytes; KernelMissing when an op has no kernel."""
+        kwargs = {"model_content": model_content}
+        if self.kernels == "reference":
+            kwargs["experimental_op_resolver_type"] = self._resolver_type.BUILTIN_REF
+        try:
+            interpreter = self._interpreter_class(**kwargs)
+            interpreter.allocate_tensors()
+        except Exception as exc:
+            raise explain_error(exc, self.label, "create the interpreter") from None
+        return LoadedModel(interpreter, self.label)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version} ({self.kernels} kernels)"
+
+
+def explain_error(exc: Exception, runtime: str, doing: str) -> Exception:
+    """A runtime's exception as one line; KernelMissing when it says a kernel is missing."""
+    text = " ".join(str(exc).split())
+    found = _MISSING_OP.search(text)
+    if found:
+        return KernelMissing(f"{runtime} has no kernel for {found.group(1)} version "
+                             f"{found.group(2)}")
+    found = _CUSTOM_OP.search(text)
+    if found:
+        return KernelMissing(f"{runtime} has no kernel for custom op {found.group(1)}")
+    found, why = _NODE_FAILED.search(text), _TYPE_UNSUPPORTED.search(text)
+    if found and why:
+        return KernelMissing(f"{runtime} has no {found.group(1)} kernel for these tensor types "
+                             f"({why.group(0).strip()})")
+    return ModelError(f"{runtime} failed to {doing}: {text or type(exc).__name__}")
+
+
+def find_runtime(name: str | None = None, kernels: str = "default") -> Runtime:
+    """The named runtime, or the first one installed in discovery order."""
+    if kernels not in KERNELS:
+        raise RuntimeUnavailable(f"Expected kernels 'default' or 'reference'. Received: "
+                                 f"kernels={kernels!r}")
+    if name is not None:
+        name = ALIASES.get(name, name)
+        if name not in RUNTIMES:
+            raise RuntimeUnavailable(f"Expected a runtime among {', '.join(RUNTIMES)}. "
+                                     f"Received: runtime={name!r}")
+        try:
+            interpreter_class, resolver, version = _import_runtime(name)
+        except Exception as exc:  # a broken install raises more than ImportError
+            raise RuntimeUnavailable(f"{_import_failure(name, exc)}; install it, or leave "
+                                     f"--runtime out to use another one. {PIP_HINT}") from None
+        why = _unusable(name, version)
+        if why:
+            raise RuntimeUnavailable(f"{why}; pip install 'numpy<2', or use ai-edge-litert")
+        return Runtime(name, version, kernels, interpreter_class, resolver)
+    why_not = []
+    for candidate in RUNTIMES:
+        try:
+            interpreter_class, resolver, version = _import_runtime(candidate)
+        except Exception as exc:  # a broken install raises more than ImportError
+            why_not.append(_import_failure(candidate, exc))
+            continue
+        why = _unusable(candidate, version)
+        if why:
+            why_not.append(why)
+            continue
+        return Runtime(candidate, version, kernels, interpreter_class, resolver)
+    raise RuntimeUnavailable(f"no usable TFLite interpreter in this Python ({'; '.join(why_not)})."
+                             f" To run bundles: {PIP_HINT}")
+
+
+def _quant(details: dict) -> tuple:
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return float(scale), int(zero_point)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    """float -> integer as TFLite's QUANTIZE does: round half away from zero, then clip."""
+    scaled = np.asarray(x, dtype=np.float64) / scale
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + zero_point
+    info = np.iinfo(dtype)
+    return np.clip(rounded, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((np.asarray(q, dtype=np.float64) - zero_point) * scale).astype(np.float32)
+
+
+class LoadedModel:
+    """One interpreter with one input and one output, fed float32 and read back as float32."""
+
+    def __init__(self, interpreter, label: str = "the interpreter"):
+        self.interpreter = interpreter
+        self.label = label
+        inputs = interpreter.get_input_details()
+        outputs = interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"expected a model with one input and one output. Received: "
+                             f"{len(inputs)} inputs, {len(outputs)} outputs")
+        self.input = inputs[0]
+        self.output = outputs[0]
+        self.input_dtype = np.dtype(self.input["dtype"])
+        self.output_dtype = np.dtype(self.output["dtype"])
+        signature = self.input.get("shape_signature")
+        if signature is None or len(signature) == 0:
+            signature = self.input["shape"]
+        self.signature = [int(d) for d in signature]
+        self.input_quant = _quant(self.input)
+        self.output_quant = _quant(self.output)
+        for what, dtype, (scale, _) in (("input", self.input_dtype, self.input_quant),
+                                        ("output", self.output_dtype, self.output_quant)):
+            if dtype.kind in "iu" and scale == 0.0:
+                raise ModelError(f"the model's {what} is {dtype.name} without quantization "
+                                 f"parameters (scale 0); expected a quantized or float {what}")
+            if dtype.kind not in "iuf":
+                raise ModelError(f"the model's {what} is {dtype.name}; expected float32, float16 "
+                                 f"or a quantized integer type")
+
+    @property
+    def integer_input(self) -> bool:
+        return self.input_dtype.kind in "iu"
+
+    @property
+    def output_step(self) -> float | None:
+        """The output tensor's quantization scale when the output is an integer tensor."""
+        return self.output_quant[0] if self.output_dtype.kind in "iu" else None
+
+    @property
+    def batched(self) -> bool:
+        return len(self.signature) > 0 and self.signature[0] == -1
+
+    def check_inputs(self, x: np.ndarray) -> None:
+        """Raise ModelError (expected vs got) when `x` does not fit the model's input."""
+        expected = "(" + ", ".join("N" if i == 0 else ("any" if d == -1 else str(d))
+                                   for i, d in enumerate(self.signature)) + ")"
+        if x.dtype != np.float32:
+            raise ModelError(f"inputs must be float32 (the model takes {self.input_dtype.name}, "
+                             f"fed from float32). Received: {x.dtype.name}")
+        if x.ndim != len(self.signature) or any(
+                self.signature[i] not in (-1, x.shape[i]) for i in range(1, x.ndim)):
+            raise ModelError(f"inputs have shape {tuple(x.shape)} but the model's input "
+                             f"expects {expected}")
+        if x.shape[0] == 0:
+            raise ModelError("inputs hold 0 samples; expected at least one")
+
+    def _feed(self, x: np.ndarray) -> np.ndarray:
+        if self.integer_input:
+            scale, zero_point = self.input_quant
+            return quantize(x, scale, zero_point, self.input_dtype)
+        return x.astype(self.input_dtype, copy=False)
+
+    def _read(self) -> np.ndarray:
+        raw = self.interpreter.get_tensor(self.output["index"])
+        if self.output_dtype.kind in "iu":
+            scale, zero_point = self.output_quant
+            return dequantize(raw, scale, zero_point)
+        return np.array(raw, dtype=np.float32)
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        index = self.input["index"]
+        current = list(self.interpreter.get_input_details()[0]["shape"])
+        if current != list(batch.shape):
+            try:
+                self.interpreter.resize_tensor_input(index, list(batch.shape), strict=True)
+                self.interpreter.allocate_tensors()
+            except Exception as exc:
+                raise explain_error(exc, self.label,
+                                    f"resize the input to {list(batch.shape)}") from None
+        self.interpreter.set_tensor(index, self._feed(batch))
+        try:
+            self.interpreter.invoke()
+        except Exception as exc:
+            raise explain_error(exc, self.label, "invoke") from None
+        return self._read()
+
+    def run(self, x: np.ndarray) -> tuple:
+        """(float32 outputs for every sample, "batch" | "per-sample").
+
+        One invoke for the whole set when the input's batch dimension is dynamic (-1 in its
+        shape_signature); otherwise one invoke per fixed-size batch (per sample when it is 1; a
+        last partial batch is padded with zeros and the padding dropped).
+        """
+        self.check_inputs(x)
+        if self.batched:
+            return self._invoke(x), "batch"
+        size = max(1, self.signature[0])
+        pieces = []
+        for start in range(0, x.shape[0], size):
+            chunk = x[start:start + size]
+            real = chunk.shape[0]
+            if real < size:
+                padding = np.zeros((size - real,) + x.shape[1:], dtype=x.dtype)
+                chunk = np.concatenate([chunk, padding])
+            pieces.append(self._invoke(chunk)[:real])
+        return np.concatenate(pieces), "per-sample"

@@ -1,0 +1,298 @@
+"""Run every entry of a bundle on one TFLite runtime and write results.json (docs/bundle.md).
+
+    python -m device_tests.runner BUNDLE --out results.json [--runtime NAME]
+        [--kernels default|reference] [--target NAME] [--only ID ...] [--save-outputs] [--debug]
+
+Exit codes: 0 every entry passed or is unsupported; 1 an entry failed or could not run (error);
+2 bad input (unusable bundle, no runtime, unknown --only id), one line on stderr.
+In-process: `run_bundle(bundle_dir, ...)` returns the results document as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import math
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import ENTRY_STATUSES, Bundle, BundleError, load_bundle, one_line
+from .interpreters import KERNELS, KernelMissing, Runtime, RuntimeUnavailable, find_runtime
+from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
+
+SCHEMA_VERSION = 1
+INTEGER_MODES = ("int8", "int16x8")
+
+
+class UsageError(Exception):
+    """A request the runner cannot serve (unknown entry id, bad option), one line."""
+
+
+class EntryError(Exception):
+    """One entry cannot be run; the run goes on with the next."""
+
+
+def default_target(kernels: str) -> str:
+    return "host-ref" if kernels == "reference" else "host"
+
+
+def target_folder(target: str) -> str:
+    """A target name as one safe folder name (`ssh://pi@board` -> `ssh___pi_board`)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", target) or "target"
+
+
+def _platform() -> dict:
+    return {"machine": platform.machine(), "system": platform.system(),
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def _base_record(entry: dict, target: str) -> dict:
+    return {"id": entry["id"], "model": entry.get("model"), "mode": entry.get("mode"),
+            "target": target, "status": "error", "reason": "", "invoke": None, "seconds": 0.0,
+            "metrics": None, "checks": [], "tolerance": entry.get("tolerance")}
+
+
+def _reference_sha(entry: dict, model: dict, rel: str) -> object:
+    """The reference's sha256: the entry's own, or the model's when it names the same file."""
+    if entry.get("reference_sha256"):
+        return entry["reference_sha256"]
+    if rel == model.get("reference"):
+        return model.get("reference_sha256")
+    return None
+
+
+def _load_data(bundle: Bundle, entry: dict) -> tuple:
+    """(dataset dict, inputs, labels, reference), every file verified."""
+    model = bundle.model(entry.get("model"))
+    dataset_name = entry.get("dataset") or model.get("dataset")
+    dataset = bundle.dataset(dataset_name)
+    where = f"datasets.{dataset_name}"
+    inputs = bundle.array(dataset.get("inputs"), dataset.get("inputs_sha256"), f"{where}.inputs")
+    labels = bundle.array(dataset.get("labels"), dataset.get("labels_sha256"), f"{where}.labels")
+    rel = entry.get("reference") or model.get("reference")
+    reference = bundle.array(rel, _reference_sha(entry, model, rel),
+                             f"entry {entry['id']} reference")
+    n = inputs.shape[0] if inputs.ndim else 0
+    for name, array in (("labels", labels), ("reference", reference)):
+        if array.ndim == 0 or array.shape[0] != n:
+            raise EntryError(f"{name} hold {array.shape[0] if array.ndim else 0} samples but "
+                             f"{dataset.get('inputs')} holds {n}; expected one per input sample, "
+                             f"rebuild the bundle")
+    if dataset.get("samples") is not None and dataset["samples"] != n:
+        raise EntryError(f"{dataset.get('inputs')} holds {n} samples but datasets."
+                         f"{dataset_name}.samples says {dataset['samples']}; rebuild the bundle")
+    return dataset, inputs, labels, reference
+
+
+def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
+               outputs_dir: Path | None) -> dict:
+    record = _base_record(entry, target)
+    status = entry.get("status", "converted")
+    if status not in ENTRY_STATUSES:
+        record["reason"] = (f"manifest status {status!r} is not one of "
+                            f"{', '.join(ENTRY_STATUSES)}; rebuild the bundle")
+        return record
+    if status != "converted":
+        record["status"] = "unsupported" if status == "unsupported" else "error"
+        record["reason"] = entry.get("reason") or f"manifest marks it {status} (no reason given)"
+        return record
+    bounds = read_bounds(entry.get("tolerance"))
+    dataset, inputs, labels, reference = _load_data(bundle, entry)
+    mode = entry.get("mode")
+    if mode in INTEGER_MODES and not np.all(np.isfinite(inputs)):
+        bad = np.argwhere(~np.isfinite(inputs.reshape(inputs.shape[0], -1)).all(axis=1))
+        raise EntryError(f"inputs {dataset.get('inputs')} hold NaN or Inf (first at sample "
+                         f"{int(bad[0][0])}) and mode {mode} quantizes its input: NaN has no "
+                         f"integer value; run this entry on finite inputs")
+    data = bundle.read(entry.get("tflite"), entry.get("sha256"), f"entry {entry['id']} tflite")
+    if entry.get("bytes") is not None and entry["bytes"] != len(data):
+        raise EntryError(f"{entry.get('tflite')} has {len(data)} bytes but the manifest says "
+                         f"{entry['bytes']}; rebuild the bundle")
+    model = runtime.load(data)
+    if model.integer_input and not np.all(np.isfinite(inputs)):
+        raise EntryError(f"inputs {dataset.get('inputs')} hold NaN or Inf and the model's input "
+                         f"is {model.input_dtype.name}: NaN has no integer value")
+    outputs, record["invoke"] = model.run(inputs)
+    if outputs.shape != reference.shape:
+        if outputs.size == reference.size and outputs.shape[0] == reference.shape[0]:
+            outputs = outputs.reshape(reference.shape)
+        else:
+            raise EntryError(f"the model's outputs have shape {outputs.shape} but the reference "
+                             f"{entry.get('reference')} has {reference.shape}")
+    step = model.output_step
+    if step is None and mode in INTEGER_MODES:
+        step = (entry.get("tolerance") or {}).get("output_step")
+    metrics = error_metrics(outputs, reference, step)
+    metrics["task"] = task_metrics(dataset.get("task"), labels, reference, outputs,
+                                   dataset.get("y_std"))
+    record["metrics"] = metrics
+    record["checks"] = check_bounds(bounds, metrics)
+    failed = fail_reason(record["checks"])
+    record["status"] = "fail" if failed else "pass"
+    record["reason"] = failed
+    if outputs_dir is not None:
+        rel = f"outputs/{target_folder(target)}/{entry['id']}.npy"
+        path = outputs_dir.joinpath(*rel.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, outputs.astype(np.float32))
+        record["outputs"] = rel
+    return record
+
+
+def _checked_only(bundle: Bundle, only) -> list:
+    if not only:
+        return list(bundle.entries)
+    known = bundle.entry_ids
+    for wanted in only:
+        if wanted not in known:
+            near = difflib.get_close_matches(wanted, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(known)}"
+            raise UsageError(f"--only {wanted!r} is not an entry id of this bundle{hint}")
+    return [entry for entry in bundle.entries if entry["id"] in set(only)]
+
+
+def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
+               target: str | None = None, only=None, outputs_dir=None,
+               debug: bool = False) -> dict:
+    """Run every (or every `only`) entry of the bundle; returns the results document.
+
+    `target` defaults to "host" for default kernels and "host-ref" for reference kernels.
+    `outputs_dir`: when set, each variant's dequantized outputs are saved as
+    `outputs_dir/outputs/<target>/<id>.npy` and the record's "outputs" holds that relative path.
+    Raises BundleError (unusable bundle), RuntimeUnavailable, UsageError; a problem with one
+    entry never raises: that entry gets status "error" and the run goes on (`debug` prints its
+    traceback to stderr).
+    """
+    started = time.perf_counter()
+    if kernels not in KERNELS:
+        raise UsageError(f"Expected kernels 'default' or 'reference'. Received: {kernels!r}")
+    target = target or default_target(kernels)
+    bundle = load_bundle(bundle_dir)
+    entries = _checked_only(bundle, only)
+    chosen = find_runtime(runtime, kernels)
+    out_dir = Path(outputs_dir) if outputs_dir is not None else None
+    results = []
+    for entry in entries:
+        entry_started = time.perf_counter()
+        try:
+            record = _run_entry(bundle, entry, chosen, target, out_dir)
+        except KernelMissing as exc:
+            record = _base_record(entry, target)
+            record["status"], record["reason"] = "unsupported", one_line(exc)
+        except Exception as exc:  # one entry's failure must not stop the run
+            if debug:
+                traceback.print_exc()
+            record = _base_record(entry, target)
+            record["reason"] = one_line(exc)
+        record["seconds"] = round(time.perf_counter() - entry_started, 4)
+        results.append(record)
+    return {"schema_version": SCHEMA_VERSION, "manifest_sha256": bundle.manifest_sha256,
+            "target": target, "runtime": chosen.describe(), "platform": _platform(),
+            "seconds": round(time.perf_counter() - started, 4), "results": results}
+
+
+def _json_safe(value):
+    """NaN and infinities as null: results.json stays strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def write_json_atomic(document: dict, path) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n"
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+def exit_code(document: dict) -> int:
+    bad = [r for r in document["results"] if r["status"] not in ("pass", "unsupported")]
+    return 1 if bad else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m device_tests.runner",
+        description="Run a bundle's TFLite variants and compare them with the Keras reference.")
+    parser.add_argument("bundle", help="the bundle folder (holds manifest.json)")
+    parser.add_argument("--out", required=True, help="where to write results.json")
+    parser.add_argument("--runtime", default=None,
+                        help="ai_edge_litert | tflite_runtime | tensorflow (default: the first "
+                             "installed, in that order)")
+    parser.add_argument("--kernels", default="default", choices=KERNELS,
+                        help="default (XNNPACK where the runtime applies it) or reference "
+                             "(BUILTIN_REF)")
+    parser.add_argument("--target", default=None,
+                        help="name recorded in the results (default: host, or host-ref with "
+                             "--kernels reference)")
+    parser.add_argument("--only", nargs="+", metavar="ID", default=None,
+                        help="run only these entry ids")
+    parser.add_argument("--save-outputs", action="store_true",
+                        help="save each variant's dequantized outputs as "
+                             "outputs/<target>/<id>.npy beside results.json")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def _summary_line(document: dict) -> str:
+    counts: dict = {}
+    for record in document["results"]:
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    runtime = document["runtime"]
+    parts = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "unsupported", "error"))
+    return (f"{document['target']} ({runtime['name']} {runtime['version']}, {runtime['kernels']} "
+            f"kernels): {parts}")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    try:
+        document = run_bundle(args.bundle, runtime=args.runtime, kernels=args.kernels,
+                              target=args.target, only=args.only,
+                              outputs_dir=out.parent if args.save_outputs else None,
+                              debug=args.debug)
+        write_json_atomic(document, out)
+    except (BundleError, RuntimeUnavailable, UsageError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {one_line(exc, limit=1000)}", file=sys.stderr)
+        return 2
+    for record in document["results"]:
+        if record["status"] not in ("pass", "unsupported") or args.debug:
+            print(f"{record['id']}: {record['status']} {record['reason']}".rstrip(),
+                  file=sys.stderr)
+    print(_summary_line(document), file=sys.stderr)
+    return exit_code(document)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

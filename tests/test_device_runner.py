@@ -1,0 +1,684 @@
+"""The parity suite that travels to boards (device_tests/), tested on real bundles.
+
+A module fixture trains two tiny Keras 3 models (a regression MLP and a softmax classifier),
+converts each to float32 and full-int8 (int8 I/O) with `TFLiteConverter.from_keras_model`, and
+writes a bundle as docs/bundle.md describes. A copy of the MLP with a fixed batch of 1 forces the
+per-sample path. Negative cases edit a copy of that bundle.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepipe.device_tests.bundle import BundleError, load_bundle
+from edgepipe.device_tests.interpreters import (
+    RuntimeUnavailable,
+    dequantize,
+    find_runtime,
+    quantize,
+)
+from edgepipe.device_tests.metrics import (
+    ToleranceError,
+    check_bounds,
+    error_metrics,
+    read_bounds,
+    task_metrics,
+)
+from edgepipe.device_tests.runner import run_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+UNSUPPORTED_REASON = "op GREATER has no int16 kernel (TF 2.21 cannot quantize it to int16x8)"
+FAILED_REASON = "ConverterError: needs TF op MatrixInverse in layer 'my_inverse'"
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def put_array(root: Path, rel: str, array: np.ndarray) -> str:
+    """Write `array` as `root/rel` and return its sha256."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array)
+    return sha256_file(path)
+
+
+def read_manifest(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text())
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def entry_of(manifest: dict, entry_id: str) -> dict:
+    return next(e for e in manifest["entries"] if e["id"] == entry_id)
+
+
+def by_id(document: dict) -> dict:
+    return {record["id"]: record for record in document["results"]}
+
+
+def _data(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    x_reg = rng.standard_normal((240, 4)).astype(np.float32)
+    y_reg = x_reg @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.5 * np.sin(3 * x_reg[:, 0])
+    y_reg = y_reg + 0.1 * rng.standard_normal(240)
+    y_reg = ((y_reg - y_reg[:192].mean()) / y_reg[:192].std()).astype(np.float32)
+    x_cls = rng.standard_normal((300, 6)).astype(np.float32)
+    y_cls = (x_cls @ rng.standard_normal((6, 3))).argmax(axis=1).astype(np.int64)
+    return {"reg": (x_reg[:192], y_reg[:192], x_reg[192:], y_reg[192:]),
+            "cls": (x_cls[:240], y_cls[:240], x_cls[240:], y_cls[240:])}
+
+
+def _models(data: dict) -> dict:
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+    def mlp(batch_size=None):
+        inputs = keras.Input((4,), batch_size=batch_size)
+        hidden = keras.layers.Dense(16, activation="tanh")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(1)(hidden))
+
+    reg = mlp()
+    reg.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    reg.fit(data["reg"][0], data["reg"][1], epochs=40, batch_size=32, verbose=0)
+    fixed = mlp(batch_size=1)
+    fixed.set_weights(reg.get_weights())
+
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    clf = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
+    clf.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    clf.fit(data["cls"][0], data["cls"][1], epochs=40, batch_size=32, verbose=0)
+    return {"mlp": reg, "mlp_fixed": fixed, "clf": clf}
+
+
+def _convert(model, mode: str, representative: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([representative[i:i + 1]]
+                                                     for i in range(len(representative)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        # "Statistics for quantized inputs were expected": int8 I/O takes its scale from the
+        # representative data, which is what we want here.
+        warnings.simplefilter("ignore", UserWarning)
+        return converter.convert()
+
+
+def _output_step(content: bytes) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return float(Interpreter(model_content=content).get_output_details()[0]["quantization"][0])
+
+
+def _tolerance(task: str, mode: str, step: float | None) -> dict:
+    if mode == "float32":
+        return {"max_abs": 1e-4, "max_rel": 1e-4, "task_delta": 1e-3,
+                "min_top1_agreement": 1.0 if task == "classification" else None,
+                "derivation": "float32: rounding only"}
+    if task == "classification":
+        # The softmax output step is 1/256, finer than the error the int8 layers before it add.
+        return {"max_abs": 0.1, "max_rel": None, "output_step": step, "steps": 0.1 / step,
+                "task_delta": 0.05, "min_top1_agreement": 0.9,
+                "derivation": "int8 softmax: 0.1 in probability (test bundle)"}
+    return {"max_abs": 4 * step, "max_rel": None, "output_step": step, "steps": 4.0,
+            "task_delta": 0.05, "min_top1_agreement": None,
+            "derivation": "int8: 4 output steps (test bundle)"}
+
+
+def build_bundle(root: Path, data: dict, models: dict) -> dict:
+    """Write a schema-1 bundle for the three models; returns the manifest."""
+    manifest = {"schema_version": 1, "created_by": "tests/test_device_runner.py",
+                "versions": {}, "seed": 0, "datasets": {}, "models": {}, "entries": []}
+    tasks = {"reg": "regression", "cls": "classification"}
+    for name, (_, _, x_test, y_test) in data.items():
+        manifest["datasets"][name] = {
+            "task": tasks[name],
+            "inputs": f"data/{name}.inputs.npy",
+            "inputs_sha256": put_array(root, f"data/{name}.inputs.npy", x_test),
+            "labels": f"data/{name}.labels.npy",
+            "labels_sha256": put_array(root, f"data/{name}.labels.npy", y_test),
+            "samples": int(len(x_test)),
+            "y_mean": 0.0 if name == "reg" else None, "y_std": 2.5 if name == "reg" else None,
+            "classes": 3 if name == "cls" else None, "sha256": {}}
+    for model_name, model in models.items():
+        dataset = "cls" if model_name == "clf" else "reg"
+        x_train, x_test = data[dataset][0], data[dataset][2]
+        rel_ref = f"reference/{model_name}.npy"
+        reference = np.asarray(model.predict(x_test, batch_size=len(x_test), verbose=0),
+                               dtype=np.float32)
+        manifest["models"][model_name] = {
+            "dataset": dataset, "activation": "tanh", "family": "mlp", "reference": rel_ref,
+            "reference_sha256": put_array(root, rel_ref, reference), "keras_sha256": "0" * 64}
+        for mode in ("float32", "int8"):
+            content = _convert(model, mode, x_train[:100])
+            rel = f"tflite/{model_name}.{mode}.tflite"
+            (root / "tflite").mkdir(exist_ok=True)
+            (root / rel).write_bytes(content)
+            step = _output_step(content) if mode == "int8" else None
+            manifest["entries"].append({
+                "id": f"{model_name}-{mode}", "model": model_name, "mode": mode,
+                "status": "converted", "reason": "", "tflite": rel,
+                "sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content),
+                "dataset": dataset, "reference": rel_ref, "expected_ops": [],
+                "tolerance": _tolerance(manifest["datasets"][dataset]["task"], mode, step)})
+    manifest["entries"].append({
+        "id": "mlp-int16x8", "model": "mlp", "mode": "int16x8", "status": "unsupported",
+        "reason": UNSUPPORTED_REASON, "tflite": None, "sha256": None, "dataset": "reg",
+        "reference": "reference/mlp.npy", "expected_ops": [], "tolerance": None})
+    write_manifest(root, manifest)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """(bundle folder, Keras models, data): built once for the module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    data = _data()
+    models = _models(data)
+    root = tmp_path_factory.mktemp("bundle")
+    build_bundle(root, data, models)
+    return root, models, data
+
+
+@pytest.fixture
+def bundle(made):
+    return made[0]
+
+
+@pytest.fixture
+def copy(made, tmp_path):
+    """A private copy of the bundle, to edit."""
+    target = tmp_path / "bundle"
+    shutil.copytree(made[0], target)
+    return target
+
+
+CONVERTED = ["mlp-float32", "mlp-int8", "mlp_fixed-float32", "mlp_fixed-int8",
+             "clf-float32", "clf-int8"]
+
+
+# ---------------------------------------------------------------------------- passing runs
+
+
+@pytest.mark.parametrize("kernels,target", [("default", "host"), ("reference", "host-ref")],
+                         ids=["host", "host-ref"])
+def test_every_entry_passes(bundle, kernels, target):
+    document = run_bundle(bundle, kernels=kernels)
+    records = by_id(document)
+    assert document["schema_version"] == 1
+    assert document["target"] == target
+    assert document["runtime"]["name"] == "ai_edge_litert"
+    assert document["runtime"]["kernels"] == kernels
+    assert document["runtime"]["version"] not in ("", "unknown")
+    assert document["manifest_sha256"] == sha256_file(bundle / "manifest.json")
+    assert set(document["platform"]) == {"machine", "system", "python", "numpy"}
+    for entry_id in CONVERTED:
+        assert records[entry_id]["status"] == "pass", records[entry_id]
+        assert records[entry_id]["target"] == target
+        assert records[entry_id]["checks"] and all(c["ok"] for c in records[entry_id]["checks"])
+    assert records["mlp-int16x8"]["status"] == "unsupported"
+    assert records["mlp-int16x8"]["reason"] == UNSUPPORTED_REASON
+
+
+def test_metrics_shape(bundle):
+    records = by_id(run_bundle(bundle))
+    regression = records["mlp-int8"]["metrics"]
+    for key in ("samples", "max_abs_error", "mean_abs_error", "rmse", "rel_error", "cosine",
+                "sqnr_db", "steps", "worst_sample", "worst_samples", "task"):
+        assert key in regression, key
+    assert regression["samples"] == 48
+    assert len(regression["worst_samples"]) == 5
+    assert regression["worst_sample"] == regression["worst_samples"][0]
+    assert 0 < regression["steps"] <= 4.0
+    task = regression["task"]
+    assert task["metric"] == "r2" and task["keras"] > 0.8
+    assert task["delta"] == pytest.approx(task["keras"] - task["variant"], rel=1e-9, abs=1e-12)
+    assert task["mae_keras"] > 0 and task["mae_variant"] > 0
+    classification = records["clf-int8"]["metrics"]["task"]
+    assert classification["metric"] == "accuracy" and classification["keras"] > 0.8
+    assert 0.9 <= classification["top1_agreement"] <= 1.0
+    assert records["clf-float32"]["metrics"]["steps"] is None
+    assert [c["name"] for c in records["clf-int8"]["checks"]] == [
+        "max_abs", "task_delta", "min_top1_agreement"]
+
+
+@pytest.mark.parametrize("kernels", ["default", "reference"])
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_batch_and_per_sample_give_identical_outputs(bundle, tmp_path, kernels, mode):
+    document = run_bundle(bundle, kernels=kernels, only=[f"mlp-{mode}", f"mlp_fixed-{mode}"],
+                          outputs_dir=tmp_path)
+    records = by_id(document)
+    batch, single = records[f"mlp-{mode}"], records[f"mlp_fixed-{mode}"]
+    assert batch["invoke"] == "batch"
+    assert single["invoke"] == "per-sample"
+    target = document["target"]
+    assert batch["outputs"] == f"outputs/{target}/mlp-{mode}.npy"
+    a, b = np.load(tmp_path / batch["outputs"]), np.load(tmp_path / single["outputs"])
+    assert a.shape == b.shape == (48, 1)
+    np.testing.assert_allclose(a, b, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def test_tight_bound_fails_naming_every_bound(copy):
+    manifest = read_manifest(copy)
+    entry_of(manifest, "clf-int8")["tolerance"].update(
+        max_abs=1e-9, max_rel=1e-9, min_top1_agreement=1.01)
+    write_manifest(copy, manifest)
+    records = by_id(run_bundle(copy))
+    record = records["clf-int8"]
+    assert record["status"] == "fail"
+    for name in ("max_abs", "max_rel", "min_top1_agreement"):
+        assert name in record["reason"], record["reason"]
+    assert "task_delta" not in record["reason"]
+    failed = {c["name"]: c for c in record["checks"] if not c["ok"]}
+    assert set(failed) == {"max_abs", "max_rel", "min_top1_agreement"}
+    assert f"{failed['max_abs']['value']:.6g} > 1e-09" in record["reason"]
+    assert len(record["metrics"]["worst_samples"]) == 5
+    assert record["tolerance"]["max_abs"] == 1e-9
+    assert records["clf-float32"]["status"] == "pass"
+
+
+def test_sha256_mismatch_refuses_the_entry_only(copy):
+    path = copy / "tflite" / "mlp.int8.tflite"
+    path.write_bytes(path.read_bytes() + b"\0")
+    records = by_id(run_bundle(copy))
+    assert records["mlp-int8"]["status"] == "error"
+    assert "sha256" in records["mlp-int8"]["reason"]
+    assert "tflite/mlp.int8.tflite" in records["mlp-int8"]["reason"]
+    assert records["mlp-int8"]["metrics"] is None
+    assert records["mlp-float32"]["status"] == "pass"
+
+
+def test_sha256_mismatch_of_shared_inputs_refuses_their_entries(copy):
+    np.save(copy / "data" / "reg.inputs.npy", np.zeros((48, 4), np.float32))
+    records = by_id(run_bundle(copy))
+    for entry_id in ("mlp-float32", "mlp-int8", "mlp_fixed-float32", "mlp_fixed-int8"):
+        assert records[entry_id]["status"] == "error"
+        assert "data/reg.inputs.npy: sha256" in records[entry_id]["reason"]
+    assert records["clf-int8"]["status"] == "pass"
+
+
+@pytest.mark.parametrize("rel,words", [
+    pytest.param("../outside.tflite", "contains '..'", id="dotdot"),
+    pytest.param("tflite/../../outside.tflite", "contains '..'", id="dotdot-inside"),
+    pytest.param("/etc/hostname", "absolute path", id="absolute"),
+    pytest.param("tflite\\mlp.int8.tflite", "backslash", id="backslash"),
+])
+def test_paths_leaving_the_bundle_are_refused(copy, rel, words):
+    manifest = read_manifest(copy)
+    entry_of(manifest, "mlp-int8")["tflite"] = rel
+    write_manifest(copy, manifest)
+    with pytest.raises(BundleError, match="entries") as caught:
+        run_bundle(copy)
+    assert words in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_symlink_out_of_the_bundle_is_refused(copy, tmp_path, what):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if what == "file":
+        shutil.copy(copy / "tflite" / "mlp.int8.tflite", outside / "mlp.int8.tflite")
+        (copy / "tflite" / "mlp.int8.tflite").unlink()
+        (copy / "tflite" / "mlp.int8.tflite").symlink_to(outside / "mlp.int8.tflite")
+    else:
+        shutil.move(str(copy / "data"), str(outside / "data"))
+        (copy / "data").symlink_to(outside / "data", target_is_directory=True)
+    with pytest.raises(BundleError, match="outside the bundle"):
+        load_bundle(copy)
+
+
+def test_entry_ids_cannot_name_paths(copy):
+    manifest = read_manifest(copy)
+    entry_of(manifest, "mlp-int8")["id"] = "../../evil"
+    write_manifest(copy, manifest)
+    with pytest.raises(BundleError, match="may hold only letters"):
+        load_bundle(copy)
+
+
+def test_symlink_inside_the_bundle_is_followed(copy):
+    (copy / "tflite" / "mlp.int8.tflite").rename(copy / "mlp.int8.tflite")
+    (copy / "tflite" / "mlp.int8.tflite").symlink_to(copy / "mlp.int8.tflite")
+    assert by_id(run_bundle(copy, only=["mlp-int8"]))["mlp-int8"]["status"] == "pass"
+
+
+def test_schema_version_other_than_1_is_refused(copy):
+    manifest = read_manifest(copy)
+    manifest["schema_version"] = 2
+    write_manifest(copy, manifest)
+    with pytest.raises(BundleError, match="schema_version 2 is not supported"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize("array,words", [
+    pytest.param(np.zeros((48, 5), np.float32), "expects (N, 4)", id="shape"),
+    pytest.param(np.zeros((48, 4), np.float64), "Received: float64", id="dtype"),
+])
+def test_wrong_inputs_say_expected_and_got(copy, array, words):
+    manifest = read_manifest(copy)
+    manifest["datasets"]["reg"]["inputs_sha256"] = put_array(copy, "data/reg.inputs.npy", array)
+    write_manifest(copy, manifest)
+    record = by_id(run_bundle(copy, only=["mlp-float32"]))["mlp-float32"]
+    assert record["status"] == "error"
+    assert words in record["reason"], record["reason"]
+
+
+def test_manifest_failed_entry_is_an_error_with_its_reason(copy):
+    manifest = read_manifest(copy)
+    manifest["entries"].append({"id": "clf-int16x8", "model": "clf", "mode": "int16x8",
+                                "status": "failed", "reason": FAILED_REASON, "tflite": None})
+    write_manifest(copy, manifest)
+    record = by_id(run_bundle(copy))["clf-int16x8"]
+    assert (record["status"], record["reason"]) == ("error", FAILED_REASON)
+
+
+@pytest.mark.parametrize("tolerance,words", [
+    pytest.param({"max_abs_err": 0.1}, "did you mean 'max_abs'", id="misspelt"),
+    pytest.param({"max_abs": None, "task_delta": None}, "sets no bound", id="no-bound"),
+    pytest.param({"max_abs": "0.1"}, "must be a finite number", id="string"),
+])
+def test_unusable_tolerance_is_an_error_never_a_pass(copy, tolerance, words):
+    manifest = read_manifest(copy)
+    entry_of(manifest, "mlp-float32")["tolerance"] = tolerance
+    write_manifest(copy, manifest)
+    record = by_id(run_bundle(copy, only=["mlp-float32"]))["mlp-float32"]
+    assert record["status"] == "error"
+    assert words in record["reason"]
+
+
+# ---------------------------------------------------------------------------- NaN inputs
+
+
+def _with_nan_inputs(root: Path, models, data, nan_reference: bool) -> None:
+    x = data["reg"][2].copy()
+    x[3, 1] = np.nan
+    manifest = read_manifest(root)
+    manifest["datasets"]["reg"]["inputs_sha256"] = put_array(root, "data/reg.inputs.npy", x)
+    if nan_reference:
+        for name in ("mlp", "mlp_fixed"):
+            reference = np.asarray(models[name].predict(x, batch_size=len(x), verbose=0),
+                                   dtype=np.float32)
+            assert np.isnan(reference[3]).all() and np.isfinite(np.delete(reference, 3, 0)).all()
+            manifest["models"][name]["reference_sha256"] = put_array(
+                root, manifest["models"][name]["reference"], reference)
+    write_manifest(root, manifest)
+
+
+@pytest.mark.parametrize("kernels", ["default", "reference"])
+def test_nan_inputs_float_modes_compare_nan_positions(copy, made, kernels):
+    _with_nan_inputs(copy, made[1], made[2], nan_reference=True)
+    records = by_id(run_bundle(copy, kernels=kernels))
+    for entry_id in ("mlp-float32", "mlp_fixed-float32"):
+        record = records[entry_id]
+        assert record["status"] == "pass", record
+        assert record["metrics"]["nan_mismatches"] == 0
+        assert record["metrics"]["nan_positions"] == 1
+        assert record["metrics"]["max_abs_error"] < 1e-4
+        assert {"name": "nan_positions", "value": 0, "bound": 0, "ok": True} in record["checks"]
+    for entry_id in ("mlp-int8", "mlp_fixed-int8"):
+        assert records[entry_id]["status"] == "error"
+        assert "NaN" in records[entry_id]["reason"] and "sample 3" in records[entry_id]["reason"]
+    assert records["clf-int8"]["status"] == "pass"
+
+
+def test_nan_positions_that_differ_fail(copy, made):
+    _with_nan_inputs(copy, made[1], made[2], nan_reference=False)
+    record = by_id(run_bundle(copy, only=["mlp-float32"]))["mlp-float32"]
+    assert record["status"] == "fail"
+    assert "nan_positions: 1 output positions are NaN on one side only" in record["reason"]
+    assert record["metrics"]["worst_sample"] == 3
+
+
+# ---------------------------------------------------------------------------- small parts
+
+
+def test_quantize_rounds_half_away_from_zero_and_clips():
+    x = np.array([-300.0, -1.5, -0.5, 0.5, 1.5, 2.4, 300.0], np.float32)
+    np.testing.assert_array_equal(quantize(x, 1.0, 0, np.int8),
+                                  np.array([-128, -2, -1, 1, 2, 2, 127], np.int8))
+    np.testing.assert_array_equal(quantize(x, 0.5, 10, np.int16),
+                                  np.array([-590, 7, 9, 11, 13, 15, 610], np.int16))
+    np.testing.assert_allclose(dequantize(np.array([-128, 0, 127], np.int8), 0.5, -3),
+                               np.array([-62.5, 1.5, 65.0], np.float32), rtol=0, atol=0)
+
+
+def test_error_metrics_against_formulas():
+    ref = np.array([[0.0], [1.0], [2.0], [4.0]])
+    out = np.array([[0.0], [1.5], [2.0], [3.0]])
+    m = error_metrics(out, ref, output_step=0.25)
+    diff = out - ref
+    np.testing.assert_allclose(
+        [m["max_abs_error"], m["mean_abs_error"], m["rmse"], m["rel_error"], m["steps"]],
+        [1.0, 0.375, np.sqrt(np.mean(diff ** 2)), 0.25, 4.0], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(m["sqnr_db"], 10 * np.log10(21 / 1.25), rtol=1e-12, atol=0)
+    cosine = float(out.ravel() @ ref.ravel()) / (np.linalg.norm(out) * np.linalg.norm(ref))
+    np.testing.assert_allclose(m["cosine"], cosine, rtol=1e-12, atol=0)
+    assert m["worst_samples"] == [3, 1, 0, 2]
+    exact = error_metrics(ref, ref)
+    assert exact["max_abs_error"] == 0 and exact["sqnr_db"] is None and exact["steps"] is None
+
+
+def test_task_metrics_against_formulas():
+    y = np.array([0.0, 1.0, 2.0, 3.0])
+    keras, variant = y.reshape(-1, 1) + 0.1, np.array([[0.0], [1.0], [2.5], [3.0]])
+    t = task_metrics("regression", y, keras, variant, y_std=10.0)
+    np.testing.assert_allclose([t["keras"], t["variant"], t["mae_keras"], t["mae_variant"]],
+                               [1 - 0.04 / 5, 1 - 0.25 / 5, 1.0, 1.25], rtol=1e-12, atol=1e-12)
+    labels = np.array([0, 1, 2, 1])
+    k = np.eye(3)[[0, 1, 2, 2]]
+    v = np.eye(3)[[0, 1, 1, 2]]
+    c = task_metrics("classification", labels, k, v)
+    assert (c["keras"], c["variant"], c["top1_agreement"]) == (0.75, 0.5, 0.75)
+    assert c["delta"] == 0.25
+
+
+def test_every_bound_is_checked_and_none_is_invented():
+    metrics = {"max_abs_error": 0.2, "rel_error": 0.1,
+               "task": {"delta": 0.01, "top1_agreement": 0.9}}
+    checks = check_bounds(read_bounds({"max_abs": 0.1, "max_rel": None, "task_delta": 0.02,
+                                       "min_top1_agreement": 0.95}), metrics)
+    assert [(c["name"], c["ok"]) for c in checks] == [
+        ("max_abs", False), ("task_delta", True), ("min_top1_agreement", False)]
+    with pytest.raises(ToleranceError, match="sets no bound"):
+        read_bounds({"derivation": "nothing"})
+
+
+# Messages seen from tflite-runtime 2.14.0 and ai-edge-litert 1.2.0 on models TF 2.21 made.
+@pytest.mark.parametrize("message,when,words", [
+    pytest.param("Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'. An older "
+                 "version of this builtin might be supported. Are you using an old TFLite binary "
+                 "with a newer model?\nRegistration failed.\n", "create",
+                 "has no kernel for FULLY_CONNECTED version 12", id="op-version"),
+    pytest.param("Only float32, int8 and uint8 supported currently, got INT16.Node number 1 "
+                 "(GELU) failed to invoke.", "invoke",
+                 "has no GELU kernel for these tensor types (Only float32, int8 and uint8 "
+                 "supported currently, got INT16)", id="tensor-type"),
+    pytest.param("tensorflow/lite/kernels/add.cc:130 something broke.Node number 3 (ADD) "
+                 "failed to invoke.", "invoke", None, id="other-invoke-error"),
+])
+def test_a_missing_kernel_makes_the_entry_unsupported(bundle, monkeypatch, message, when, words):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgepipe.device_tests import runner
+    from edgepipe.device_tests.interpreters import Runtime
+
+    class Failing(Interpreter):
+        def __init__(self, **kwargs):
+            if when == "create":
+                raise ValueError(message)
+            super().__init__(**kwargs)
+
+        def invoke(self):
+            raise RuntimeError(message)
+
+    monkeypatch.setattr(runner, "find_runtime", lambda name, kernels: Runtime(
+        "old_runtime", "0.1", kernels, Failing, None))
+    record = by_id(run_bundle(bundle, only=["mlp-int8"]))["mlp-int8"]
+    if words is None:
+        assert record["status"] == "error"
+        assert record["reason"].startswith("old_runtime 0.1 (default kernels) failed to invoke")
+    else:
+        assert record["status"] == "unsupported"
+        assert record["reason"] == f"old_runtime 0.1 (default kernels) {words}"
+
+
+def test_no_runtime_names_the_packages_to_install(monkeypatch):
+    for name in ("ai_edge_litert", "tflite_runtime", "tensorflow"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(RuntimeUnavailable, match="pip install ai-edge-litert") as caught:
+        find_runtime()
+    assert "tflite-runtime" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def runner_cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "device_tests.runner", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_exit_0_writes_results_and_outputs(bundle, tmp_path):
+    out = tmp_path / "run" / "results.json"
+    done = runner_cli(bundle, "--out", out, "--save-outputs", "--kernels", "reference")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    assert document["target"] == "host-ref"
+    assert len(document["results"]) == 7
+    record = by_id(document)["clf-int8"]
+    saved = np.load(out.parent / record["outputs"])
+    assert saved.shape == (60, 3) and saved.dtype == np.float32
+    assert record["outputs"] == "outputs/host-ref/clf-int8.npy"
+    assert not list(out.parent.glob(".results.json.*"))
+
+
+def test_cli_exit_1_on_a_failed_bound(copy, tmp_path):
+    manifest = read_manifest(copy)
+    entry_of(manifest, "mlp-int8")["tolerance"]["max_abs"] = 1e-9
+    write_manifest(copy, manifest)
+    out = tmp_path / "results.json"
+    done = runner_cli(copy, "--out", out, "--target", "ssh://pi@board")
+    assert done.returncode == 1
+    assert "mlp-int8: fail max_abs" in done.stderr
+    assert by_id(json.loads(out.read_text()))["mlp-int8"]["target"] == "ssh://pi@board"
+
+
+@pytest.mark.parametrize("args,words", [
+    pytest.param(["--runtime", "tflite_runtime"], "pip install", id="runtime-missing"),
+    pytest.param(["--runtime", "onnx"], "Expected a runtime among", id="runtime-unknown"),
+    pytest.param(["--only", "mlp-int9"], "did you mean 'mlp-int8'", id="only-unknown"),
+])
+def test_cli_exit_2_on_bad_options(bundle, tmp_path, args, words):
+    done = runner_cli(bundle, "--out", tmp_path / "r.json", *args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_exit_2_on_a_bad_bundle_without_traceback_unless_debug(copy, tmp_path):
+    manifest = read_manifest(copy)
+    manifest["schema_version"] = 2
+    write_manifest(copy, manifest)
+    done = runner_cli(copy, "--out", tmp_path / "r.json")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert "schema_version 2" in done.stderr and "Traceback" not in done.stderr
+    debug = runner_cli(copy, "--out", tmp_path / "r.json", "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_runner_never_imports_tensorflow(bundle):
+    code = ("import sys; from edgepipe.device_tests.runner import run_bundle; "
+            f"doc = run_bundle({str(bundle)!r}); "
+            "print(doc['runtime']['name'], sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('tensorflow', 'keras', 'edgepipe') "
+            "and not m.startswith('edgepipe.device_tests') and m != 'edgepipe'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ai_edge_litert", "[]"]
+
+
+# ---------------------------------------------------------------------------- pytest suite
+
+
+def parity_pytest(python, cwd, *args):
+    return subprocess.run([str(python), "-m", "pytest", "device_tests", "-p", "no:cacheprovider",
+                           *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_parity_suite_from_the_repository(bundle):
+    done = parity_pytest(sys.executable, REPO, "--bundle", bundle, "-v")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for entry_id in CONVERTED:
+        assert f"test_parity[{entry_id}] PASSED" in done.stdout
+    assert f"unsupported: {UNSUPPORTED_REASON}" in done.stdout
+
+
+def test_parity_suite_fails_a_failed_bound(copy):
+    manifest = read_manifest(copy)
+    entry_of(manifest, "clf-int8")["tolerance"]["min_top1_agreement"] = 1.01
+    write_manifest(copy, manifest)
+    done = parity_pytest(sys.executable, REPO, "--bundle", copy, "--kernels", "reference")
+    assert done.returncode == 1
+    assert "clf-int8 on host-ref: min_top1_agreement" in done.stdout
+    assert "worst samples [" in done.stdout
+    assert "1 failed, 5 passed, 1 skipped" in done.stdout
+
+
+def test_parity_suite_without_bundle_says_how_to_run_it():
+    done = parity_pytest(sys.executable, REPO)
+    assert done.returncode == 0, done.stdout
+    assert "no --bundle given: run `python -m pytest device_tests --bundle" in done.stdout
+
+
+def test_parity_suite_refuses_a_bad_bundle(copy):
+    manifest = read_manifest(copy)
+    entry_of(manifest, "mlp-int8")["tflite"] = "../x.tflite"
+    write_manifest(copy, manifest)
+    done = parity_pytest(sys.executable, REPO, "--bundle", copy)
+    assert done.returncode == 4
+    assert "contains '..'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_parity_suite_on_a_fresh_board_like_venv(bundle, tmp_path):
+    """A venv with only numpy, pytest and ai-edge-litert; a folder with device_tests/ + bundle."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "numpy", "pytest",
+                    "ai-edge-litert"], check=True, timeout=600, capture_output=True)
+    board = tmp_path / "board"
+    shutil.copytree(REPO / "device_tests", board / "device_tests",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(bundle, board / "bundle")
+    done = parity_pytest(python, board, "--bundle", "bundle", "-v")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "6 passed, 1 skipped" in done.stdout
+    cli = subprocess.run([str(python), "-m", "device_tests.runner", "bundle", "--out",
+                          "results.json"], cwd=board, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"],
+                            capture_output=True, text=True, check=True).stdout.lower()
+    assert "tensorflow" not in listed and "edgepipe" not in listed
