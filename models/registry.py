@@ -46,7 +46,7 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
         ActivationSpec("hard_swish", "HardSwish", "x * relu6(x + 3) / 6", GradientKind.AUTODIFF,
                        ("HARD_SWISH",), kinks=(-3.0, 3.0)),
         ActivationSpec("mish", "Mish", "x * tanh(softplus(x))", GradientKind.AUTODIFF,
-                       ("EXP", "LOG", "TANH", "ADD", "MUL")),
+                       ("RELU", "SUB", "EXP", "LOG", "ADD", "TANH", "MUL")),
         ActivationSpec("gelu_tanh", "GeluTanh",
                        "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))", GradientKind.AUTODIFF,
                        ("GELU",)),
