@@ -45,8 +45,9 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
                        ("GREATER", "SELECT_V2"), kinks=(0.0,)),
         ActivationSpec("hard_swish", "HardSwish", "x * relu6(x + 3) / 6", GradientKind.AUTODIFF,
                        ("HARD_SWISH",), kinks=(-3.0, 3.0)),
+        # also a RELU, unless the converter fuses it into the layer before (it does after Dense)
         ActivationSpec("mish", "Mish", "x * tanh(softplus(x))", GradientKind.AUTODIFF,
-                       ("RELU", "SUB", "EXP", "LOG", "ADD", "TANH", "MUL")),
+                       ("SUB", "EXP", "LOG", "ADD", "TANH", "MUL")),
         ActivationSpec("gelu_tanh", "GeluTanh",
                        "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))", GradientKind.AUTODIFF,
                        ("GELU",)),
