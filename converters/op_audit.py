@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .modes import QuantMode
 from .tflite_file import TFLiteModel
 
-TARGETS = ("litert",)
+TARGETS = ("litert", "tflm")
 FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
 # The ops that legitimately touch floats in an integer model: the conversions at its edges.
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}

@@ -208,7 +208,7 @@ def check(
         print(json.dumps(records if len(records) > 1 else records[0], indent=2))
     else:
         for record in records:
-            _print_check(record, targets)
+            _print_check(record, targets, failed(record, targets, target is not None))
     if any(failed(r, targets, strict_target=target is not None) for r in records):
         raise typer.Exit(1)
 
@@ -287,7 +287,7 @@ def _finish(merged: dict, run_dir: Path) -> None:
         raise typer.Exit(1)
 
 
-def _print_check(record: dict, targets) -> None:
+def _print_check(record: dict, targets, check_failed: bool) -> None:
     name = record.get("file") or f"{record['model']}.{record['mode']}"
     if "audit" not in record:  # the conversion itself did not happen
         out.print(f"[yellow]{name}: {record['status']}[/]: {record['reason']}", highlight=False)
@@ -310,9 +310,13 @@ def _print_check(record: dict, targets) -> None:
         out.print(f"float32 forward vs Keras on {fwd['data']}: max relative error "
                   f"{fwd['max_rel_error']:.2e} (bound {fwd['bound']:g}) "
                   + ("[green]equal[/]" if fwd["ok"] else "[red]DIFFERENT[/]"), highlight=False)
-    status = record["status"]
-    out.print(f"{name}: " + ("[green]pass[/]" if status == "converted" else
-                            f"[red]{status}[/]: {record['reason']}"), highlight=False)
+    if not check_failed:
+        verdict = "[green]pass[/]"
+    elif record["status"] == "failed":
+        verdict = f"[red]fail[/]: {record['reason']}"
+    else:
+        verdict = f"[red]fail[/]: {', '.join(targets)} cannot run every op (see above)"
+    out.print(f"{name}: {verdict}", highlight=False)
 
 
 def _writable(folder: Path) -> None:

@@ -210,3 +210,31 @@ def test_modes_parse_and_reject():
     assert parse_modes("int8,float16") == [QuantMode.INT8, QuantMode.FLOAT16]
     with pytest.raises(EdgepipeError, match="Unknown mode 'int4'. Valid modes: all, dynamic"):
         parse_modes("int4")
+
+
+@pytest.mark.parametrize("variant, code, named", [
+    pytest.param("cnn_piecewise.int8", 0, None, id="piecewise-int8-runs"),
+    pytest.param("cnn_step.int8", 0, None, id="step-int8-runs"),
+    pytest.param("cnn_gelu_tanh.float32", 1, "GELU: tflite-micro", id="gelu-no-kernel"),
+    pytest.param("cnn_mish.int8", 1, "EXP: tflite-micro", id="mish-exp-float-only"),
+    pytest.param("cnn_hard_swish.int8", 0, None, id="hard_swish-int8-runs"),
+])
+def test_check_against_tflite_micro(converted_zoo, variant, code, named):
+    result = runner.invoke(app, ["check", str(converted_zoo[0] / f"{variant}.tflite"),
+                                 "--target", "tflm", "--json"])
+    assert result.exit_code == code, result.output
+    report = json.loads(result.stdout)
+    unsupported = report["audit"]["targets"]["tflm"]["unsupported_ops"]
+    if named:
+        assert any(u.startswith(named) for u in unsupported), unsupported
+    else:
+        assert unsupported == []
+
+
+def test_tflm_table_names_missing_kernels_and_wrong_ones():
+    from edgepipe.converters.tflm_ops import tflm_support
+
+    assert tflm_support("CONV_2D", ("int8", "int8", "int32", "int8")) is None
+    assert "no kernel registered for SIGN" in tflm_support("SIGN", ("float32", "float32"))
+    assert "measured to compute it wrong" in tflm_support("RELU6", ("int8", "int8"))
+    assert "not measured" in tflm_support("UNKNOWN_OP", ("float32",))
