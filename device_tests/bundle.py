@@ -57,20 +57,18 @@ class Bundle:
         return [entry["id"] for entry in self.entries]
 
     def dataset(self, name: str) -> dict:
-        datasets = self.manifest.get("datasets") or {}
-        if name not in datasets:
-            raise BundleError(
-                f"{MANIFEST}: dataset {name!r} is not in 'datasets' (known: "
-                f"{', '.join(sorted(datasets)) or 'none'}); fix the manifest or rebuild the bundle")
-        return datasets[name]
+        return self._lookup("datasets", name)
 
     def model(self, name: str) -> dict:
-        models = self.manifest.get("models") or {}
-        if name not in models:
+        return self._lookup("models", name)
+
+    def _lookup(self, section: str, name: str) -> dict:
+        known = self.manifest.get(section) or {}
+        if name not in known:
             raise BundleError(
-                f"{MANIFEST}: model {name!r} is not in 'models' (known: "
-                f"{', '.join(sorted(models)) or 'none'}); fix the manifest or rebuild the bundle")
-        return models[name]
+                f"{MANIFEST}: {section[:-1]} {name!r} is not in {section!r} (known: "
+                f"{', '.join(sorted(known)) or 'none'}); fix the manifest or rebuild the bundle")
+        return known[name]
 
     def path(self, rel: object, where: str) -> Path:
         """The file `rel` names, checked to stay inside the bundle."""

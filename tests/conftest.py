@@ -1,7 +1,10 @@
 """Shared fixtures and markers for edgepipe's own test suite."""
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +15,17 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running (full trainings, large fuzz runs)")
     config.addinivalue_line("markers", "emulator: needs the QEMU aarch64 sysroot")
     config.addinivalue_line("markers", "device: needs a real board or an SSH server")
+
+
+def imported_modules(code: str, roots, timeout: float = 300) -> list[str]:
+    """Run `code` in a fresh interpreter; return the modules it left imported whose top-level
+    package is in `roots` (to prove that a light path never loads TensorFlow)."""
+    script = f"{code}\nimport json as _json, sys as _sys\nprint(_json.dumps(sorted(_sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = json.loads(done.stdout.strip().splitlines()[-1])
+    return [m for m in names if m.split(".")[0] in roots]
 
 
 def small_slice(data, n_train=64, n_val=32, n_test=32):

@@ -1,11 +1,10 @@
 """The CLI through typer's CliRunner: help, the registry, training, and one-line user errors."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import imported_modules
 from typer.testing import CliRunner
 
 from edgepipe.models.errors import EdgepipeError
@@ -15,17 +14,11 @@ runner = CliRunner()
 
 
 def test_importing_the_cli_and_help_do_not_import_tensorflow():
-    script = ("import sys\n"
-              "from typer.testing import CliRunner\n"
-              "from edgepipe.pipeline.cli import app\n"
-              "r = CliRunner().invoke(app, ['--help'])\n"
-              "assert r.exit_code == 0 and 'train' in r.stdout, r.stdout\n"
-              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-              "('tensorflow', 'keras', 'sklearn')))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    code = ("from typer.testing import CliRunner\n"
+            "from edgepipe.pipeline.cli import app\n"
+            "r = CliRunner().invoke(app, ['--help'])\n"
+            "assert r.exit_code == 0 and 'train' in r.stdout, r.stdout\n")
+    assert imported_modules(code, ("tensorflow", "keras", "sklearn")) == []
 
 
 def test_help_lists_the_commands():

@@ -1,13 +1,12 @@
 """Conversion in every mode, the op audit, and what `edgepipe convert` / `check` report."""
 
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import imported_modules
 from typer.testing import CliRunner
 
 from edgepipe.converters.convert import explain_failure
@@ -141,17 +140,11 @@ def test_a_float_op_left_inside_an_int8_model_fails_the_audit(tmp_path):
 
 def test_check_tflite_does_not_import_tensorflow(converted_zoo):
     path = converted_zoo[0] / "cnn_step.int8.tflite"
-    script = ("import sys\n"
-              "from typer.testing import CliRunner\n"
-              "from edgepipe.pipeline.cli import app\n"
-              f"r = CliRunner().invoke(app, ['check', {str(path)!r}, '--json'])\n"
-              "assert r.exit_code == 0, r.output\n"
-              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-              "('tensorflow', 'keras')))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    code = ("from typer.testing import CliRunner\n"
+            "from edgepipe.pipeline.cli import app\n"
+            f"r = CliRunner().invoke(app, ['check', {str(path)!r}, '--json'])\n"
+            "assert r.exit_code == 0, r.output\n")
+    assert imported_modules(code, ("tensorflow", "keras")) == []
 
 
 def test_check_tflite_lists_ops_kinds_and_types(converted_zoo):
