@@ -22,8 +22,14 @@ def analyse(preacts: list[np.ndarray], steps: list[float], kink: float,
     err2 = ((np.asarray(variant, np.float64) - reference).reshape(n, -1) ** 2).sum(axis=1)
     total = float(err2.sum())
     worst = np.argsort(-err2)[: max(1, n // 20)]  # the 5 % of samples with the largest error
+    # With many units nearly every sample has one near the kink; then what explains the error
+    # is how many: the correlation of near units with the sample's error says whether it does.
+    spread = near_units.std() > 0 and err2.std() > 0
     return {"kink": kink, "input_step": [float(s) for s in steps],
             "near_samples": int(near.sum()), "samples": n,
             "near_units_mean": float(near_units[near].mean()) if near.any() else 0.0,
             "near_error_share": float(err2[near].sum() / total) if total > 0 else 0.0,
+            "far_max_abs_error": float(np.sqrt(err2[~near].max())) if (~near).any() else None,
+            "near_units_error_corr": (float(np.corrcoef(near_units, np.sqrt(err2))[0, 1])
+                                      if spread else None),
             "worst_5pct_near": float(near[worst].mean())}

@@ -72,3 +72,6 @@ def test_boundary_analysis_counts_samples_near_the_kink():
     assert result["near_samples"] == 2  # samples 1 and 2 sit within one step of 0
     assert result["near_error_share"] == pytest.approx(1.25 / 1.26, rel=1e-12, abs=0)
     assert result["worst_5pct_near"] == 1.0  # the worst sample (1) is a near one
+    assert result["far_max_abs_error"] == pytest.approx(0.1, rel=1e-12, abs=0)  # samples 0, 3
+    expected_corr = np.corrcoef([0, 1, 1, 0], [0.0, 1.0, 0.5, 0.1])[0, 1]
+    assert result["near_units_error_corr"] == pytest.approx(expected_corr, rel=1e-12, abs=0)
