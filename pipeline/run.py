@@ -111,9 +111,12 @@ def collect(out: Path) -> dict:
             r["metrics"]["boundary"] = analyse(preacts, steps, boundary["kink"], variant, ref)
     counts = {s: sum(r["status"] == s for r in results)
               for s in ("pass", "fail", "unsupported", "error")}
+    # An entry with no result on a target that ran is not a pass: the run is incomplete.
+    have = {(r["id"], r["target"]) for r in results}
+    counts["missing"] = sum((e["id"], t) not in have for e in manifest["entries"] for t in targets)
+    ok = counts["fail"] == 0 and counts["error"] == 0 and counts["missing"] == 0
     merged = {"schema_version": 1, "manifest_sha256": sha256_file(manifest_path),
-              "targets": targets, "results": results,
-              "summary": {**counts, "ok": counts["fail"] == 0 and counts["error"] == 0}}
+              "targets": targets, "results": results, "summary": {**counts, "ok": ok}}
     write_json(out / "results.json", merged)
     write_junit(out, merged)
     write_report(out)

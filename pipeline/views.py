@@ -83,5 +83,6 @@ def parity_table(merged: dict) -> Table:
                                      for t in targets], "; ".join(reasons)[:120])
     s = merged["summary"]
     table.caption = (f"{s['pass']} pass, {s['fail']} fail, {s['unsupported']} unsupported, "
-                     f"{s['error']} error")
+                     f"{s['error']} error" + (f", {s['missing']} missing" if s.get("missing")
+                                              else ""))
     return table

@@ -91,3 +91,19 @@ def test_parity_on_a_folder_that_is_not_a_run(tmp_path):
     result = runner.invoke(app, ["parity", str(tmp_path)])
     assert result.exit_code == 2
     assert "is not a run folder (no manifest.json)" in result.stderr
+
+
+def test_a_result_missing_on_one_target_makes_the_run_incomplete(run_dir, tmp_path):
+    import shutil
+
+    from edgepipe.pipeline.run import collect
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir[0], copy)
+    path = copy / "results" / "host-ref.json"
+    doc = json.loads(path.read_text())
+    dropped = doc["results"].pop(0)
+    path.write_text(json.dumps(doc))
+    merged = collect(copy)
+    assert merged["summary"]["missing"] == 1 and not merged["summary"]["ok"]
+    assert (dropped["id"], "host-ref") not in {(r["id"], r["target"]) for r in merged["results"]}
