@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .modes import QuantMode
 from .tflite_file import TFLiteModel
+from .tflm_ops import tflm_support
 
 TARGETS = ("litert", "tflm")
 FLOAT_TYPES = {"float32", "float16", "float64", "bfloat16"}
@@ -82,8 +83,6 @@ def audit(model: TFLiteModel, mode: QuantMode | None = None, targets=("litert",)
                 if op.kind != "builtin":
                     support[target] = f"{op.kind} op, not a TFLite builtin"
                 elif target == "tflm":
-                    from .tflm_ops import tflm_support  # a data table: cheap
-
                     support[target] = tflm_support(op.name, ins + outs)
                 else:
                     support[target] = None

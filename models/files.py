@@ -1,5 +1,6 @@
 """Write files so that a reader never sees half of one: write beside, then rename."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -26,3 +27,12 @@ def atomic_path(dest: Path):
 def write_json(dest: Path, data) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """Hash in 1 MiB blocks: a model may be larger than memory should hold."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,26 +1,17 @@
 """Write the bundle (docs/bundle.md): inputs, Keras references, variants, tolerances, manifest."""
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from ..converters.modes import QuantMode
 from ..models.datasets import Dataset, Task
-from ..models.files import atomic_path, write_json
+from ..models.files import atomic_path, sha256_file, write_json
 from ..models.versions import versions
 from .tolerances import derive, simulate
 
 SCHEMA_VERSION = 1
 KINKS = {"Step": 0.0, "PiecewiseLinear": 0.0}  # activations whose error concentrates at a kink
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_npy(root: Path, rel: str, array: np.ndarray) -> dict:

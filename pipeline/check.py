@@ -1,6 +1,5 @@
 """`edgepipe check PATH`: the op audit of a `.tflite` (no TensorFlow) or of a `.keras` model."""
 
-import hashlib
 import tempfile
 from pathlib import Path
 
@@ -8,6 +7,7 @@ from ..converters.modes import QuantMode
 from ..converters.op_audit import TARGETS, audit
 from ..converters.tflite_file import read_tflite_file
 from ..models.errors import unknown_name
+from ..models.files import sha256_file
 
 
 def parse_targets(target: str | None) -> tuple[str, ...]:
@@ -26,19 +26,12 @@ def mode_from_filename(path: Path) -> QuantMode | None:
 
 def check_tflite(path: Path, targets: tuple[str, ...]) -> dict:
     model = read_tflite_file(path)  # memory-mapped: a 2 GB model is not read into memory
-    report = audit(model, mode_from_filename(path), targets, source=str(path))
-    return {"file": str(path), "bytes": model.size, "sha256": _sha256(path),
-            "mode": getattr(mode_from_filename(path), "value", None),
+    mode = mode_from_filename(path)
+    report = audit(model, mode, targets, source=str(path))
+    return {"file": str(path), "bytes": model.size, "sha256": sha256_file(path),
+            "mode": mode.value if mode else None,
             "status": "converted" if report.ok else "failed",
             "reason": "; ".join(report.problems), "audit": report.as_dict()}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_keras(path: Path, modes: list[QuantMode], rep_data, rep_samples: int,

@@ -117,21 +117,20 @@ def train(
     specs = [get_model_spec(name) for name in (models or ZOO)]
     config = TrainConfig(seed=seed) if epochs is None else TrainConfig(epochs=epochs, seed=seed)
 
-    datasets = {}
+    loaded, jobs = {}, []  # each dataset loaded once, however many models share it
     for spec in specs:
         key = spec.family.task if data else spec.dataset
-        if key not in datasets:
-            datasets[key] = (load_npz(data, spec.family.task, seed) if data
-                             else load_builtin(spec.dataset, seed))
-        check_input_shape(spec, datasets[key].input_shape)
+        if key not in loaded:
+            loaded[key] = (load_npz(data, spec.family.task, seed) if data
+                           else load_builtin(spec.dataset, seed))
+        check_input_shape(spec, loaded[key].input_shape)
+        jobs.append((spec, loaded[key]))
     _writable(out_dir)
 
     import_tensorflow(_state["debug"])
     from .training_progress import train_with_progress
 
-    records = train_with_progress(
-        [(spec, datasets[spec.family.task if data else spec.dataset]) for spec in specs],
-        config, out_dir, err)
+    records = train_with_progress(jobs, config, out_dir, err)
     out.print(trained_table(records, out_dir))
 
 

@@ -25,7 +25,9 @@ from ..converters.modes import QuantMode
 from ..models.errors import EdgepipeError, unknown_name
 from ..models.zoo import ZOO
 
-TARGETS = ("host", "host-ref")
+# The host targets and the runner's kernels for each: XNNPACK, and the reference kernels.
+TARGET_KERNELS = {"host": "default", "host-ref": "reference"}
+TARGETS = tuple(TARGET_KERNELS)
 RUN_KEYS = ("models", "modes", "targets", "seed", "epochs", "rep_samples")
 TOLERANCE_KEYS = ("max_abs", "max_rel", "task_delta", "min_top1_agreement")
 

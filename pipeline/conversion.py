@@ -1,11 +1,13 @@
 """`edgepipe convert` and `edgepipe check`: orchestration between the models and converters."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..converters.modes import QuantMode
 from ..converters.representative import check_representative
+from ..models.datasets import Dataset
 from ..models.errors import EdgepipeError
 
 DEFAULT_REP_SAMPLES = 200
@@ -31,7 +33,18 @@ def keras_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int, need_rep: bool):
+@dataclass(frozen=True)
+class ModelData:
+    representative: np.ndarray | None
+    representative_source: str
+    check: np.ndarray  # inputs on which the float32 variant must reproduce Keras
+    check_source: str
+    notes: list
+    dataset: Dataset | None  # the one the training record names, when there is one
+
+
+def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int,
+               need_rep: bool) -> ModelData:
     """Representative samples and forward-check inputs for one model, with where they came from.
 
     From `--rep-data` if given; else from the training record beside the model (its training
@@ -67,7 +80,7 @@ def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int,
         check = np.random.default_rng(0).normal(size=(RANDOM_CHECK_SAMPLES, *shape))
         check = check.astype(np.float32)
         check_source = f"{RANDOM_CHECK_SAMPLES} seeded N(0,1) inputs (no test set found)"
-    return rep, rep_source, check, check_source, notes
+    return ModelData(rep, rep_source, check, check_source, notes, data)
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -94,10 +107,11 @@ def convert_files(paths: list[Path], modes: list[QuantMode], out_dir: Path,
     prepared = [(f, (model := load_keras(f)), model_data(model, f, rep_data, rep_samples,
                                                          need_rep)) for f in files]
     results, notes = [], []
-    for path, model, (rep, rep_source, check, check_source, model_notes) in prepared:
-        notes += model_notes
-        for variant in convert_model(model, path.stem, modes, out_dir, rep, rep_source, check,
-                                     check_source, debug):
+    for path, model, data in prepared:
+        notes += data.notes
+        for variant in convert_model(model, path.stem, modes, out_dir, data.representative,
+                                     data.representative_source, data.check, data.check_source,
+                                     debug):
             results.append(variant)
             if on_variant:
                 on_variant(variant)

@@ -9,6 +9,8 @@ import os
 import sys
 import warnings
 
+from ..converters.native_output import captured_native_output
+
 
 def quiet_tensorflow(debug: bool) -> None:
     """Settings that must be in place before TensorFlow is imported."""
@@ -23,20 +25,12 @@ def import_tensorflow(debug: bool) -> None:
     """Import TensorFlow; unless debugging, with native stderr muted for the import.
 
     TF 2.21's native libraries log to file descriptor 2 while loading, before absl reads
-    TF_CPP_MIN_LOG_LEVEL, so the only way to keep them out of normal output is to mute the fd.
+    TF_CPP_MIN_LOG_LEVEL, so the only way to keep them out of normal output is to capture the fd.
     Import errors still surface: they are Python exceptions, not stderr text.
     """
-    if debug or "tensorflow" in sys.modules:
+    with captured_native_output(enabled=not debug and "tensorflow" not in sys.modules):
         import tensorflow  # noqa: F401
+    if debug:
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
     for name in ("tensorflow", "absl", "keras"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..models.errors import EdgepipeError
-from ..models.files import write_json
+from ..models.files import sha256_file, write_json
 from ..models.zoo import ZOO
-from .bundle import dataset_block, entry, model_block, sha256_file, write_manifest
-from .config import RunConfig
-
-RUNNER_KERNELS = {"host": "default", "host-ref": "reference"}
+from .bundle import dataset_block, entry, model_block, write_manifest
+from .config import TARGET_KERNELS, RunConfig
 
 
 def train_stage(config: RunConfig, out: Path, console) -> None:
@@ -33,21 +31,19 @@ def train_stage(config: RunConfig, out: Path, console) -> None:
 
 def convert_and_bundle(config: RunConfig, out: Path, console, debug: bool) -> dict:
     from ..converters.variants import convert_model
-    from ..models.datasets import load_recorded
-    from ..models.loading import load_keras, training_record
+    from ..models.loading import load_keras
     from .conversion import model_data
 
     datasets, models, entries = {}, {}, []
     for name in config.models:
         keras_path = out / "models" / f"{name}.keras"
         model = load_keras(keras_path)
-        data = load_recorded(training_record(keras_path)["dataset"])
-        rep, rep_source, check, check_source, _ = model_data(
-            model, keras_path, None, config.rep_samples, need_rep=True)
+        md = model_data(model, keras_path, None, config.rep_samples, need_rep=True)
+        data, rep = md.dataset, md.representative  # the record was written by train_stage
         console.print(f"converting {name}: {', '.join(m.value for m in config.modes)}",
                       highlight=False)
-        variants = convert_model(model, name, config.modes, out / "tflite", rep, rep_source,
-                                 check, check_source, debug)
+        variants = convert_model(model, name, config.modes, out / "tflite", rep,
+                                 md.representative_source, md.check, md.check_source, debug)
         if data.name not in datasets:
             datasets[data.name] = dataset_block(out, data)
         models[name], reference = model_block(out, name, ZOO[name], model, data, keras_path, rep)
@@ -62,12 +58,12 @@ def parity_stage(out: Path, targets, console, debug: bool = False) -> None:
     native code, and a crash must not take the pipeline down."""
     (out / "results").mkdir(exist_ok=True)
     for target in targets:
-        if target not in RUNNER_KERNELS:
+        if target not in TARGET_KERNELS:
             raise EdgepipeError(f"Unknown target {target!r}. Valid targets: "
-                                f"{', '.join(RUNNER_KERNELS)}.")
+                                f"{', '.join(TARGET_KERNELS)}.")
         console.print(f"parity on {target}", highlight=False)
         cmd = [sys.executable, "-m", "edgepipe.device_tests.runner", str(out),
-               "--kernels", RUNNER_KERNELS[target], "--target", target,
+               "--kernels", TARGET_KERNELS[target], "--target", target,
                "--out", str(out / "results" / f"{target}.json"), "--save-outputs"]
         done = subprocess.run(cmd, capture_output=not debug, text=True)
         if done.returncode not in (0, 1):
@@ -86,7 +82,7 @@ def collect(out: Path) -> dict:
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     targets, results = {}, []
-    order = list(RUNNER_KERNELS)
+    order = list(TARGET_KERNELS)
     by_target = sorted((out / "results").glob("*.json"),
                        key=lambda p: (order.index(p.stem) if p.stem in order else len(order),
                                       p.stem))

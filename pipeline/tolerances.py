@@ -38,12 +38,17 @@ def _is_chain(model) -> bool:
     return True
 
 
+def _int8_weights(w: np.ndarray, mode: QuantMode) -> bool:
+    """Kernels go to int8 (biases stay int32/float); dynamic range skips small tensors."""
+    return w.ndim >= 2 and (mode is not QuantMode.DYNAMIC or w.size >= DYNAMIC_MIN_ELEMENTS)
+
+
 def _quantize_weights(weights: list[np.ndarray], mode: QuantMode) -> list[np.ndarray]:
     out = []
     for w in weights:
         if mode is QuantMode.FLOAT16:
             out.append(w.astype(np.float16).astype(np.float32))
-        elif w.ndim >= 2 and (mode is not QuantMode.DYNAMIC or w.size >= DYNAMIC_MIN_ELEMENTS):
+        elif _int8_weights(w, mode):
             # per output channel (the last axis of a Keras kernel), symmetric int8
             axes = tuple(range(w.ndim - 1))
             scale = np.abs(w).max(axis=axes, keepdims=True) / 127.0
@@ -89,9 +94,7 @@ def simulate(model, mode: QuantMode, x: np.ndarray, representative: np.ndarray |
     for i, layer in enumerate(layers):
         weights = layer.get_weights()
         if weights:
-            quantized_weights = weights and len(layer.get_weights()[0].shape) >= 2 and (
-                mode is not QuantMode.DYNAMIC or weights[0].size >= DYNAMIC_MIN_ELEMENTS)
-            if mode is QuantMode.DYNAMIC and quantized_weights:
+            if mode is QuantMode.DYNAMIC and _int8_weights(weights[0], mode):
                 h = _dynamic_inputs(h)
             layer.set_weights(_quantize_weights(weights, mode))
             try:
