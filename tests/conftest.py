@@ -75,3 +75,27 @@ def converted_zoo(quick_zoo, tmp_path_factory):
     out = tmp_path_factory.mktemp("tflite")
     variants, _ = convert_files([quick_zoo[0]], list(QuantMode), out, None, 200, debug=False)
     return out, {(v.model, v.mode.value): v.record for v in variants}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """(bundle folder, Keras models, data) of tests/tiny_bundle.py, built once. Copy it before
+    editing it."""
+    from tiny_bundle import build_bundle, make_data, make_models
+
+    data = make_data()
+    models = make_models(data)
+    root = tmp_path_factory.mktemp("bundle")
+    build_bundle(root, data, models)
+    return root, models, data
+
+
+def needs(available: bool, reason: str) -> None:
+    """Skip a test whose external tool (emulator sysroot, sshd, vela, tflite-micro) is missing,
+    saying why; where CI installed them (EDGEPIPE_REQUIRE_TARGETS=1) a missing tool fails the
+    test instead, so that CI can never pass by skipping."""
+    if available:
+        return
+    if os.environ.get("EDGEPIPE_REQUIRE_TARGETS") == "1":
+        pytest.fail(f"{reason} (EDGEPIPE_REQUIRE_TARGETS=1: CI must run this test)")
+    pytest.skip(reason)
