@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= artifacts
 
-.PHONY: setup pipeline test lint clean distclean
+.PHONY: setup pipeline test lint emulator device-test clean distclean
 
 setup: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "error: '$(PYTHON) -m venv' failed. On Debian/Ubuntu install the venv module" \
 	       "(apt-get install python3-venv), or set PYTHON=/path/to/python3.11." >&2; exit 2; }
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,micro,npu]"
 	@touch $(STAMP)
 
 pipeline: setup
@@ -22,6 +22,16 @@ pipeline: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The emulated Arm board: an arm64 Debian sysroot with Python 3.11, numpy and ai-edge-litert, in
+# ~/.cache/edgepipe (EDGEPIPE_CACHE). Needs qemu-user-static and debootstrap (apt).
+emulator: setup
+	$(BIN)/edgepipe emulator setup
+
+# Parity of the last `make pipeline` run on a board: make device-test DEVICE=ssh://pi@board
+device-test: setup
+	@test -n "$(DEVICE)" || { echo "error: set DEVICE, e.g. make device-test DEVICE=ssh://pi@raspberrypi.local" >&2; exit 2; }
+	$(BIN)/edgepipe parity $(OUT)/run --target $(DEVICE)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,7 +1,8 @@
 """Find a TFLite interpreter, wrap it, and run a whole set of inputs through one model.
 
 Discovery order: `ai_edge_litert` -> `tflite_runtime` -> `tensorflow.lite` (TensorFlow is imported
-only when the other two are missing, or when it is named). Kernels: `default` is the runtime's
+only when the other two are missing, or when it is named). `tflite_micro` (TFLite Micro, see
+tflm.py) is used only when named. Kernels: `default` is the runtime's
 own resolver, which applies the XNNPACK delegate where the runtime ships it; `reference` is
 `OpResolverType.BUILTIN_REF`, TFLite's reference kernels and no delegate.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import time
 
 import numpy as np
 
@@ -17,8 +19,10 @@ RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 KERNELS = ("default", "reference")
 PIP_HINT = "pip install ai-edge-litert, or pip install tflite-runtime 'numpy<2' (Python <= 3.11)"
 # `python -m device_tests.runner --runtime ...` also accepts the pip names.
+TFLM = "tflite_micro"
 ALIASES = {"ai-edge-litert": "ai_edge_litert", "litert": "ai_edge_litert",
-           "tflite-runtime": "tflite_runtime", "tf": "tensorflow", "tensorflow.lite": "tensorflow"}
+           "tflite-runtime": "tflite_runtime", "tf": "tensorflow", "tensorflow.lite": "tensorflow",
+           "tflm": TFLM, "tflite-micro": TFLM}
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)' version '(\d+)'")
 _CUSTOM_OP = re.compile(r"Encountered unresolved custom op: ([A-Za-z0-9_.\-]+)")
 # A kernel that exists but not for this tensor type, e.g. ai-edge-litert 1.2.0 on an int16x8 GELU:
@@ -154,6 +158,8 @@ def find_runtime(name: str | None = None, kernels: str = "default") -> Runtime:
                                  f"kernels={kernels!r}")
     if name is not None:
         name = ALIASES.get(name, name)
+        if name == TFLM:
+            return _tflm_runtime()
         if name not in RUNTIMES:
             raise RuntimeUnavailable(f"Expected a runtime among {', '.join(RUNTIMES)}. "
                                      f"Received: runtime={name!r}")
@@ -180,6 +186,17 @@ def find_runtime(name: str | None = None, kernels: str = "default") -> Runtime:
         return Runtime(candidate, version, kernels, interpreter_class, resolver)
     raise RuntimeUnavailable(f"no usable TFLite interpreter in this Python ({'; '.join(why_not)})."
                              f" To run bundles: {PIP_HINT}")
+
+
+def _tflm_runtime():
+    from .tflm import TflmRuntime, import_tflm
+
+    try:
+        module, version = import_tflm()
+    except Exception as exc:  # a broken install raises more than ImportError
+        raise RuntimeUnavailable(f"{_import_failure('tflite_micro', exc)}; pip install "
+                                 f"tflite-micro (x86-64 Linux, Python 3.10-3.13)") from None
+    return TflmRuntime(module, version)
 
 
 def _quant(details: dict) -> tuple:
@@ -218,6 +235,7 @@ class LoadedModel:
         if signature is None or len(signature) == 0:
             signature = self.input["shape"]
         self.signature = [int(d) for d in signature]
+        self.facts: dict = {}  # what the runtime measured on loading (TFLM: the arena)
         self.input_quant = _quant(self.input)
         self.output_quant = _quant(self.output)
         for what, dtype, (scale, _) in (("input", self.input_dtype, self.input_quant),
@@ -285,6 +303,20 @@ class LoadedModel:
         except Exception as exc:
             raise explain_error(exc, self.label, "invoke") from None
         return self._read()
+
+    def latency_ms(self, sample: np.ndarray, budget_s: float = 0.5, most: int = 50) -> float:
+        """Median wall time of one single-sample invoke, after one warm-up invoke; as many
+        invokes as fit in `budget_s` (at least 3, at most `most`)."""
+        one = sample[:1]
+        self._invoke(one)
+        times: list = []
+        spent = 0.0
+        while len(times) < 3 or (len(times) < most and spent < budget_s):
+            start = time.perf_counter()
+            self._invoke(one)
+            times.append(time.perf_counter() - start)
+            spent += times[-1]
+        return float(np.median(times) * 1000.0)
 
     def run(self, x: np.ndarray) -> tuple:
         """(float32 outputs for every sample, "batch" | "per-sample").

@@ -1,6 +1,6 @@
 """Run every entry of a bundle on one TFLite runtime and write results.json (docs/bundle.md).
 
-    python -m device_tests.runner BUNDLE --out results.json [--runtime NAME]
+    python -m device_tests.runner BUNDLE --out results.json [--runtime NAME|tflite_micro]
         [--kernels default|reference] [--target NAME] [--only ID ...] [--save-outputs] [--debug]
 
 Exit codes: 0 every entry passed or is unsupported; 1 an entry failed or could not run (error);
@@ -41,7 +41,9 @@ class EntryError(Exception):
     """One entry cannot be run; the run goes on with the next."""
 
 
-def default_target(kernels: str) -> str:
+def default_target(kernels: str, runtime: str | None = None) -> str:
+    if runtime == "tflite_micro":
+        return "tflm"
     return "host-ref" if kernels == "reference" else "host"
 
 
@@ -134,6 +136,8 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     metrics = error_metrics(outputs, reference, step)
     metrics["task"] = task_metrics(dataset.get("task"), labels, reference, outputs,
                                    dataset.get("y_std"))
+    metrics["latency_ms"] = model.latency_ms(inputs)
+    metrics.update(model.facts)
     record["metrics"] = metrics
     record["checks"] = check_bounds(bounds, metrics)
     failed = fail_reason(record["checks"])
@@ -175,10 +179,10 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
     started = time.perf_counter()
     if kernels not in KERNELS:
         raise UsageError(f"Expected kernels 'default' or 'reference'. Received: {kernels!r}")
-    target = target or default_target(kernels)
     bundle = load_bundle(bundle_dir)
     entries = _checked_only(bundle, only)
     chosen = find_runtime(runtime, kernels)
+    target = target or default_target(kernels, chosen.name)
     out_dir = Path(outputs_dir) if outputs_dir is not None else None
     results = []
     for entry in entries:
@@ -246,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="where to write results.json")
     parser.add_argument("--runtime", default=None,
                         help="ai_edge_litert | tflite_runtime | tensorflow (default: the first "
-                             "installed, in that order)")
+                             "installed, in that order), or tflite_micro (TFLite Micro)")
     parser.add_argument("--kernels", default="default", choices=KERNELS,
                         help="default (XNNPACK where the runtime applies it) or reference "
                              "(BUILTIN_REF)")

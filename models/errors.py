@@ -10,5 +10,10 @@ class EdgepipeError(Exception):
 
 
 def unknown_name(kind: str, name: str, valid) -> EdgepipeError:
+    """"Unknown target 'hots'. Did you mean 'host'? Valid targets: ..." """
+    import difflib
+
     valid = sorted(valid)
-    return EdgepipeError(f"Unknown {kind} {name!r}. Valid {kind}s: {', '.join(valid)}.")
+    near = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.7)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    return EdgepipeError(f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")

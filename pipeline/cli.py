@@ -37,8 +37,8 @@ def _options(debug: Annotated[bool, typer.Option(
     quiet_tensorflow(debug)
 
 
-def command(fn):
-    """Register a command whose user errors print one line and exit 2 (tracebacks: --debug)."""
+def guarded(fn):
+    """A command whose user errors print one line and exit 2 (tracebacks: --debug)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -59,7 +59,11 @@ def command(fn):
                                     "(rerun with --debug for the traceback)"), soft_wrap=True)
             raise typer.Exit(1) from None
 
-    return app.command()(wrapper)
+    return wrapper
+
+
+def command(fn):
+    return app.command()(guarded(fn))
 
 
 @command
@@ -219,7 +223,8 @@ def run(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="The run folder.")] = Path(
         "artifacts/run"),
     targets: Annotated[str | None, typer.Option(
-        help="Comma-separated targets (default: host,host-ref).")] = None,
+        help="Comma-separated targets (default: host,host-ref); `edgepipe targets` lists "
+             "them.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
 ) -> None:
     """Train, audit, convert every mode, bundle, check parity on each target, report.
@@ -237,22 +242,59 @@ def run(
 
     train_stage(config, out_dir, err)
     convert_and_bundle(config, out_dir, err, _state["debug"])
-    parity_stage(out_dir, config.targets, err, _state["debug"])
+    parity_stage(out_dir, config.targets, err, _state["debug"], config.target_options,
+                 config.budgets)
     _finish(collect(out_dir), out_dir)
 
 
 @command
 def parity(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `edgepipe run`.")],
-    target: Annotated[str, typer.Option(help="host or host-ref (comma-separated for both).")]
-    = "host,host-ref",
+    target: Annotated[str | None, typer.Option(
+        help="Comma-separated targets (default: the config's, else host,host-ref); "
+             "`edgepipe targets` lists them.")] = None,
+    config_path: Annotated[Path | None, typer.Option(
+        "--config", help="A TOML run config: its [targets] options and [budgets].")] = None,
 ) -> None:
-    """Re-run parity only, on an existing run folder, and rewrite its reports."""
+    """Run parity on an existing run folder (any targets), and rewrite its reports."""
+    from .config import load_config
     from .run import collect, parity_stage
 
+    config = load_config(config_path, targets=target.split(",") if target else None)
     _require_run_dir(run_dir)
-    parity_stage(run_dir, target.split(","), err, _state["debug"])
+    parity_stage(run_dir, config.targets, err, _state["debug"], config.target_options,
+                 config.budgets)
     _finish(collect(run_dir), run_dir)
+
+
+@command
+def targets() -> None:
+    """List the parity targets and whether each can run on this machine."""
+    from .targets import TARGETS, availability
+
+    table = Table(title="Parity targets")
+    for col in ("target", "what it is", "here"):
+        table.add_column(col)
+    for name, what in TARGETS.items():
+        why = availability(name)
+        table.add_row(name, what, "[green]ready[/]" if why is None else f"[yellow]{why}[/]")
+    out.print(table)
+
+
+emulator_app = typer.Typer(help="The emulated Arm board (qemu-aarch64 target).",
+                           no_args_is_help=True)
+app.add_typer(emulator_app, name="emulator")
+
+
+@emulator_app.command("setup")
+@guarded
+def emulator_setup(
+    force: Annotated[bool, typer.Option(help="Rebuild even when the cache is ready.")] = False,
+) -> None:
+    """Build the emulated board's arm64 sysroot in the cache (once; then it says it is ready)."""
+    from .emulator import setup
+
+    setup(say=lambda text: err.print(text, highlight=False), force=force)
 
 
 @command

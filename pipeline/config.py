@@ -3,7 +3,8 @@
     [run]
     models = ["mlp_swish", "cnn_step"]     # default: the whole zoo
     modes = ["float32", "int8"]            # default: all five
-    targets = ["host", "host-ref"]         # default
+    targets = ["host", "host-ref"]         # default; also tflm, qemu-aarch64, ethos-u,
+                                           # ssh://user@host[:port]  (README "Targets")
     seed = 0
     epochs = 300                           # maximum; early stopping ends most runs sooner
     rep_samples = 200
@@ -12,9 +13,22 @@
     max_abs = 0.5
     task_delta = 0.02
 
+    [targets]                              # how to reach and bound the targets
+    timeout = 1800                         # seconds per target
+    ssh_python = "python3"                 # the board's Python
+    ssh_identity = "~/.ssh/id_ed25519"     # default: ssh's own (agent, ~/.ssh/config)
+    ssh_options = ["-o", "ProxyJump=gw"]
+    accelerator = "ethos-u55-256"          # ethos-u: Vela's --accelerator-config
+
+    [budgets.tflm]                         # per target; a variant over budget fails
+    max_model_bytes = 100_000
+    max_arena_bytes = 65_536
+    max_latency_ms = 5.0
+
 Unknown keys are errors that suggest the nearest valid key.
 """
 
+import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +38,11 @@ import tomllib
 from ..converters.modes import QuantMode
 from ..models.errors import EdgepipeError, unknown_name
 from ..models.zoo import ZOO
+from .budgets import BUDGET_KEYS, check_budget
+from .targets import TargetOptions, check_target
 
-# The host targets and the runner's kernels for each: XNNPACK, and the reference kernels.
-TARGET_KERNELS = {"host": "default", "host-ref": "reference"}
-TARGETS = tuple(TARGET_KERNELS)
+DEFAULT_TARGETS = ("host", "host-ref")
+TARGET_KEYS = tuple(f.name for f in dataclasses.fields(TargetOptions))
 RUN_KEYS = ("models", "modes", "targets", "seed", "epochs", "rep_samples")
 TOLERANCE_KEYS = ("max_abs", "max_rel", "task_delta", "min_top1_agreement")
 
@@ -36,20 +51,21 @@ TOLERANCE_KEYS = ("max_abs", "max_rel", "task_delta", "min_top1_agreement")
 class RunConfig:
     models: tuple[str, ...] = tuple(ZOO)
     modes: tuple[QuantMode, ...] = tuple(QuantMode)
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     seed: int = 0
     epochs: int = 300
     rep_samples: int = 200
     # {model: {mode: {bound: value}}}: replaces the derived value of each bound named
     tolerances: dict = field(default_factory=dict)
+    target_options: TargetOptions = TargetOptions()
+    budgets: dict = field(default_factory=dict)  # {target: {budget key: value}}
 
     def __post_init__(self):
         for m in self.models:
             if m not in ZOO:
                 raise unknown_name("model", m, ZOO)
         for t in self.targets:
-            if t not in TARGETS:
-                raise unknown_name("target", t, TARGETS)
+            check_target(t)
         if not self.models or not self.modes or not self.targets:
             raise EdgepipeError("Expected at least one model, mode and target in the run config.")
         for name in ("epochs", "rep_samples"):
@@ -76,9 +92,10 @@ def load_config(path: Path | None, **overrides) -> RunConfig:
             raise EdgepipeError(f"Config file {path} does not exist.") from None
         except tomllib.TOMLDecodeError as e:
             raise EdgepipeError(f"Config file {path} is not valid TOML: {e}.") from None
+    sections = ("run", "tolerances", "targets", "budgets")
     for key in data:
-        if key not in ("run", "tolerances"):
-            raise _unknown_key(key, ("run", "tolerances"), where)
+        if key not in sections:
+            raise _unknown_key(key, sections, where)
     run = dict(data.get("run", {}))
     for key in run:
         if key not in RUN_KEYS:
@@ -108,4 +125,45 @@ def load_config(path: Path | None, **overrides) -> RunConfig:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                     raise EdgepipeError(f"Expected a number >= 0 for {key} in "
                                         f"[tolerances.{model}.{mode}]. Received: {value!r}")
-    return RunConfig(**run, tolerances=tolerances)
+    return RunConfig(**run, tolerances=tolerances,
+                     target_options=_target_options(data.get("targets", {}), where),
+                     budgets=_budgets(data.get("budgets", {}), where))
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+# [targets] key -> (what it must be, test)
+_TARGET_VALUES = {
+    "timeout": ("a number > 0", lambda v: not isinstance(v, bool)
+                and isinstance(v, (int, float)) and v > 0),
+    "ssh_python": ("a non-empty string", _is_text),
+    "ssh_identity": ("a non-empty string", _is_text),
+    "ssh_options": ("a list of strings", lambda v: isinstance(v, list)
+                    and all(isinstance(x, str) for x in v)),
+    "accelerator": ("a non-empty string", _is_text),
+}
+
+
+def _target_options(table: dict, where: str) -> TargetOptions:
+    for key, value in table.items():
+        if key not in _TARGET_VALUES:
+            raise _unknown_key(key, TARGET_KEYS, f"{where} [targets]")
+        expected, test = _TARGET_VALUES[key]
+        if not test(value):
+            raise EdgepipeError(f"Expected {expected} for {key} in {where} [targets]. "
+                                f"Received: {value!r}")
+    return TargetOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+
+
+def _budgets(table: dict, where: str) -> dict:
+    for target, budget in table.items():
+        check_target(target)
+        if not isinstance(budget, dict):
+            raise EdgepipeError(f"Expected a table [budgets.\"{target}\"] in {where}.")
+        for key in budget:
+            if key not in BUDGET_KEYS:
+                raise _unknown_key(key, BUDGET_KEYS, f"{where} [budgets.{target}]")
+        check_budget(target, budget, f"{where} [budgets.{target}]")
+    return dict(table)

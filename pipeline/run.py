@@ -4,17 +4,16 @@ The run folder is the bundle (docs/bundle.md) plus the results of every target.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..models.errors import EdgepipeError
 from ..models.files import sha256_file, write_json
 from ..models.zoo import ZOO
+from .budgets import apply_budgets
 from .bundle import dataset_block, entry, model_block, write_manifest
-from .config import TARGET_KERNELS, RunConfig
+from .config import RunConfig
+from .targets import TargetOptions, check_target, order_key, results_path, run_target
 
 
 def train_stage(config: RunConfig, out: Path, console) -> None:
@@ -53,23 +52,60 @@ def convert_and_bundle(config: RunConfig, out: Path, console, debug: bool) -> di
     return write_manifest(out, datasets, models, entries, config.seed)
 
 
-def parity_stage(out: Path, targets, console, debug: bool = False) -> None:
-    """Run the device_tests runner once per target, in a child process: the interpreter is
-    native code, and a crash must not take the pipeline down."""
-    (out / "results").mkdir(exist_ok=True)
+def parity_stage(out: Path, targets, console, debug: bool = False,
+                 options: TargetOptions | None = None, budgets: dict | None = None) -> None:
+    """Run every target on the bundle, one after the other; each runner is a child process (or
+    a board): the interpreter is native code, and a crash must not take the pipeline down.
+    Budgets are applied to each target's results as they arrive."""
+    manifest = json.loads((out / "manifest.json").read_text())
     for target in targets:
-        if target not in TARGET_KERNELS:
-            raise EdgepipeError(f"Unknown target {target!r}. Valid targets: "
-                                f"{', '.join(TARGET_KERNELS)}.")
+        check_target(target)
         console.print(f"parity on {target}", highlight=False)
-        cmd = [sys.executable, "-m", "edgepipe.device_tests.runner", str(out),
-               "--kernels", TARGET_KERNELS[target], "--target", target,
-               "--out", str(out / "results" / f"{target}.json"), "--save-outputs"]
-        done = subprocess.run(cmd, capture_output=not debug, text=True)
-        if done.returncode not in (0, 1):
-            tail = (done.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
-            raise EdgepipeError(f"The parity runner failed on {target} (exit "
-                                f"{done.returncode}): {tail[0]}")
+        run_target(target, out, options or TargetOptions(), debug)
+        budget = (budgets or {}).get(target)
+        if budget:
+            path = results_path(out, target)
+            document = json.loads(path.read_text())
+            apply_budgets(document, manifest, budget)
+            write_json(path, document)
+
+
+def level_difference(a: np.ndarray, b: np.ndarray, step: float) -> int:
+    """The largest difference in quantization levels between two dequantized outputs of the
+    same integer tensor: (q - zero_point) * step is an integer multiple of the step, so
+    rounding recovers the level exactly despite float32 noise."""
+    return int(np.max(np.abs(np.rint(a / step) - np.rint(b / step))))
+
+
+def compare_targets(out: Path, results: list, target: str, baseline: str) -> None:
+    """Add `vs_<baseline>` metrics to each of `target`'s records: the largest difference from
+    the baseline's outputs, in output steps for integer variants, where both were saved. Two
+    implementations of the same reference kernels may differ by one rounding: an integer
+    variant more than one step apart fails."""
+    saved = {(r["id"], r["target"]): r.get("outputs") for r in results}
+    for r in results:
+        other = saved.get((r["id"], baseline))
+        if r["target"] != target or r["status"] not in ("pass", "fail") or not (
+                r.get("outputs") and other):
+            continue
+        mine = np.load(out / r["outputs"], allow_pickle=False).astype(np.float64)
+        theirs = np.load(out / other, allow_pickle=False).astype(np.float64)
+        if mine.shape != theirs.shape:
+            continue
+        diff = float(np.max(np.abs(mine - theirs))) if mine.size else 0.0
+        step = (r.get("tolerance") or {}).get("output_step")
+        block = {"max_abs": diff, "steps": None}
+        r["metrics"][f"vs_{baseline}"] = block
+        if step and r["mode"] in ("int8", "int16x8") and mine.size:
+            block["steps"] = level_difference(mine, theirs, step)
+            ok = block["steps"] <= 1
+            r["checks"].append({"name": f"vs {baseline} (steps)", "value": block["steps"],
+                                "bound": 1.0, "ok": ok})
+            if not ok:
+                r["status"] = "fail"
+                r["reason"] = "; ".join(filter(None, [
+                    r.get("reason"), f"{block['steps']} output steps from {baseline} "
+                    f"(bound 1)"]))
 
 
 def collect(out: Path) -> dict:
@@ -82,12 +118,8 @@ def collect(out: Path) -> dict:
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     targets, results = {}, []
-    order = list(TARGET_KERNELS)
-    by_target = sorted((out / "results").glob("*.json"),
-                       key=lambda p: (order.index(p.stem) if p.stem in order else len(order),
-                                      p.stem))
-    for path in by_target:
-        doc = json.loads(path.read_text())
+    loaded = [(json.loads(p.read_text()), p) for p in sorted((out / "results").glob("*.json"))]
+    for doc, path in sorted(loaded, key=lambda pair: order_key(pair[0]["target"])):
         targets[doc["target"]] = {k: doc.get(k) for k in ("runtime", "platform", "seconds")}
         for r in doc["results"]:
             if r.get("outputs"):  # relative to the results file: make it relative to the run
@@ -105,6 +137,7 @@ def collect(out: Path) -> dict:
             ref = np.load(out / manifest["models"][r["model"]]["reference"], allow_pickle=False)
             variant = np.load(out / r["outputs"], allow_pickle=False)
             r["metrics"]["boundary"] = analyse(preacts, steps, boundary["kink"], variant, ref)
+    compare_targets(out, results, "tflm", "host-ref")
     counts = {s: sum(r["status"] == s for r in results)
               for s in ("pass", "fail", "unsupported", "error")}
     # An entry with no result on a target that ran is not a pass: the run is incomplete.
