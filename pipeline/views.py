@@ -76,9 +76,13 @@ def parity_table(merged: dict) -> Table:
     for r in merged["results"]:
         rows.setdefault((r["model"], r["mode"]), {})[r["target"]] = r
     for (model, mode), by_target in rows.items():
-        # The first clause of each reason; the full text is in results.json and the report.
-        reasons = sorted({r["reason"].split(" (")[0] for r in by_target.values()
-                          if r.get("reason")})
+        # Why a check failed, first clause; unsupported cells say so themselves, and every
+        # reason in full is in results.json and the report.
+        where: dict = {}  # one reason, every target that gave it
+        for t, r in by_target.items():
+            if r.get("reason") and r["status"] in ("fail", "error"):
+                where.setdefault(r["reason"].split(" (")[0], []).append(t)
+        reasons = [f"{', '.join(ts)}: {why}" for why, ts in where.items()]
         table.add_row(model, mode, *[_cell(by_target[t]) if t in by_target else "-"
                                      for t in targets], "; ".join(reasons)[:120])
     s = merged["summary"]
