@@ -226,16 +226,24 @@ def run(
         help="Comma-separated targets (default: host,host-ref); `edgepipe targets` lists "
              "them.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
+    ssh_identity: Annotated[Path | None, typer.Option(
+        help="ssh:// targets: the private key to log in with (default: ssh's own).")] = None,
+    ssh_python: Annotated[str | None, typer.Option(
+        help="ssh:// targets: the board's Python command (default: python3).")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=1, help="Seconds each target may take (default: 1800).")] = None,
 ) -> None:
     """Train, audit, convert every mode, bundle, check parity on each target, report.
 
     Exit 0 only when every expected check passed (unsupported variants are documented TFLite
     limits); 1 when a variant failed or errored; 2 on bad input.
     """
-    from .config import load_config
+    from .config import load_config, with_target_options
 
-    config = load_config(config_path, epochs=epochs,
-                         targets=targets.split(",") if targets else None)
+    config = with_target_options(
+        load_config(config_path, epochs=epochs, targets=targets.split(",") if targets else None),
+        ssh_identity=str(ssh_identity) if ssh_identity else None, ssh_python=ssh_python,
+        timeout=timeout)
     _writable(out_dir)
     import_tensorflow(_state["debug"])
     from .run import collect, convert_and_bundle, parity_stage, train_stage
@@ -255,12 +263,21 @@ def parity(
              "`edgepipe targets` lists them.")] = None,
     config_path: Annotated[Path | None, typer.Option(
         "--config", help="A TOML run config: its [targets] options and [budgets].")] = None,
+    ssh_identity: Annotated[Path | None, typer.Option(
+        help="ssh:// targets: the private key to log in with (default: ssh's own).")] = None,
+    ssh_python: Annotated[str | None, typer.Option(
+        help="ssh:// targets: the board's Python command (default: python3).")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        min=1, help="Seconds each target may take (default: 1800).")] = None,
 ) -> None:
     """Run parity on an existing run folder (any targets), and rewrite its reports."""
-    from .config import load_config
+    from .config import load_config, with_target_options
     from .run import collect, parity_stage
 
-    config = load_config(config_path, targets=target.split(",") if target else None)
+    config = with_target_options(
+        load_config(config_path, targets=target.split(",") if target else None),
+        ssh_identity=str(ssh_identity) if ssh_identity else None, ssh_python=ssh_python,
+        timeout=timeout)
     _require_run_dir(run_dir)
     parity_stage(run_dir, config.targets, err, _state["debug"], config.target_options,
                  config.budgets)

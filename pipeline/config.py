@@ -139,11 +139,19 @@ _TARGET_VALUES = {
     "timeout": ("a number > 0", lambda v: not isinstance(v, bool)
                 and isinstance(v, (int, float)) and v > 0),
     "ssh_python": ("a non-empty string", _is_text),
-    "ssh_identity": ("a non-empty string", _is_text),
-    "ssh_options": ("a list of strings", lambda v: isinstance(v, list)
+    "ssh_identity": ("a non-empty string", lambda v: v is None or _is_text(v)),
+    "ssh_options": ("a list of strings", lambda v: isinstance(v, (list, tuple))
                     and all(isinstance(x, str) for x in v)),
     "accelerator": ("a non-empty string", _is_text),
 }
+
+
+def with_target_options(config: RunConfig, **overrides) -> RunConfig:
+    """The config with command-line [targets] options (those not None) applied over it."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    merged = {**dataclasses.asdict(config.target_options), **given}
+    return dataclasses.replace(config, target_options=_target_options(
+        merged, "the command line" if given else "the config"))
 
 
 def _target_options(table: dict, where: str) -> TargetOptions:
@@ -154,7 +162,8 @@ def _target_options(table: dict, where: str) -> TargetOptions:
         if not test(value):
             raise EdgepipeError(f"Expected {expected} for {key} in {where} [targets]. "
                                 f"Received: {value!r}")
-    return TargetOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+    return TargetOptions(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in table.items()})
 
 
 def _budgets(table: dict, where: str) -> dict:

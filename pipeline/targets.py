@@ -6,6 +6,7 @@ run folder. No TensorFlow here: `edgepipe targets` and `edgepipe parity` stay li
 """
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -121,4 +122,6 @@ def availability(target: str) -> str | None:
         from .npu import INSTALL_HINT, vela_available
 
         return None if vela_available() else f"Vela is not installed: {INSTALL_HINT}"
-    return None  # a board: reachable or not is only known by trying
+    if shutil.which("ssh") is None:
+        return "the OpenSSH client is not installed: apt-get install openssh-client"
+    return None  # a board: whether it answers is only known by trying

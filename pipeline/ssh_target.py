@@ -1,0 +1,380 @@
+"""The `ssh://user@host[:port]` target: the parity runner on a real board over SSH.
+
+The board needs only sh, tar, mktemp and a Python >= 3.9 with numpy and a TFLite runtime. One
+`ssh` call (the system OpenSSH client, non-interactive) carries everything: a tar stream on stdin
+holds the files the runner reads plus the `device_tests` package; the remote shell unpacks them
+into a fresh `mktemp -d` folder, runs the runner there, writes a tar of results.json and
+outputs/ on stdout, and removes the folder when it exits. When the run does not end that way
+(time limit, lost connection, Ctrl-C) a second short call kills the runner and removes the folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from ..device_tests.bundle import BundleError, load_bundle, resolve_inside
+from ..device_tests.runner import target_folder
+from ..models.errors import EdgepipeError
+
+FORM = "ssh://user@host[:port]"
+# Lines the remote script writes to stderr for us; removed from what the caller sees.
+MARK = "@edgepipe "
+# The board's Python runs this instead of `-m device_tests.runner` directly: same runner, but a
+# Python or numpy that cannot run it is named (exit 3, 4) rather than shown as a traceback, and
+# there is one process to kill. Python 2 must be able to parse it.
+_BOOT = (
+    "import sys\n"
+    "if sys.version_info < (3, 9):\n"
+    "    sys.stderr.write('@edgepipe python %d.%d\\n' % sys.version_info[:2]); sys.exit(3)\n"
+    "sys.path.insert(0, '')\n"  # device_tests is in the cwd, even under PYTHONSAFEPATH
+    "import importlib.util, runpy\n"
+    "if importlib.util.find_spec('numpy') is None:\n"
+    "    sys.stderr.write('@edgepipe numpy missing\\n'); sys.exit(4)\n"
+    "sys.argv = ['device_tests.runner'] + sys.argv[1:]\n"
+    "runpy.run_module('device_tests.runner', run_name='__main__', alter_sys=True)\n")
+# What sh on the board runs (dash, bash or busybox ash); the fields are filled in quoted.
+_SCRIPT = """\
+d=$(mktemp -d "${{TMPDIR:-/tmp}}/edgepipe.XXXXXX") || exit 90
+echo "@edgepipe dir $d" >&2
+trap 'rm -rf "$d"; echo "@edgepipe removed" >&2' EXIT
+trap 'exit 129' HUP
+trap 'exit 143' TERM
+cd "$d" && tar -xf - || exit 91
+{python} -c {boot} {args} </dev/null >&2 &
+pid=$!
+echo "@edgepipe pid $pid" >&2
+wait "$pid"; code=$?
+if [ -f results.json ]; then
+  if [ -d outputs ]; then tar -cf - results.json outputs; else tar -cf - results.json; fi
+fi
+exit "$code"
+"""
+_UNREACHABLE = ("Could not resolve hostname", "Connection refused", "timed out",
+                "No route to host", "Network is unreachable", "Connection reset",
+                "Connection closed by", "Name or service not known", "kex_exchange_identification")
+_AUTH = ("Permission denied", "Too many authentication failures", "No more authentication")
+# The runner's RuntimeUnavailable messages (device_tests/interpreters.py).
+_NO_RUNTIME = re.compile(r"TFLite interpreter|^(ai_edge_litert|tflite_runtime|tensorflow) is "
+                         r"(not installed|installed but does not import)")
+_SAFE_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9_:][A-Za-z0-9._%:-]*$")  # never a leading "-" (an option)
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    user: str | None  # None: ssh's default (~/.ssh/config, else the local user name)
+    host: str
+    port: int | None  # None: ssh's default (~/.ssh/config, else 22)
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port or 22}"
+
+
+def parse_url(text: str) -> SshTarget:
+    """`ssh://user@host[:port]` -> SshTarget; EdgepipeError for anything else."""
+
+    def bad(why: str) -> EdgepipeError:
+        return EdgepipeError(f"Expected a target {FORM}. Received: {text!r} ({why}); write it "
+                             f"as ssh://pi@raspberrypi.local or ssh://pi@192.168.1.20:2222")
+
+    try:
+        parts = urlsplit(str(text))
+        port = parts.port
+    except ValueError as exc:
+        raise bad(f"{exc}; the port must be a number from 1 to 65535") from None
+    if parts.scheme != "ssh":
+        raise bad("it does not start with ssh://")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise bad("nothing may follow the host and port")
+    if parts.password is not None:
+        raise bad("passwords are not supported: use a key, with --ssh-identity or ssh-agent")
+    user, host = parts.username, parts.hostname
+    if not host or not _SAFE_HOST.match(host):
+        raise bad("no host name, or one with characters a host name cannot have")
+    if user is not None and not _SAFE_USER.match(user):
+        raise bad("the user name is empty or has characters a user name cannot have")
+    if port == 0:
+        raise bad("port 0; the port must be a number from 1 to 65535")
+    return SshTarget(user, host, port)
+
+
+def _device_tests_dir() -> Path:
+    spec = importlib.util.find_spec("edgepipe.device_tests")
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgepipeError("edgepipe.device_tests is not importable; reinstall edgepipe "
+                            "(pip install -e .)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _runner_files(bundle_dir: Path) -> list:
+    """(archive name, local path) of what the runner reads: manifest.json, the files its
+    datasets, models and entries name (not the run folder's results/, models/, report), and the
+    device_tests package. The bundle is checked here first, as the runner would."""
+    try:
+        bundle = load_bundle(bundle_dir)
+        names = {"manifest.json"}
+        manifest = bundle.manifest
+        for dataset in (manifest.get("datasets") or {}).values():
+            names.update(dataset.get(k) for k in ("inputs", "labels"))
+        names.update(model.get("reference") for model in (manifest.get("models") or {}).values())
+        for entry in manifest["entries"]:
+            names.update(entry.get(k) for k in ("tflite", "reference"))
+        names.discard(None)
+        # Missing files are left out: the runner reports them on their entries, as on the host.
+        files = [(f"bundle/{name}", resolve_inside(bundle.root, name, name))
+                 for name in sorted(names)]
+    except BundleError as exc:
+        raise EdgepipeError(str(exc)) from None
+    files = [(arcname, path) for arcname, path in files if path.is_file()]
+    package = _device_tests_dir()
+    files += [(f"device_tests/{p.name}", p) for p in sorted(package.glob("*.py"))]
+    return files
+
+
+def _write_upload(files: list, stream) -> None:
+    """A plain ustar archive (busybox tar reads it), folders first, every file a regular one."""
+    now = int(time.time())
+    folders = sorted({str(d) for name, _ in files for d in PurePosixPath(name).parents} - {"."})
+    with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for folder in folders:
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
+            tar.addfile(info)
+        for name, path in files:
+            data = path.read_bytes()  # follows an in-bundle symlink: the board gets the bytes
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, now
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _write_atomic(data: bytes, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(data)
+    os.replace(temp, path)
+
+
+def _unpack_results(archive, out_json: Path, folder: str, url: str) -> bool:
+    """Write results.json as `out_json` and outputs/<folder>/<id>.npy beside it. Only those
+    names, as regular files, are taken: a hostile archive cannot write anywhere else."""
+    results = None
+    with tarfile.open(fileobj=archive, mode="r:") as tar:
+        for member in tar:
+            parts = PurePosixPath(member.name).parts
+            if member.isdir() and parts in (("outputs",), ("outputs", folder)):
+                continue
+            if member.isfile() and parts == ("results.json",):
+                results = tar.extractfile(member).read()
+            elif (member.isfile() and len(parts) == 3 and parts[:2] == ("outputs", folder)
+                  and parts[2] not in ("..", ".") and parts[2].endswith(".npy")):
+                data = tar.extractfile(member).read()
+                _write_atomic(data, out_json.parent / "outputs" / folder / parts[2])
+            else:
+                raise EdgepipeError(f"The results archive from {url} holds {member.name!r}, "
+                                    f"which the runner never writes; refused it. Check the "
+                                    f"board's tar and the runner copied there")
+    if results is not None:
+        _write_atomic(results, out_json)  # last: it names the outputs written before it
+    return results is not None
+
+
+def _ssh_command(target: SshTarget, identity, ssh_options, connect_timeout) -> list:
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise EdgepipeError("The ssh target needs the OpenSSH client `ssh`, not found on PATH; "
+                            "apt-get install openssh-client")
+    # For each option ssh keeps the first value it is given: BatchMode (never prompt) comes
+    # first and always holds; the user's options come before our defaults and win over them.
+    cmd = [ssh, "-T", "-o", "BatchMode=yes", *map(str, ssh_options)]
+    if identity is not None:
+        identity = Path(identity).expanduser()
+        if not identity.is_file():
+            raise EdgepipeError(f"The SSH key {identity} does not exist; pass the private key "
+                                f"file with --ssh-identity (e.g. ~/.ssh/id_ed25519)")
+        cmd += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
+    cmd += ["-o", f"ConnectTimeout={max(1, math.ceil(connect_timeout))}",
+            "-o", "StrictHostKeyChecking=accept-new",
+            # A board that dies mid-run ends the call within a minute, not at the time limit.
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+    if target.port:
+        cmd += ["-p", str(target.port)]
+    if target.user:
+        cmd += ["-l", target.user]
+    return [*cmd, "--", target.host]
+
+
+def _sh_word(word: str) -> str:
+    """One word for the remote sh, quoted; a leading ~/ still means the board's home."""
+    if word.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(word[2:])
+    return shlex.quote(word)
+
+
+def _remote_command(python: str, url: str, extra_args) -> str:
+    words = shlex.split(python)  # `env -i /opt/py/bin/python3` is a command, quoted word by word
+    if not words:
+        raise EdgepipeError("The board's Python is empty; set [targets] ssh_python (e.g. "
+                            "python3 or /home/pi/venv/bin/python)")
+    args = ["bundle", "--out", "results.json", "--target", url, "--save-outputs",
+            *map(str, extra_args)]
+    script = _SCRIPT.format(python=" ".join(map(_sh_word, words)), boot=shlex.quote(_BOOT),
+                            args=" ".join(map(shlex.quote, args)))
+    return "sh -c " + shlex.quote(script)  # sh: the login shell may be fish or csh
+
+
+def _split_stderr(text: str) -> tuple:
+    """(our markers as {key: value}, the rest of stderr)."""
+    marks, rest = {}, []
+    for line in text.splitlines():
+        if line.startswith(MARK):
+            key, _, value = line[len(MARK):].partition(" ")
+            marks[key] = value
+        else:
+            rest.append(line)
+    return marks, "\n".join(rest) + ("\n" if rest else "")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("error:", "ssh:"))
+              or "Error" in line.split(":")[0]]
+    return (errors or lines or ["(no message)"])[-1]
+
+
+def _cleanup(ssh: list, marks: dict, connect_timeout: float) -> bool:
+    """Kill the runner and remove the remote folder after an interrupted run; True when done."""
+    folder, pid = marks.get("dir", ""), marks.get("pid", "")
+    if "removed" in marks or not folder.startswith("/") or "/edgepipe." not in folder:
+        return "removed" in marks
+    kill = f"kill -TERM {pid} 2>/dev/null; " if pid.isdigit() else ""
+    try:
+        done = subprocess.run([*ssh, f"{kill}rm -rf {shlex.quote(folder)}"],
+                              stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=connect_timeout + 30)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def _ssh_failure(target: SshTarget, url: str, stderr: str) -> EdgepipeError:
+    """What went wrong before the remote script started (ssh exited 255)."""
+    line = _last_line(stderr).rstrip(".")
+    if any(text in line for text in _AUTH):
+        who = target.destination
+        return EdgepipeError(f"SSH authentication failed for {who} ({url}): {line}; pass the "
+                             f"key with --ssh-identity ([targets] ssh_identity), load it into "
+                             f"ssh-agent, or install yours on the board with ssh-copy-id {who}")
+    if "Host key verification failed" in stderr or "IDENTIFICATION HAS CHANGED" in stderr:
+        return EdgepipeError(f"The host key of {target.address} does not match the one in "
+                             f"known_hosts ({url}); if the board was reinstalled, remove the "
+                             f"old key with ssh-keygen -R {target.host} and run again")
+    if any(text in line for text in _UNREACHABLE):
+        return EdgepipeError(f"Cannot reach {target.address} ({url}): {line}; check the "
+                             f"address, that sshd runs there, and the port")
+    return EdgepipeError(f"ssh to {target.address} failed ({url}): {line}")
+
+
+def _remote_failure(url: str, python: str, code: int, marks: dict, stderr: str):
+    """The EdgepipeError for a run that produced no results.json."""
+    line = _last_line(stderr).removeprefix("error: ")
+    on = f"on {url}"
+    if "dir" not in marks:
+        return EdgepipeError(f"The board did not start the run {on} (exit {code}): {line}; it "
+                             f"needs sh, mktemp, tar and a writable $TMPDIR or /tmp")
+    if code == 91:
+        return EdgepipeError(f"Could not unpack the bundle {on} ({line}); the board needs tar "
+                             f"and free space in $TMPDIR or /tmp")
+    if code in (126, 127):
+        return EdgepipeError(f"No Python at {python!r} {on} ({line}); set [targets] ssh_python "
+                             f"(--ssh-python) to the board's Python 3.9+ (e.g. python3 or "
+                             f"/home/pi/venv/bin/python)")
+    if code == 3 and "python" in marks:
+        return EdgepipeError(f"{python} {on} is Python {marks['python']}; the runner needs "
+                             f"Python 3.9 or newer: point [targets] ssh_python at one")
+    if code == 4 and "numpy" in marks:
+        return EdgepipeError(f"numpy is not installed for {python} {on}; on the board: "
+                             f"{python} -m pip install numpy ai-edge-litert (or tflite-runtime "
+                             f"'numpy<2')")
+    if _NO_RUNTIME.search(line):
+        return EdgepipeError(f"No TFLite runtime for {python} {on}: {line}; on the board: "
+                             f"{python} -m pip install ai-edge-litert (or tflite-runtime "
+                             f"'numpy<2')")
+    return EdgepipeError(f"The parity runner failed {on} (exit {code}): {line}")
+
+
+def run_runner(url: str, bundle_dir: Path, out_json: Path, *, python: str = "python3",
+               identity: Path | None = None, ssh_options: tuple = (), timeout: float = 1800,
+               connect_timeout: float = 10, debug: bool = False,
+               extra_args=()) -> subprocess.CompletedProcess:
+    """Run `device_tests.runner` on the board at `url` on the bundle in `bundle_dir`; writes
+    `out_json` and `out_json.parent/outputs/<target folder>/<id>.npy`. Returns the runner's exit
+    code (0 all passed, 1 some failed: results written) and its stderr; everything else raises
+    a one-line EdgepipeError. `timeout` bounds the whole call, copies included."""
+    target = parse_url(url)
+    out_json = Path(out_json)
+    files = _runner_files(Path(bundle_dir))
+    ssh = _ssh_command(target, identity, ssh_options, connect_timeout)
+    if debug:
+        extra_args = (*extra_args, "--debug")
+    cmd = [*ssh, _remote_command(python, url, extra_args)]
+    if debug:
+        print(f"ssh target: {shlex.join(cmd[:-1])} 'sh -c ...'", file=sys.stderr)
+    with tempfile.TemporaryFile() as upload, tempfile.TemporaryFile() as download, \
+            tempfile.TemporaryFile() as errors:
+        _write_upload(files, upload)
+        upload.seek(0)
+        done, cleaned = None, True
+        try:
+            done = subprocess.run(cmd, stdin=upload, stdout=download, stderr=errors,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:  # also on Ctrl-C: the board must not keep the runner and the folder
+            errors.seek(0)
+            marks, stderr = _split_stderr(errors.read().decode("utf-8", "replace"))
+            if "dir" in marks and "removed" not in marks:
+                cleaned = _cleanup(ssh, marks, connect_timeout)
+        if debug and stderr:
+            sys.stderr.write(stderr)
+        if done is None:
+            left = "" if cleaned else f"; could not remove {marks['dir']} there, remove it by hand"
+            raise EdgepipeError(f"The ssh target {url} did not finish within its time limit "
+                                f"([targets] timeout = {timeout:g} s){left}; raise the limit or "
+                                f"run fewer entries")
+        if done.returncode == 255 and "dir" not in marks:
+            raise _ssh_failure(target, url, stderr)
+        fetched = False
+        if done.returncode in (0, 1) and os.fstat(download.fileno()).st_size > 0:
+            download.seek(0)
+            try:
+                fetched = _unpack_results(download, out_json, target_folder(url), url)
+            except tarfile.TarError as exc:
+                raise EdgepipeError(f"The results archive from {url} is damaged ({exc}); run "
+                                    f"again") from None
+        if not fetched:
+            if done.returncode == 255:  # the connection broke after the script had started
+                raise EdgepipeError(f"The connection to {target.address} was lost during the "
+                                    f"run ({url}): {_last_line(stderr)}; check the board and "
+                                    f"the network, then run again")
+            raise _remote_failure(url, python, done.returncode, marks, stderr)
+    return subprocess.CompletedProcess(cmd, done.returncode, "", stderr)
