@@ -21,6 +21,16 @@ def test_importing_the_cli_and_help_do_not_import_tensorflow():
     assert imported_modules(code, ("tensorflow", "keras", "sklearn")) == []
 
 
+def test_targets_lists_every_target_without_importing_tensorflow():
+    code = ("from typer.testing import CliRunner\n"
+            "from edgepipe.pipeline.cli import app\n"
+            "r = CliRunner().invoke(app, ['targets'])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "for name in ('host-ref', 'tflm', 'qemu-aarch64', 'ethos-u', 'ssh://'):\n"
+            "    assert name in r.stdout, (name, r.stdout)\n")
+    assert imported_modules(code, ("tensorflow", "keras", "sklearn")) == []
+
+
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
