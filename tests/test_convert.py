@@ -201,7 +201,8 @@ def test_int16_failure_is_explained_as_unsupported():
 def test_modes_parse_and_reject():
     assert parse_modes("all") == list(QuantMode)
     assert parse_modes("int8,float16") == [QuantMode.INT8, QuantMode.FLOAT16]
-    with pytest.raises(EdgepipeError, match="Unknown mode 'int4'. Valid modes: all, dynamic"):
+    with pytest.raises(EdgepipeError,
+                       match=r"Unknown mode 'int4'. Did you mean 'int8'\? Valid modes: all, dyn"):
         parse_modes("int4")
 
 
