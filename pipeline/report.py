@@ -500,34 +500,50 @@ def _cell(v: Variant, target: str) -> str:
             f'<a href="#{anchor(v.id)}"><b>{e(status)}</b>{body}</a></td>')
 
 
+def _host_latency(v: Variant) -> float | None:
+    """Median single-sample invoke on `host` (XNNPACK), in ms, when it ran there."""
+    record = v.records.get("host") or {}
+    if record.get("status") not in ("pass", "fail"):
+        return None
+    return (record.get("metrics") or {}).get("latency_ms")
+
+
+def _ratio(value, base) -> str:
+    return f"{value / base:.2f}×" if value and base else "–"
+
+
 def _matrix(run: Run) -> str:
-    float32_bytes = {v.model: v.entry.get("bytes") for v in run.variants
-                     if v.mode == "float32" and v.entry.get("bytes")}
+    float32 = {v.model: v for v in run.variants if v.mode == "float32"}
     out = ['<h2>Parity matrix</h2>',
            '<p class="small legend">'
            + "".join(f"<span>{_badge(s)}</span>" for s in (*STATUSES, "missing"))
            + ' max|Δ| = max |variant − keras| in output units · steps = max|Δ| / output '
            'quantization step (int modes) · Δ = task metric of Keras − variant (positive: '
-           'variant worse; pt = percentage points). Click a cell for details.</p>',
+           'variant worse; pt = percentage points) · ms = median single-sample invoke on host '
+           'after a warm-up; × = against the float32 variant. Click a cell for details.</p>',
            '<div class="scroll"><table class="matrix"><thead><tr><th>model</th><th>mode</th>'
-           '<th>bytes</th><th>vs float32</th>'
+           '<th>bytes</th><th>×</th><th>host ms</th><th>×</th>'
            + "".join(f"<th>{e(t)}</th>" for t in run.targets) + "</tr></thead><tbody>"]
     previous = None
     for v in run.variants:
         size = v.entry.get("bytes")
-        base = float32_bytes.get(v.model)
-        ratio = f"{size / base:.2f}×" if size and base else "–"
+        base = float32.get(v.model)
+        size_ratio = _ratio(size, base.entry.get("bytes") if base else None)
         size_text = f"{size:,}" if isinstance(size, int) else "–"
+        latency = _host_latency(v)
+        latency_text = f"{latency:.3g}" if latency else "–"
+        latency_ratio = _ratio(latency, _host_latency(base) if base else None)
         entry_status = v.entry.get("status")
         mode_note = ("" if entry_status in (None, "converted") else
                      f' <span class="small">({e(entry_status)})</span>')
         first = ' class="first"' if previous is not None and v.model != previous else ""
         previous = v.model
         out.append(f"<tr{first}><td>{e(v.model)}</td><td>{e(v.mode)}{mode_note}</td>"
-                   f'<td class="num">{size_text}</td><td class="num">{ratio}</td>'
+                   f'<td class="num">{size_text}</td><td class="num">{size_ratio}</td>'
+                   f'<td class="num">{latency_text}</td><td class="num">{latency_ratio}</td>'
                    + "".join(_cell(v, t) for t in run.targets) + "</tr>")
     if not run.variants:
-        out.append(f'<tr><td colspan="{4 + len(run.targets)}">no entries</td></tr>')
+        out.append(f'<tr><td colspan="{6 + len(run.targets)}">no entries</td></tr>')
     out.append("</tbody></table></div>")
     return "\n".join(out)
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import imported_modules
 
 from edgepipe.models.errors import EdgepipeError
+from edgepipe.models.files import PARTIAL
 from edgepipe.pipeline import report
 from edgepipe.pipeline.junit import write_junit
 from edgepipe.pipeline.report import target_differences, write_report
@@ -213,7 +214,7 @@ def _section(page: str, entry_id: str) -> str:
 
 
 def _no_temp_files(folder: Path):
-    return [p.name for p in folder.iterdir() if ".tmp" in p.name]
+    return [p.name for p in folder.iterdir() if ".tmp" in p.name or p.name == PARTIAL]
 
 
 # ---------------------------------------------------------------- report.html
@@ -437,7 +438,7 @@ def test_writers_are_atomic(run_dir, monkeypatch, writer):
     else:
         write_junit(run_dir, _results(run_dir))
     assert [dst for _, dst in replaced] == [run_dir / name]
-    assert replaced[0][0].parent == run_dir and replaced[0][0] != run_dir / name
+    assert replaced[0][0].parent == run_dir / PARTIAL and replaced[0][0].name.endswith(name)
     assert (run_dir / name).read_text(encoding="utf-8") != "old"
     assert _no_temp_files(run_dir) == []
 
