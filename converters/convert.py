@@ -35,7 +35,7 @@ class ConversionFailure(Exception):
     log: str = field(default="", repr=False)
 
     def __str__(self):
-        return self.reason + (f" {self.suggestion}" if self.suggestion else "")
+        return self.reason + (f". {self.suggestion}" if self.suggestion else "")
 
 
 def export_saved_model(model, directory: Path, debug: bool = False) -> Path:

@@ -1,5 +1,5 @@
 """pytest options for the parity suite: `pytest device_tests --bundle DIR [--runtime NAME]
-[--kernels default|reference]`.
+[--kernels default|reference] [--entry-timeout SECONDS]`.
 
 Self-contained: works from the repository and from a folder holding only a copy of
 `device_tests/` and a bundle. It registers no markers and needs none.
@@ -11,6 +11,7 @@ import pytest
 
 from .bundle import BundleError, load_bundle
 from .interpreters import KERNELS, RuntimeUnavailable, find_runtime
+from .isolation import check_timeout
 from .runner import run_bundle
 
 
@@ -23,6 +24,9 @@ def pytest_addoption(parser):
                          "installed, in that order)")
     group.addoption("--kernels", default="default", choices=KERNELS,
                     help="default (XNNPACK where the runtime applies it) or reference")
+    group.addoption("--entry-timeout", type=float, default=None, metavar="SECONDS",
+                    help="time limit for each entry (default 600); the entries run in a worker "
+                         "process, so a crash or a hang fails that entry only")
 
 
 def pytest_configure(config):
@@ -33,7 +37,9 @@ def pytest_configure(config):
     try:
         config._device_tests_bundle = load_bundle(path)
         find_runtime(config.getoption("runtime"), config.getoption("kernels"))
-    except (BundleError, RuntimeUnavailable) as exc:
+        if config.getoption("entry_timeout") is not None:
+            check_timeout(config.getoption("entry_timeout"))
+    except (BundleError, RuntimeUnavailable, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
@@ -44,5 +50,6 @@ def parity_results(pytestconfig) -> dict:
     if bundle is None:
         pytest.skip("no --bundle given: run `python -m pytest device_tests --bundle BUNDLE_DIR`")
     document = run_bundle(bundle.root, runtime=pytestconfig.getoption("runtime"),
-                          kernels=pytestconfig.getoption("kernels"))
+                          kernels=pytestconfig.getoption("kernels"),
+                          entry_timeout=pytestconfig.getoption("entry_timeout"))
     return {record["id"]: record for record in document["results"]}

@@ -1,10 +1,15 @@
 """Run every entry of a bundle on one TFLite runtime and write results.json (docs/bundle.md).
 
     python -m device_tests.runner BUNDLE --out results.json [--runtime NAME|tflite_micro]
-        [--kernels default|reference] [--target NAME] [--only ID ...] [--save-outputs] [--debug]
+        [--kernels default|reference] [--target NAME] [--only ID ...] [--save-outputs]
+        [--entry-timeout SECONDS] [--in-process] [--debug]
 
 Exit codes: 0 every entry passed or is unsupported; 1 an entry failed or could not run (error);
 2 bad input (unusable bundle, no runtime, unknown --only id), one line on stderr.
+The entries run in a worker process (isolation.py): an interpreter that crashes (a signal) or
+runs longer than --entry-timeout (default 600 s) makes that entry an error naming the signal or
+the limit, and the run goes on with the others. --in-process runs them in this process instead
+(no containment, no time limit: for debugging the runtime itself).
 In-process: `run_bundle(bundle_dir, ...)` returns the results document as a dict.
 """
 
@@ -17,6 +22,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -27,6 +33,7 @@ import numpy as np
 
 from .bundle import ENTRY_STATUSES, Bundle, BundleError, load_bundle, one_line
 from .interpreters import KERNELS, KernelMissing, Runtime, RuntimeUnavailable, find_runtime
+from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, run_isolated
 from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
 
 SCHEMA_VERSION = 1
@@ -164,14 +171,37 @@ def _checked_only(bundle: Bundle, only) -> list:
     return [entry for entry in bundle.entries if entry["id"] in set(only)]
 
 
+def _run_one(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
+             outputs_dir: Path | None, debug: bool) -> dict:
+    """One entry's record; a problem with the entry never raises (status "error")."""
+    started = time.perf_counter()
+    try:
+        record = _run_entry(bundle, entry, runtime, target, outputs_dir)
+    except KernelMissing as exc:
+        record = _base_record(entry, target)
+        record["status"], record["reason"] = "unsupported", one_line(exc)
+    except Exception as exc:  # one entry's failure must not stop the run
+        if debug:
+            traceback.print_exc()
+        record = _base_record(entry, target)
+        record["reason"] = one_line(exc)
+    record["seconds"] = round(time.perf_counter() - started, 4)
+    return record
+
+
 def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
                target: str | None = None, only=None, outputs_dir=None,
-               debug: bool = False) -> dict:
+               debug: bool = False, entry_timeout: float | None = None,
+               isolate: bool = True) -> dict:
     """Run every (or every `only`) entry of the bundle; returns the results document.
 
     `target` defaults to "host" for default kernels and "host-ref" for reference kernels.
     `outputs_dir`: when set, each variant's dequantized outputs are saved as
     `outputs_dir/outputs/<target>/<id>.npy` and the record's "outputs" holds that relative path.
+    `isolate` (default): the entries run in a worker process (isolation.py), so that an
+    interpreter that crashes, or runs longer than `entry_timeout` seconds (default 600), makes
+    that entry an error naming the signal or the limit; `isolate=False` runs them in this
+    process (no containment; `entry_timeout` is then refused).
     Raises BundleError (unusable bundle), RuntimeUnavailable, UsageError; a problem with one
     entry never raises: that entry gets status "error" and the run goes on (`debug` prints its
     traceback to stderr).
@@ -179,26 +209,31 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
     started = time.perf_counter()
     if kernels not in KERNELS:
         raise UsageError(f"Expected kernels 'default' or 'reference'. Received: {kernels!r}")
+    if not isolate and entry_timeout is not None:
+        raise UsageError("an entry time limit needs the entries run in a worker process "
+                         "(isolate=True; not --in-process): one running here cannot be stopped")
+    try:
+        limit = check_timeout(DEFAULT_ENTRY_TIMEOUT if entry_timeout is None else entry_timeout)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     bundle = load_bundle(bundle_dir)
     entries = _checked_only(bundle, only)
     chosen = find_runtime(runtime, kernels)
     target = target or default_target(kernels, chosen.name)
     out_dir = Path(outputs_dir) if outputs_dir is not None else None
-    results = []
-    for entry in entries:
-        entry_started = time.perf_counter()
-        try:
-            record = _run_entry(bundle, entry, chosen, target, out_dir)
-        except KernelMissing as exc:
-            record = _base_record(entry, target)
-            record["status"], record["reason"] = "unsupported", one_line(exc)
-        except Exception as exc:  # one entry's failure must not stop the run
-            if debug:
-                traceback.print_exc()
-            record = _base_record(entry, target)
-            record["reason"] = one_line(exc)
-        record["seconds"] = round(time.perf_counter() - entry_started, 4)
-        results.append(record)
+
+    def run_one(i: int) -> dict:
+        return _run_one(bundle, entries[i], chosen, target, out_dir, debug)
+
+    def failed(i: int, reason: str, seconds: float) -> dict:
+        record = _base_record(entries[i], target)
+        record["reason"], record["seconds"] = reason, round(seconds, 4)
+        return record
+
+    if isolate:
+        results = run_isolated(len(entries), run_one, failed, limit, fault_dumps=debug)
+    else:
+        results = [run_one(i) for i in range(len(entries))]
     return {"schema_version": SCHEMA_VERSION, "manifest_sha256": bundle.manifest_sha256,
             "target": target, "runtime": chosen.describe(), "platform": _platform(),
             "seconds": round(time.perf_counter() - started, 4), "results": results}
@@ -262,6 +297,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-outputs", action="store_true",
                         help="save each variant's dequantized outputs as "
                              "outputs/<target>/<id>.npy beside results.json")
+    parser.add_argument("--entry-timeout", type=float, default=None, metavar="SECONDS",
+                        help=f"time limit for each entry (default {DEFAULT_ENTRY_TIMEOUT:g}): "
+                             f"past it the entry is an error and the run goes on")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the entries in this process, not in a worker: an interpreter "
+                             "crash then ends the run (for debugging the runtime)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -276,14 +317,32 @@ def _summary_line(document: dict) -> str:
             f"kernels): {parts}")
 
 
+def _exit_on_sigterm(number, frame):
+    """SIGTERM (a time limit, the ssh target's clean-up) ends the run through `finally`, so
+    the worker is killed too."""
+    raise SystemExit(128 + number)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        return _main(args)
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _main(args) -> int:
     out = Path(args.out)
     try:
         document = run_bundle(args.bundle, runtime=args.runtime, kernels=args.kernels,
                               target=args.target, only=args.only,
                               outputs_dir=out.parent if args.save_outputs else None,
-                              debug=args.debug)
+                              debug=args.debug, entry_timeout=args.entry_timeout,
+                              isolate=not args.in_process)
         write_json_atomic(document, out)
     except (BundleError, RuntimeUnavailable, UsageError, OSError) as exc:
         if args.debug:

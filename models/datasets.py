@@ -51,7 +51,7 @@ class Dataset:
     @property
     def num_outputs(self) -> int:
         if self.task is Task.CLASSIFICATION:
-            return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
+            return int(max(y.max() for y in (self.y_train, self.y_val, self.y_test) if y.size)) + 1
         return 1
 
     def describe(self) -> dict:
@@ -133,10 +133,8 @@ def load_builtin(name: str, seed: int = 0) -> Dataset:
                         sha256_arrays(x, y))
 
 
-def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
-    """A user's data: `x_train, y_train, x_test, y_test`; validation is carved from training."""
-    path = Path(path)
-    arrays = _read_npz(path)
+def _checked_npz(path: Path, arrays: dict, task: Task) -> tuple:
+    """x_train, y_train, x_test, y_test of a user's .npz, each checked (one line per problem)."""
     x_train, y_train, x_test, y_test = (arrays[k] for k in NPZ_KEYS)
     where = f"Data file {path}"
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
@@ -169,6 +167,14 @@ def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
     elif any(y.reshape(len(y), -1).shape[1] != 1 for y in (y_train, y_test)):
         raise EdgepipeError(f"{where}: a regression target must be one number per sample; got "
                             f"y_train {y_train.shape}, y_test {y_test.shape}.")
+    return x_train, y_train, x_test, y_test
+
+
+def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
+    """A user's data: `x_train, y_train, x_test, y_test`; validation is carved from training."""
+    path = Path(path)
+    arrays = _read_npz(path)
+    x_train, y_train, x_test, y_test = _checked_npz(path, arrays, task)
     if x_train.ndim == 3:  # (samples, height, width) images get their channel axis
         x_train, x_test = x_train[..., None], x_test[..., None]
     order = np.random.default_rng(seed).permutation(len(x_train))
@@ -177,6 +183,28 @@ def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
     return _standardise(path.stem, task, seed, x_train[train], y_train[train], x_train[val],
                         y_train[val], x_test, y_test,
                         sha256_arrays(*(arrays[k] for k in NPZ_KEYS)), str(path.resolve()))
+
+
+def load_npz_as_given(path: Path, seed: int = 0) -> Dataset:
+    """Data for a user's own, already trained model: the arrays exactly as the model takes them
+    (no standardisation, no channel axis added, no validation split: nothing is trained).
+    The task is classification when y_train and y_test hold integers, else regression."""
+    path = Path(path)
+    arrays = _read_npz(path)
+    integer = all(np.issubdtype(arrays[k].dtype, np.integer) for k in ("y_train", "y_test"))
+    task = Task.CLASSIFICATION if integer else Task.REGRESSION
+    x_train, y_train, x_test, y_test = _checked_npz(path, arrays, task)
+    if task is Task.REGRESSION:
+        y_train, y_test = (np.asarray(y, np.float32).reshape(-1, 1) for y in (y_train, y_test))
+    else:
+        y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
+    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
+    hashes = {"source": sha256_arrays(*(arrays[k] for k in NPZ_KEYS)),
+              "train": sha256_arrays(x_train, y_train), "val": sha256_arrays(x_train[:0]),
+              "test": sha256_arrays(x_test, y_test)}
+    return Dataset(path.stem, task, x_train, y_train, x_train[:0], y_train[:0], x_test, y_test,
+                   seed, np.zeros((), np.float32), np.ones((), np.float32), 0.0, 1.0, hashes,
+                   str(path.resolve()))
 
 
 def load_recorded(described: dict) -> Dataset:

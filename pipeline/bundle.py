@@ -7,6 +7,7 @@ import numpy as np
 from ..converters.modes import QuantMode
 from ..models.datasets import Dataset, Task
 from ..models.files import atomic_path, sha256_file, write_json
+from ..models.loading import training_record
 from ..models.versions import versions
 from .tolerances import derive, simulate
 
@@ -62,13 +63,19 @@ def boundary_block(root: Path, name: str, model, x_test, representative) -> dict
     return block
 
 
-def model_block(root: Path, name: str, spec, model, data: Dataset, keras_path: Path,
-                representative) -> tuple[dict, np.ndarray]:
+def model_block(root: Path, name: str, activation: str, family: str, model, data: Dataset,
+                keras_path: Path, representative) -> tuple[dict, np.ndarray]:
+    """`activation`/`family`: the zoo's (e.g. "step", "mlp"), or "custom", "user" for a user's
+    own model."""
     reference = np.asarray(model(data.x_test, training=False), np.float32)
     ref = save_npy(root, f"reference/{name}.npy", reference)
-    block = {"dataset": data.name, "activation": spec.activation, "family": spec.family.name,
+    block = {"dataset": data.name, "activation": activation, "family": family,
              "reference": ref["path"], "reference_sha256": ref["sha256"],
              "keras_sha256": sha256_file(keras_path)}
+    record = training_record(keras_path)
+    if record:  # how it was trained, to reproduce it (the .keras zip itself is not byte-stable)
+        block["training"] = {"config": record.get("config"),
+                             "weights_sha256": record.get("weights_sha256")}
     boundary = boundary_block(root, name, model, data.x_test, representative)
     if boundary:
         block["boundary"] = boundary
@@ -80,7 +87,8 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
     record, mode = variant.record, variant.mode
     base = {"id": f"{variant.model}-{mode.value}", "model": variant.model, "mode": mode.value,
             "status": record["status"], "reason": record.get("reason", ""),
-            "dataset": data.name, "reference": f"reference/{variant.model}.npy"}
+            "dataset": data.name, "reference": f"reference/{variant.model}.npy",
+            "converter": record.get("converter")}  # the options that made it, to reproduce it
     if variant.path is None or record["status"] != "converted":
         return base
     out_scale = record["outputs"][0]["scale"]

@@ -4,14 +4,19 @@ Importing this module must not import TensorFlow (so `edgepipe --help` answers a
 import of a TF-using module happens inside the command that needs it.
 """
 
+import errno
 import functools
 import json
+import shutil
+import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -27,14 +32,38 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-_state = {"debug": False}
+_state = {"debug": False, "out": None}
+
+# The options of every command that loads .keras files (convert, check, run).
+CustomObjects = Annotated[list[str] | None, typer.Option(
+    "--custom-objects", metavar="PATH.py", show_default=False,
+    help="A Python file defining the models' custom layers (every keras.layers.Layer subclass "
+         "in it, and its CUSTOM_OBJECTS dict, load by name). Repeat it or give a comma list.")]
+Unsafe = Annotated[bool, typer.Option(
+    "--unsafe", help="Turn Keras safe_mode off to load Lambda layers (runs their Python code: "
+                     "only for files you trust).")]
 
 
 @app.callback()
 def _options(debug: Annotated[bool, typer.Option(
         "--debug", help="Show tracebacks and TensorFlow's own logs.")] = False) -> None:
     _state["debug"] = debug
+    _state["out"] = None
     quiet_tensorflow(debug)
+
+
+def _os_error(e: OSError) -> str | None:
+    """One line for the write errors a user can fix (a full or read-only output folder)."""
+    where = _state["out"] or e.filename or "the output folder"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"No space left on the device while writing to {where}: free some space or "
+                "choose another --out.")
+    if e.errno == errno.EROFS:
+        return f"Cannot write {where}: read-only file system. Choose another --out."
+    if e.errno in (errno.EACCES, errno.EPERM) and e.filename:
+        return (f"Cannot access {e.filename}: {e.strerror}. Check its permissions, or choose "
+                "another --out.")
+    return None
 
 
 def guarded(fn):
@@ -54,12 +83,22 @@ def guarded(fn):
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
+        except OSError as e:
+            message = _os_error(e)
+            if message is None:
+                raise _internal(e) from None
+            err.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
+            raise typer.Exit(2) from None
         except Exception as e:  # a bug: still one line, the traceback is one flag away
-            err.print(Text.assemble(("internal error: ", "red"), f"{type(e).__name__}: {e} "
-                                    "(rerun with --debug for the traceback)"), soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise _internal(e) from None
 
     return wrapper
+
+
+def _internal(e: Exception) -> typer.Exit:
+    err.print(Text.assemble(("internal error: ", "red"), f"{type(e).__name__}: {e} "
+                            "(rerun with --debug for the traceback)"), soft_wrap=True)
+    return typer.Exit(1)
 
 
 def command(fn):
@@ -152,6 +191,8 @@ def convert(
              "Default: the training split named by the record beside each model.")] = None,
     rep_samples: Annotated[int, typer.Option(
         help="How many representative samples calibrate the integer modes.")] = 200,
+    custom_objects: CustomObjects = None,
+    unsafe: Unsafe = False,
 ) -> None:
     """Convert models to .tflite in each mode; audit and record every variant.
 
@@ -159,20 +200,30 @@ def convert(
     one failed (an op TFLite builtins lack, a float op in an integer model, a forward mismatch).
     """
     from ..converters.modes import parse_modes
+    from ..models.custom_objects import custom_object_files
 
     modes = parse_modes(mode)
+    files = custom_object_files(custom_objects)
+    _writable(out_dir)
     import_tensorflow(_state["debug"])
+    from ..models.loading import load_options
     from .conversion import convert_files
 
-    _writable(out_dir)
-    with err.status("converting...") as status:
+    with load_options(_load_options(files, unsafe)), err.status("converting...") as status:
         variants, notes = convert_files(
             models, modes, out_dir, rep_data, rep_samples, _state["debug"],
             on_variant=lambda v: status.update(f"converted {v.model}.{v.mode.value}"))
     for note in notes:
         err.print(f"note: {note}", highlight=False)
     out.print(variants_table([v.record for v in variants], out_dir))
-    if any(v.status == "failed" for v in variants):
+    failed = {}  # one line per model and reason, with the modes it failed in
+    for v in variants:
+        if v.status == "failed":
+            failed.setdefault((v.model, v.reason), []).append(v.mode.value)
+    for (model, reason), failed_modes in failed.items():
+        err.print(f"failed: {model} ({', '.join(failed_modes)}): {reason}", markup=False,
+                  highlight=False, soft_wrap=True)
+    if failed:
         raise typer.Exit(1)
 
 
@@ -187,6 +238,8 @@ def check(
         help="For a .keras model in int8/int16x8: representative samples (.npy).")] = None,
     rep_samples: Annotated[int, typer.Option(help="Representative samples to use.")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    custom_objects: CustomObjects = None,
+    unsafe: Unsafe = False,
 ) -> None:
     """Audit a model's ops: kinds, tensor types, per-target support (exit 1 if a check fails).
 
@@ -201,10 +254,15 @@ def check(
         records = [check_tflite(path, targets)]
     elif path.suffix == ".keras":
         from ..converters.modes import parse_modes
+        from ..models.custom_objects import custom_object_files
 
         modes = parse_modes(mode)
+        files = custom_object_files(custom_objects)
         import_tensorflow(_state["debug"])
-        records = check_keras(path, modes, rep_data, rep_samples, _state["debug"])
+        from ..models.loading import load_options
+
+        with load_options(_load_options(files, unsafe)):
+            records = check_keras(path, modes, rep_data, rep_samples, _state["debug"])
     else:
         raise EdgepipeError(f"Expected a .tflite or .keras file. Received: {path}")
     if as_json:
@@ -212,7 +270,11 @@ def check(
     else:
         for record in records:
             _print_check(record, targets, failed(record, targets, target is not None))
-    if any(failed(r, targets, strict_target=target is not None) for r in records):
+    bad = [r for r in records if failed(r, targets, strict_target=target is not None)]
+    for record in bad:  # the verdict also on stderr: --json keeps stdout for the JSON
+        err.print(f"failed: {_check_name(record)}: {_check_reason(record, targets)}",
+                  markup=False, highlight=False, soft_wrap=True)
+    if bad:
         raise typer.Exit(1)
 
 
@@ -232,24 +294,45 @@ def run(
         help="ssh:// targets: the board's Python command (default: python3).")] = None,
     timeout: Annotated[float | None, typer.Option(
         min=1, help="Seconds each target may take (default: 1800).")] = None,
+    model: Annotated[list[Path] | None, typer.Option(
+        "--model", metavar="MODEL.keras", show_default=False,
+        help="Your own trained model instead of the zoo (repeatable); not trained again. "
+             "Needs --data.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="With --model: a .npz with x_train (calibration), y_train, x_test, y_test, as "
+             "the model takes them; integer labels mean classification.")] = None,
+    custom_objects: CustomObjects = None,
+    unsafe: Unsafe = False,
 ) -> None:
     """Train, audit, convert every mode, bundle, check parity on each target, report.
+
+    With --model (or [run] keras in the config), your own models go through the same stages
+    without training.
 
     Exit 0 only when every expected check passed (unsupported variants are documented TFLite
     limits); 1 when a variant failed or errored; 2 on bad input.
     """
+    from ..models.custom_objects import custom_object_files
     from .config import load_config, with_target_options
 
     config = with_target_options(
-        load_config(config_path, epochs=epochs, targets=targets.split(",") if targets else None),
+        load_config(config_path, epochs=epochs, targets=targets.split(",") if targets else None,
+                    keras=[str(m) for m in model] if model else None,
+                    data=str(data) if data else None,
+                    custom_objects=list(custom_objects) if custom_objects else None,
+                    unsafe=True if unsafe else None),
         ssh_identity=str(ssh_identity) if ssh_identity else None, ssh_python=ssh_python,
         timeout=timeout)
+    files = custom_object_files(config.custom_objects)
     _writable(out_dir)
     import_tensorflow(_state["debug"])
+    from ..models.loading import load_options
     from .run import collect, convert_and_bundle, parity_stage, train_stage
 
-    train_stage(config, out_dir, err)
-    convert_and_bundle(config, out_dir, err, _state["debug"])
+    with load_options(_load_options(files, config.unsafe)):
+        if not config.keras:
+            train_stage(config, out_dir, err)
+        convert_and_bundle(config, out_dir, err, _state["debug"])
     parity_stage(out_dir, config.targets, err, _state["debug"], config.target_options,
                  config.budgets)
     _finish(collect(out_dir), out_dir)
@@ -345,8 +428,19 @@ def _finish(merged: dict, run_dir: Path) -> None:
         raise typer.Exit(1)
 
 
+def _check_name(record: dict) -> str:
+    return record.get("file") or f"{record['model']}.{record['mode']}"
+
+
+def _check_reason(record: dict, targets) -> str:
+    if record["status"] == "failed":
+        return record["reason"]
+    bad = [u for t in targets for u in record["audit"]["targets"][t]["unsupported_ops"]]
+    return f"{', '.join(targets)} cannot run every op: {'; '.join(bad)}"
+
+
 def _print_check(record: dict, targets, check_failed: bool) -> None:
-    name = record.get("file") or f"{record['model']}.{record['mode']}"
+    name = _check_name(record)
     if "audit" not in record:  # the conversion itself did not happen
         out.print(f"[yellow]{name}: {record['status']}[/]: {record['reason']}", highlight=False)
         return
@@ -368,25 +462,50 @@ def _print_check(record: dict, targets, check_failed: bool) -> None:
         out.print(f"float32 forward vs Keras on {fwd['data']}: max relative error "
                   f"{fwd['max_rel_error']:.2e} (bound {fwd['bound']:g}) "
                   + ("[green]equal[/]" if fwd["ok"] else "[red]DIFFERENT[/]"), highlight=False)
-    if not check_failed:
-        verdict = "[green]pass[/]"
-    elif record["status"] == "failed":
-        verdict = f"[red]fail[/]: {record['reason']}"
-    else:
-        verdict = f"[red]fail[/]: {', '.join(targets)} cannot run every op (see above)"
+    verdict = ("[green]pass[/]" if not check_failed
+               else f"[red]fail[/]: {escape(_check_reason(record, targets))}")
     out.print(f"{name}: {verdict}", highlight=False)
 
 
 def _writable(folder: Path) -> None:
+    """Refuse an output folder that cannot be created or written, or is full, before any work;
+    a disk that fills up later is caught by `guarded` (files are written whole or not at all)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EdgepipeError(f"Cannot create output folder {folder}: {e.strerror}. "
                             "Choose another --out.") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".edgepipe-probe-"):
+            pass
+    except OSError as e:
+        raise EdgepipeError(f"Output folder {folder} is not writable: {e.strerror}. "
+                            "Choose another --out.") from None
+    if shutil.disk_usage(folder).free == 0:
+        raise EdgepipeError(f"Output folder {folder} is on a full file system (0 bytes free). "
+                            "Free some space or choose another --out.")
+    _state["out"] = folder
+
+
+def _load_options(files, unsafe: bool):
+    """Import the --custom-objects files (TensorFlow is imported by now); warn about --unsafe."""
+    from ..models.loading import UNSAFE_WARNING, LoadOptions
+
+    options = LoadOptions.from_files(files, unsafe)
+    if unsafe:
+        err.print(Text.assemble(("warning: ", "yellow"), UNSAFE_WARNING), soft_wrap=True)
+    return options
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The command has finished and reported (an interrupt during it exits 130). Interpreter
+        # shutdown (TensorFlow's threads) can take a second, and Python restores the default
+        # SIGINT action there: a Ctrl-C in that window would kill the process (-SIGINT) after
+        # the work was done. Ignore it instead; the exit code stays the command's.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -52,9 +52,9 @@ def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int,
     random inputs and the integer modes are refused.
     """
     from ..models.datasets import load_recorded
-    from ..models.loading import training_record
+    from ..models.loading import single_io, training_record
 
-    shape = tuple(model.input_shape[1:])
+    shape, _ = single_io(model, keras_path)
     record = training_record(keras_path)
     data = load_recorded(record["dataset"]) if record else None
     if data is not None and data.input_shape != shape:

@@ -4,10 +4,12 @@ The run folder is the bundle (docs/bundle.md) plus the results of every target.
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..models.errors import EdgepipeError
 from ..models.files import sha256_file, write_json
 from ..models.zoo import ZOO
 from .budgets import apply_budgets
@@ -28,27 +30,91 @@ def train_stage(config: RunConfig, out: Path, console) -> None:
                         console)
 
 
-def convert_and_bundle(config: RunConfig, out: Path, console, debug: bool) -> dict:
-    from ..converters.variants import convert_model
+@dataclass(frozen=True)
+class BundleJob:
+    """One model to convert and bundle, with its data and where its samples came from."""
+
+    name: str
+    keras_path: Path
+    model: object
+    data: object  # models.datasets.Dataset
+    representative: np.ndarray
+    representative_source: str
+    activation: str  # manifest models.<name>.activation / family
+    family: str
+
+
+def zoo_jobs(config: RunConfig, out: Path) -> list[BundleJob]:
+    """The zoo models train_stage wrote, with the data their training records name."""
     from ..models.loading import load_keras
     from .conversion import model_data
 
-    datasets, models, entries = {}, {}, []
+    jobs = []
     for name in config.models:
         keras_path = out / "models" / f"{name}.keras"
         model = load_keras(keras_path)
         md = model_data(model, keras_path, None, config.rep_samples, need_rep=True)
-        data, rep = md.dataset, md.representative  # the record was written by train_stage
-        console.print(f"converting {name}: {', '.join(m.value for m in config.modes)}",
+        jobs.append(BundleJob(name, keras_path, model, md.dataset, md.representative,
+                              md.representative_source, ZOO[name].activation,
+                              ZOO[name].family.name))
+    return jobs
+
+
+def user_jobs(config: RunConfig) -> list[BundleJob]:
+    """The user's own trained models (`--model`, `[run] keras`) on the user's .npz, as given:
+    x_train calibrates, x_test is the test split. Everything is loaded and checked first."""
+    from ..converters.representative import check_representative
+    from ..models.datasets import Task, load_npz_as_given
+    from ..models.loading import load_keras, single_io
+
+    data = load_npz_as_given(Path(config.data), config.seed)
+    order = np.random.default_rng(config.seed).permutation(len(data.x_train))
+    rep, _ = check_representative(data.x_train[order][:config.rep_samples], data.input_shape,
+                                  f"{config.data} x_train")
+    source = f"{data.name} x_train (seed {config.seed})"
+    jobs = []
+    for name, path in config.user_models.items():
+        model = load_keras(Path(path))
+        in_shape, out_shape = single_io(model, path)
+        if len(in_shape) != len(data.input_shape) or any(
+                a is not None and a != b for a, b in zip(in_shape, data.input_shape, strict=True)):
+            raise EdgepipeError(f"{path} takes samples of shape {in_shape} but x_train in "
+                                f"{config.data} has samples of shape {data.input_shape}; give "
+                                "data shaped as the model's input.")
+        width = int(np.prod([d or 1 for d in out_shape]))
+        if data.task is Task.CLASSIFICATION and (len(out_shape) != 1
+                                                 or width < data.num_outputs):
+            raise EdgepipeError(f"{path} outputs shape {out_shape} per sample but the integer "
+                                f"labels in {config.data} name {data.num_outputs} classes; a "
+                                "classifier needs one output per class (float labels mean "
+                                "regression).")
+        if data.task is Task.REGRESSION and width != 1:
+            raise EdgepipeError(f"{path} outputs shape {out_shape} per sample but the float "
+                                f"targets in {config.data} are one number per sample; integer "
+                                "labels would mean classification.")
+        jobs.append(BundleJob(name, Path(path), model, data, rep, source, "custom", "user"))
+    return jobs
+
+
+def convert_and_bundle(config: RunConfig, out: Path, console, debug: bool) -> dict:
+    from ..converters.variants import convert_model
+
+    jobs = user_jobs(config) if config.keras else zoo_jobs(config, out)
+    datasets, models, entries = {}, {}, []
+    for job in jobs:
+        data, rep = job.data, job.representative
+        console.print(f"converting {job.name}: {', '.join(m.value for m in config.modes)}",
                       highlight=False)
-        variants = convert_model(model, name, config.modes, out / "tflite", rep,
-                                 md.representative_source, md.check, md.check_source, debug)
+        variants = convert_model(job.model, job.name, config.modes, out / "tflite", rep,
+                                 job.representative_source, data.x_test,
+                                 f"{data.name} test split ({len(data.x_test)} samples)", debug)
         if data.name not in datasets:
             datasets[data.name] = dataset_block(out, data)
-        models[name], reference = model_block(out, name, ZOO[name], model, data, keras_path, rep)
+        models[job.name], reference = model_block(out, job.name, job.activation, job.family,
+                                                  job.model, data, job.keras_path, rep)
         for v in variants:
-            entries.append(entry(out, v, model, data, reference, rep,
-                                 config.tolerances.get(name, {})))
+            entries.append(entry(out, v, job.model, data, reference, rep,
+                                 config.tolerances.get(job.name, {})))
     return write_manifest(out, datasets, models, entries, config.seed)
 
 

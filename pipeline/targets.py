@@ -34,6 +34,7 @@ LOCAL_RUNNER = {"host": ["--kernels", "default"], "host-ref": ["--kernels", "ref
 class TargetOptions:
     """How to reach and bound the targets; the run config's [targets] table."""
     timeout: float = 1800.0             # seconds, per target
+    entry_timeout: float = 300.0        # seconds per entry: a hung interpreter fails that entry
     ssh_python: str = "python3"         # the board's Python
     ssh_identity: str | None = None     # a private key; default: ssh's own (agent, ~/.ssh)
     ssh_options: tuple = ()             # extra arguments for ssh, e.g. ("-o", "ProxyJump=gw")
@@ -77,10 +78,12 @@ def run_target(target: str, run_dir: Path, options: TargetOptions, debug: bool =
         vela_run(run_dir, out, accelerator=options.accelerator, target=target,
                  timeout=options.timeout)
         return subprocess.CompletedProcess([], 0, "", "")
+    entry_args = ["--entry-timeout", f"{options.entry_timeout:g}"]
     if target == "qemu-aarch64":
         from .emulator import run_runner
 
-        done = run_runner(run_dir, out, target=target, timeout=options.timeout, debug=debug)
+        done = run_runner(run_dir, out, target=target, timeout=options.timeout, debug=debug,
+                          extra_args=entry_args)
     elif is_ssh(target):
         from .ssh_target import run_runner as ssh_run
 
@@ -88,10 +91,12 @@ def run_target(target: str, run_dir: Path, options: TargetOptions, debug: bool =
                        identity=Path(options.ssh_identity).expanduser()
                        if options.ssh_identity else None,
                        ssh_options=tuple(options.ssh_options), timeout=options.timeout,
+                       extra_args=entry_args,
                        debug=debug)
     else:
         cmd = [sys.executable, "-m", "edgepipe.device_tests.runner", str(run_dir),
-               *LOCAL_RUNNER[target], "--target", target, "--out", str(out), "--save-outputs"]
+               *LOCAL_RUNNER[target], "--target", target, "--out", str(out), "--save-outputs",
+               *entry_args]
         try:
             done = subprocess.run(cmd, capture_output=not debug, text=True,
                                   timeout=options.timeout)

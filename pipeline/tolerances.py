@@ -29,13 +29,26 @@ TASK_DELTA = {"accuracy": 0.01, "r2": 0.02}
 DYNAMIC_MIN_ELEMENTS = 1024  # the converter leaves smaller weight tensors in float (FACTS.md)
 
 
+def _layers(model) -> list:
+    """The model's layers in order, without its InputLayer (a functional model lists it first;
+    a Sequential model does not list it)."""
+    import keras
+
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
 def _is_chain(model) -> bool:
     """Only models whose layers form one chain are simulated layer by layer."""
-    for layer in model.layers[1:]:
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return True  # a chain by construction (a reloaded one lists extra nodes on layer 0)
+    layers = _layers(model)
+    for layer in layers:  # a subclassed model's layers have no nodes: not simulated
         inbound = getattr(layer, "_inbound_nodes", [])
         if len(inbound) != 1 or len(inbound[0].input_tensors) != 1:
             return False
-    return True
+    return bool(layers)
 
 
 def _int8_weights(w: np.ndarray, mode: QuantMode) -> bool:
@@ -80,7 +93,7 @@ def simulate(model, mode: QuantMode, x: np.ndarray, representative: np.ndarray |
     """The model's outputs on `x` with the mode's rounding simulated, or None if not a chain."""
     if mode is QuantMode.FLOAT32 or not _is_chain(model):
         return None
-    layers = model.layers[1:]
+    layers = _layers(model)
     ranges = []
     if mode.integer_only:
         h = representative
