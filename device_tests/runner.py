@@ -154,7 +154,15 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
         rel = f"outputs/{target_folder(target)}/{entry['id']}.npy"
         path = outputs_dir.joinpath(*rel.split("/"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, outputs.astype(np.float32))
+        # Written aside, then renamed: a killed run never leaves half an .npy under its name.
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temp, "wb") as stream:
+                np.save(stream, outputs.astype(np.float32))
+            os.replace(temp, path)
+        finally:
+            if temp.exists():
+                temp.unlink()
         record["outputs"] = rel
     return record
 

@@ -30,8 +30,10 @@ def start(config: Path, out: Path) -> subprocess.Popen:
 
 
 def artifacts(out: Path) -> list:
-    """Every file of the run folder outside the `.partial` folders."""
-    return [p for p in out.rglob("*") if p.is_file() and PARTIAL not in p.parts]
+    """Every file of the run folder outside the `.partial` folders, but the runner's hidden
+    `.<name>.<pid>.tmp` files (a killed runner's half-written outputs, never read by name)."""
+    return [p for p in out.rglob("*") if p.is_file() and PARTIAL not in p.parts
+            and not (p.name.startswith(".") and p.suffix == ".tmp")]
 
 
 def assert_whole(out: Path) -> dict:
