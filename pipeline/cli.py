@@ -278,6 +278,23 @@ def check(
         raise typer.Exit(1)
 
 
+# The [targets] options on the command line, shared by `run` and `parity`.
+SshIdentity = Annotated[Path | None, typer.Option(
+    help="ssh:// targets: the private key to log in with (default: ssh's own).")]
+SshPython = Annotated[str | None, typer.Option(
+    help="ssh:// targets: the board's Python command (default: python3).")]
+Timeout = Annotated[float | None, typer.Option(
+    min=1, help="Seconds each target may take (default: 1800).")]
+
+
+def _with_targets(config, ssh_identity: Path | None, ssh_python: str | None,
+                  timeout: float | None):
+    from .config import with_target_options
+
+    return with_target_options(config, ssh_identity=str(ssh_identity) if ssh_identity else None,
+                               ssh_python=ssh_python, timeout=timeout)
+
+
 @command
 def run(
     config_path: Annotated[Path | None, typer.Option(
@@ -288,12 +305,9 @@ def run(
         help="Comma-separated targets (default: host,host-ref); `edgepipe targets` lists "
              "them.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
-    ssh_identity: Annotated[Path | None, typer.Option(
-        help="ssh:// targets: the private key to log in with (default: ssh's own).")] = None,
-    ssh_python: Annotated[str | None, typer.Option(
-        help="ssh:// targets: the board's Python command (default: python3).")] = None,
-    timeout: Annotated[float | None, typer.Option(
-        min=1, help="Seconds each target may take (default: 1800).")] = None,
+    ssh_identity: SshIdentity = None,
+    ssh_python: SshPython = None,
+    timeout: Timeout = None,
     model: Annotated[list[Path] | None, typer.Option(
         "--model", metavar="MODEL.keras", show_default=False,
         help="Your own trained model instead of the zoo (repeatable); not trained again. "
@@ -313,16 +327,15 @@ def run(
     limits); 1 when a variant failed or errored; 2 on bad input.
     """
     from ..models.custom_objects import custom_object_files
-    from .config import load_config, with_target_options
+    from .config import load_config
 
-    config = with_target_options(
+    config = _with_targets(
         load_config(config_path, epochs=epochs, targets=targets.split(",") if targets else None,
                     keras=[str(m) for m in model] if model else None,
                     data=str(data) if data else None,
                     custom_objects=list(custom_objects) if custom_objects else None,
                     unsafe=True if unsafe else None),
-        ssh_identity=str(ssh_identity) if ssh_identity else None, ssh_python=ssh_python,
-        timeout=timeout)
+        ssh_identity, ssh_python, timeout)
     files = custom_object_files(config.custom_objects)
     _writable(out_dir)
     import_tensorflow(_state["debug"])
@@ -346,21 +359,16 @@ def parity(
              "`edgepipe targets` lists them.")] = None,
     config_path: Annotated[Path | None, typer.Option(
         "--config", help="A TOML run config: its [targets] options and [budgets].")] = None,
-    ssh_identity: Annotated[Path | None, typer.Option(
-        help="ssh:// targets: the private key to log in with (default: ssh's own).")] = None,
-    ssh_python: Annotated[str | None, typer.Option(
-        help="ssh:// targets: the board's Python command (default: python3).")] = None,
-    timeout: Annotated[float | None, typer.Option(
-        min=1, help="Seconds each target may take (default: 1800).")] = None,
+    ssh_identity: SshIdentity = None,
+    ssh_python: SshPython = None,
+    timeout: Timeout = None,
 ) -> None:
     """Run parity on an existing run folder (any targets), and rewrite its reports."""
-    from .config import load_config, with_target_options
+    from .config import load_config
     from .run import collect, parity_stage
 
-    config = with_target_options(
-        load_config(config_path, targets=target.split(",") if target else None),
-        ssh_identity=str(ssh_identity) if ssh_identity else None, ssh_python=ssh_python,
-        timeout=timeout)
+    config = _with_targets(load_config(config_path, targets=target.split(",") if target else None),
+                           ssh_identity, ssh_python, timeout)
     _require_run_dir(run_dir)
     parity_stage(run_dir, config.targets, err, _state["debug"], config.target_options,
                  config.budgets)

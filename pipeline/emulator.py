@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import importlib.util
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..models.errors import EdgepipeError
+from .targets import device_tests_dir
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -261,14 +261,6 @@ def _swap_in(work: Path, cache: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _device_tests_source() -> Path:
-    spec = importlib.util.find_spec("edgepipe.device_tests")
-    if spec is None or not spec.submodule_search_locations:
-        raise EdgepipeError("edgepipe.device_tests is not importable; reinstall edgepipe "
-                            "(pip install -e .)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def run_runner(bundle_dir: Path, out_json: Path, *, target: str = "qemu-aarch64",
                timeout: float = 1800, debug: bool = False, extra_args=(),
                cache_dir: Path | None = None) -> subprocess.CompletedProcess:
@@ -285,7 +277,7 @@ def run_runner(bundle_dir: Path, out_json: Path, *, target: str = "qemu-aarch64"
         # The runner travels as the top-level package `device_tests`, as on a real board.
         package = Path(staging) / "device_tests"
         package.mkdir()
-        for source in _device_tests_source().glob("*.py"):
+        for source in device_tests_dir().glob("*.py"):
             shutil.copy2(source, package / source.name)
         cmd = [*_guest_python(cache / "sysroot"), "-m", "device_tests.runner", str(bundle_dir),
                "--out", str(out_json), "--target", target, "--save-outputs", *extra_args]

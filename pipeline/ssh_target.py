@@ -10,7 +10,6 @@ outputs/ on stdout, and removes the folder when it exits. When the run does not 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 import os
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 from ..device_tests.bundle import BundleError, load_bundle, resolve_inside
 from ..device_tests.runner import target_folder
 from ..models.errors import EdgepipeError
+from .targets import device_tests_dir
 
 FORM = "ssh://user@host[:port]"
 # Lines the remote script writes to stderr for us; removed from what the caller sees.
@@ -117,14 +117,6 @@ def parse_url(text: str) -> SshTarget:
     return SshTarget(user, host, port)
 
 
-def _device_tests_dir() -> Path:
-    spec = importlib.util.find_spec("edgepipe.device_tests")
-    if spec is None or not spec.submodule_search_locations:
-        raise EdgepipeError("edgepipe.device_tests is not importable; reinstall edgepipe "
-                            "(pip install -e .)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def _runner_files(bundle_dir: Path) -> list:
     """(archive name, local path) of what the runner reads: manifest.json, the files its
     datasets, models and entries name (not the run folder's results/, models/, report), and the
@@ -145,7 +137,7 @@ def _runner_files(bundle_dir: Path) -> list:
     except BundleError as exc:
         raise EdgepipeError(str(exc)) from None
     files = [(arcname, path) for arcname, path in files if path.is_file()]
-    package = _device_tests_dir()
+    package = device_tests_dir()
     files += [(f"device_tests/{p.name}", p) for p in sorted(package.glob("*.py"))]
     return files
 

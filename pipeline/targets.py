@@ -41,6 +41,15 @@ class TargetOptions:
     accelerator: str = "ethos-u55-256"  # Vela's --accelerator-config
 
 
+def device_tests_dir() -> Path:
+    """The installed `device_tests` package, which the emulator and boards run as their own."""
+    spec = importlib.util.find_spec("edgepipe.device_tests")
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgepipeError("edgepipe.device_tests is not importable; reinstall edgepipe "
+                            "(pip install -e .)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def is_ssh(target: str) -> bool:
     return target.startswith(SSH_PREFIX)
 

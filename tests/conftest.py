@@ -99,3 +99,15 @@ def needs(available: bool, reason: str) -> None:
     if os.environ.get("EDGEPIPE_REQUIRE_TARGETS") == "1":
         pytest.fail(f"{reason} (EDGEPIPE_REQUIRE_TARGETS=1: CI must run this test)")
     pytest.skip(reason)
+
+
+def one_line(result, code: int, *fragments: str, prefix: str = "error: ") -> str:
+    """Exit `code`, exactly one stderr line that holds every fragment, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(prefix), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert "Traceback" not in result.output
+    return lines[0]

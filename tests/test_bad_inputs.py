@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 import typer
+from conftest import one_line
 from tiny_bundle import REPO, put_array, read_manifest, write_manifest
 from typer.testing import CliRunner
 
@@ -39,18 +40,6 @@ INVERSE_PY = textwrap.dedent('''
             m = tf.reshape(x, [-1, 2, 2]) + 3.0 * tf.eye(2)
             return tf.reshape(tf.linalg.inv(m), [-1, 4])
 ''')
-
-
-def one_line(result, code: int, *fragments: str, prefix: str = "error: ") -> str:
-    """Exit `code`, exactly one stderr line that holds every fragment, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(prefix), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from conftest import one_line
 from typer.testing import CliRunner
 
 from edgepipe.models.datasets import Task, load_npz_as_given
@@ -40,18 +41,6 @@ LAYERS_PY = textwrap.dedent('''
 
     CUSTOM_OBJECTS = {"soft_clip": soft_clip}
 ''')
-
-
-def one_line(result, code: int, *fragments: str, prefix: str = "error: ") -> str:
-    """The result exited `code` with exactly one stderr line holding every fragment."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(prefix), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def _import_as(path, name):
