@@ -158,6 +158,9 @@ class _Adapter:
 
     def __init__(self, interpreter):
         self._interpreter = interpreter
+        # Fixed for TFLM's life (no resizing): read once, not on every per-sample invoke.
+        self._inputs = self._all(interpreter.get_input_details)
+        self._outputs = self._all(interpreter.get_output_details)
 
     @staticmethod
     def _details(raw: dict, index: int) -> dict:
@@ -180,10 +183,10 @@ class _Adapter:
             index += 1
 
     def get_input_details(self) -> list:
-        return self._all(self._interpreter.get_input_details)
+        return [dict(d) for d in self._inputs]
 
     def get_output_details(self) -> list:
-        return self._all(self._interpreter.get_output_details)
+        return [dict(d) for d in self._outputs]
 
     def set_tensor(self, index: int, value: np.ndarray) -> None:
         self._interpreter.set_input(value, index)
