@@ -283,6 +283,10 @@ SshIdentity = Annotated[Path | None, typer.Option(
     help="ssh:// targets: the private key to log in with (default: ssh's own).")]
 SshPython = Annotated[str | None, typer.Option(
     help="ssh:// targets: the board's Python command (default: python3).")]
+Jobs = Annotated[int | None, typer.Option(
+    "--jobs", "-j", min=1, show_default=False,
+    help="Worker processes for the models and the parity runners (default: the number of "
+         "cores).")]
 Timeout = Annotated[float | None, typer.Option(
     min=1, help="Seconds each target may take (default: 1800).")]
 
@@ -317,11 +321,15 @@ def run(
              "the model takes them; integer labels mean classification.")] = None,
     custom_objects: CustomObjects = None,
     unsafe: Unsafe = False,
+    jobs: Jobs = None,
+    force: Annotated[bool, typer.Option(
+        help="Redo every stage, even those whose inputs did not change.")] = False,
 ) -> None:
     """Train, audit, convert every mode, bundle, check parity on each target, report.
 
     With --model (or [run] keras in the config), your own models go through the same stages
-    without training.
+    without training. A stage whose inputs (code, config, data, upstream artifacts) did not
+    change since the last run in the same --out folder is reused; --force redoes everything.
 
     Exit 0 only when every expected check passed (unsupported variants are documented TFLite
     limits); 1 when a variant failed or errored; 2 on bad input.
@@ -336,19 +344,21 @@ def run(
                     custom_objects=list(custom_objects) if custom_objects else None,
                     unsafe=True if unsafe else None),
         ssh_identity, ssh_python, timeout)
-    files = custom_object_files(config.custom_objects)
-    _writable(out_dir)
-    import_tensorflow(_state["debug"])
-    from ..models.loading import load_options
-    from .run import collect, convert_and_bundle, parity_stage, train_stage
+    from .parity import parity_stage
+    from .run import build_stage, collect
+    from .stages import Stages
+    from .workers import default_jobs
 
-    with load_options(_load_options(files, config.unsafe)):
-        if not config.keras:
-            train_stage(config, out_dir, err)
-        convert_and_bundle(config, out_dir, err, _state["debug"])
+    custom_object_files(config.custom_objects)
+    _writable(out_dir)
+    if config.unsafe:
+        _unsafe_warning()
+    workers = jobs or default_jobs()
+    stages = Stages(out_dir, force)
+    build_stage(config, out_dir, err, _state["debug"], stages, workers)
     parity_stage(out_dir, config.targets, err, _state["debug"], config.target_options,
-                 config.budgets)
-    _finish(collect(out_dir), out_dir)
+                 config.budgets, stages, workers)
+    _finish(collect(out_dir, stages), out_dir)
 
 
 @command
@@ -362,17 +372,24 @@ def parity(
     ssh_identity: SshIdentity = None,
     ssh_python: SshPython = None,
     timeout: Timeout = None,
+    jobs: Jobs = None,
 ) -> None:
     """Run parity on an existing run folder (any targets), and rewrite its reports."""
     from .config import load_config
-    from .run import collect, parity_stage
+    from .parity import parity_stage
+    from .run import collect
+    from .stages import Stages
+    from .workers import default_jobs
 
     config = _with_targets(load_config(config_path, targets=target.split(",") if target else None),
                            ssh_identity, ssh_python, timeout)
     _require_run_dir(run_dir)
+    # Every entry runs again (a board may have changed); the results are recorded, so that a
+    # later `edgepipe run` in this folder reuses them.
+    stages = Stages(run_dir, force=True)
     parity_stage(run_dir, config.targets, err, _state["debug"], config.target_options,
-                 config.budgets)
-    _finish(collect(run_dir), run_dir)
+                 config.budgets, stages, jobs or default_jobs())
+    _finish(collect(run_dir, stages), run_dir)
 
 
 @command
@@ -497,12 +514,18 @@ def _writable(folder: Path) -> None:
 
 def _load_options(files, unsafe: bool):
     """Import the --custom-objects files (TensorFlow is imported by now); warn about --unsafe."""
-    from ..models.loading import UNSAFE_WARNING, LoadOptions
+    from ..models.loading import LoadOptions
 
     options = LoadOptions.from_files(files, unsafe)
     if unsafe:
-        err.print(Text.assemble(("warning: ", "yellow"), UNSAFE_WARNING), soft_wrap=True)
+        _unsafe_warning()
     return options
+
+
+def _unsafe_warning() -> None:
+    from ..models.loading import UNSAFE_WARNING
+
+    err.print(Text.assemble(("warning: ", "yellow"), UNSAFE_WARNING), soft_wrap=True)
 
 
 def main() -> None:

@@ -164,12 +164,12 @@ def summary_reason(report: dict) -> str:
 
 
 def run_target(bundle_dir: Path, out_json: Path, *, accelerator: str = "ethos-u55-256",
-               target: str = "ethos-u", timeout: float = 300) -> dict:
+               target: str = "ethos-u", timeout: float = 300, only=None) -> dict:
     """Compile every int8/int16x8 variant of the bundle with Vela and write a results document
     (docs/bundle.md schema) to `out_json`; return it. Each tflite is verified against its
     sha256 and Vela reads that verified copy. One entry's problem is that entry's "error";
     an unusable bundle, an unknown accelerator or a missing Vela raises EdgepipeError.
-    `timeout`: seconds per variant."""
+    `timeout`: seconds per variant; `only`: these entry ids (default: all)."""
     from ..device_tests.bundle import BundleError, load_bundle, one_line
     from ..device_tests.runner import write_json_atomic
 
@@ -184,6 +184,8 @@ def run_target(bundle_dir: Path, out_json: Path, *, accelerator: str = "ethos-u5
     results = []
     with tempfile.TemporaryDirectory(prefix="edgepipe-vela-") as work:
         for entry in bundle.entries:
+            if only is not None and entry["id"] not in only:
+                continue
             entry_started = time.perf_counter()
             record = {"id": entry["id"], "model": entry.get("model"), "mode": entry.get("mode"),
                       "target": target, "status": "error", "reason": "", "invoke": None,

@@ -4,136 +4,71 @@ The run folder is the bundle (docs/bundle.md) plus the results of every target.
 """
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..models.errors import EdgepipeError
 from ..models.files import sha256_file, write_json
-from ..models.zoo import ZOO
-from .budgets import apply_budgets
-from .bundle import dataset_block, entry, model_block, write_manifest
+from .build import STAGES, BuildJob, build_model, stage_key, stage_name
+from .bundle import write_manifest
 from .config import RunConfig
-from .targets import TargetOptions, check_target, order_key, results_path, run_target
+from .stages import Stages, code_version, digest
+from .targets import order_key
+from .workers import run_jobs
 
 
-def train_stage(config: RunConfig, out: Path, console) -> None:
-    from ..models.datasets import load_builtin
-    from ..models.training import TrainConfig
-    from .training_progress import train_with_progress
-
-    specs = [ZOO[m] for m in config.models]
-    data = {s.dataset: load_builtin(s.dataset, config.seed) for s in specs}
-    train_with_progress([(s, data[s.dataset]) for s in specs],
-                        TrainConfig(epochs=config.epochs, seed=config.seed), out / "models",
-                        console)
-
-
-@dataclass(frozen=True)
-class BundleJob:
-    """One model to convert and bundle, with its data and where its samples came from."""
-
-    name: str
-    keras_path: Path
-    model: object
-    data: object  # models.datasets.Dataset
-    representative: np.ndarray
-    representative_source: str
-    activation: str  # manifest models.<name>.activation / family
-    family: str
-
-
-def zoo_jobs(config: RunConfig, out: Path) -> list[BundleJob]:
-    """The zoo models train_stage wrote, with the data their training records name."""
-    from ..models.loading import load_keras
-    from .conversion import model_data
-
-    jobs = []
-    for name in config.models:
-        keras_path = out / "models" / f"{name}.keras"
-        model = load_keras(keras_path)
-        md = model_data(model, keras_path, None, config.rep_samples, need_rep=True)
-        jobs.append(BundleJob(name, keras_path, model, md.dataset, md.representative,
-                              md.representative_source, ZOO[name].activation,
-                              ZOO[name].family.name))
-    return jobs
-
-
-def user_jobs(config: RunConfig) -> list[BundleJob]:
-    """The user's own trained models (`--model`, `[run] keras`) on the user's .npz, as given:
-    x_train calibrates, x_test is the test split. Everything is loaded and checked first."""
-    from ..converters.representative import check_representative
-    from ..models.datasets import Task, load_npz_as_given
-    from ..models.loading import load_keras, single_io
-
-    data = load_npz_as_given(Path(config.data), config.seed)
-    order = np.random.default_rng(config.seed).permutation(len(data.x_train))
-    rep, _ = check_representative(data.x_train[order][:config.rep_samples], data.input_shape,
-                                  f"{config.data} x_train")
-    source = f"{data.name} x_train (seed {config.seed})"
-    jobs = []
-    for name, path in config.user_models.items():
-        model = load_keras(Path(path))
-        in_shape, out_shape = single_io(model, path)
-        if len(in_shape) != len(data.input_shape) or any(
-                a is not None and a != b for a, b in zip(in_shape, data.input_shape, strict=True)):
-            raise EdgepipeError(f"{path} takes samples of shape {in_shape} but x_train in "
-                                f"{config.data} has samples of shape {data.input_shape}; give "
-                                "data shaped as the model's input.")
-        width = int(np.prod([d or 1 for d in out_shape]))
-        if data.task is Task.CLASSIFICATION and (len(out_shape) != 1
-                                                 or width < data.num_outputs):
-            raise EdgepipeError(f"{path} outputs shape {out_shape} per sample but the integer "
-                                f"labels in {config.data} name {data.num_outputs} classes; a "
-                                "classifier needs one output per class (float labels mean "
-                                "regression).")
-        if data.task is Task.REGRESSION and width != 1:
-            raise EdgepipeError(f"{path} outputs shape {out_shape} per sample but the float "
-                                f"targets in {config.data} are one number per sample; integer "
-                                "labels would mean classification.")
-        jobs.append(BundleJob(name, Path(path), model, data, rep, source, "custom", "user"))
-    return jobs
-
-
-def convert_and_bundle(config: RunConfig, out: Path, console, debug: bool) -> dict:
-    from ..converters.variants import convert_model
-
-    jobs = user_jobs(config) if config.keras else zoo_jobs(config, out)
-    datasets, models, entries = {}, {}, []
-    for job in jobs:
-        data, rep = job.data, job.representative
-        console.print(f"converting {job.name}: {', '.join(m.value for m in config.modes)}",
+def build_stage(config: RunConfig, out: Path, console, debug: bool, stages: Stages,
+                workers: int) -> dict:
+    """Train (zoo), convert and bundle every model whose stages are not fresh, `workers` models
+    at a time; write the manifest from every model's blocks; return it."""
+    names = list(config.user_models) if config.keras else list(config.models)
+    jobs = [BuildJob(name, first, config, out, debug) for name in names
+            if (first := _first_stale(config, out, name, stages))]
+    if len(jobs) < len(names):
+        console.print(f"reused {len(names) - len(jobs)} of {len(names)} models (trained, "
+                      "converted and bundled with the same inputs before)", highlight=False)
+    if jobs:
+        console.print(f"building {len(jobs)} models on {min(workers, len(jobs))} worker(s)",
                       highlight=False)
-        variants = convert_model(job.model, job.name, config.modes, out / "tflite", rep,
-                                 job.representative_source, data.x_test,
-                                 f"{data.name} test split ({len(data.x_test)} samples)", debug)
-        if data.name not in datasets:
-            datasets[data.name] = dataset_block(out, data)
-        models[job.name], reference = model_block(out, job.name, job.activation, job.family,
-                                                  job.model, data, job.keras_path, rep)
-        for v in variants:
-            entries.append(entry(out, v, job.model, data, reference, rep,
-                                 config.tolerances.get(job.name, {})))
-    return write_manifest(out, datasets, models, entries, config.seed)
+    for job, (done, summary) in run_jobs(build_model, jobs, workers, debug,
+                                         config.custom_objects, config.unsafe):
+        for stage in done:
+            stages.record(stage.name, stage.key, stage.outputs, stage.value)
+        stages.save()
+        console.print(_built_line(job, summary), highlight=False)
+    values = {name: stages.value(stage_name("bundle", name)) for name in names}
+    datasets = {}
+    for value in values.values():
+        datasets.setdefault(value["dataset"], value["dataset_block"])
+    return write_manifest(out, datasets, {n: v["model"] for n, v in values.items()},
+                          [e for v in values.values() for e in v["entries"]], config.seed)
 
 
-def parity_stage(out: Path, targets, console, debug: bool = False,
-                 options: TargetOptions | None = None, budgets: dict | None = None) -> None:
-    """Run every target on the bundle, one after the other; each runner is a child process (or
-    a board): the interpreter is native code, and a crash must not take the pipeline down.
-    Budgets are applied to each target's results as they arrive."""
-    manifest = json.loads((out / "manifest.json").read_text())
-    for target in targets:
-        check_target(target)
-        console.print(f"parity on {target}", highlight=False)
-        run_target(target, out, options or TargetOptions(), debug)
-        budget = (budgets or {}).get(target)
-        if budget:
-            path = results_path(out, target)
-            document = json.loads(path.read_text())
-            apply_budgets(document, manifest, budget)
-            write_json(path, document)
+def _first_stale(config: RunConfig, out: Path, name: str, stages: Stages) -> str | None:
+    """The model's first stage to redo (the later ones follow), or None: all fresh."""
+    for stage in STAGES[1:] if config.keras else STAGES:
+        try:
+            key = stage_key(stage, config, out, name)
+        except FileNotFoundError:  # an upstream artifact is missing
+            return stage
+        if not stages.fresh(stage_name(stage, name), key):
+            return stage
+    return None
+
+
+def _built_line(job: BuildJob, summary: dict) -> str:
+    parts = []
+    if "trained" in summary:
+        t = summary["trained"]["training"]
+        parts.append(f"trained {t['epochs_run']} epochs (best {t['best_epoch']}"
+                     f"{', early stop' if t['early_stopped'] else ''})")
+    if "converted" in summary:
+        bad = [f"{mode} {status}" for mode, status in summary["converted"]
+               if status != "converted"]
+        parts.append(f"converted {len(summary['converted'])} modes"
+                     + (f" ({', '.join(bad)})" if bad else ""))
+    parts.append("bundled")
+    return f"{job.name}: {', '.join(parts)}, {summary['seconds']:.1f} s"
 
 
 def level_difference(a: np.ndarray, b: np.ndarray, step: float) -> int:
@@ -174,14 +109,28 @@ def compare_targets(out: Path, results: list, target: str, baseline: str) -> Non
                     f"(bound 1)"]))
 
 
-def collect(out: Path) -> dict:
+def collect(out: Path, stages: Stages | None = None) -> dict:
     """Merge per-target results, add the boundary analysis, write results.json, junit.xml and
-    report.html; return the merged document."""
+    report.html; return the merged document. With `stages`, reuse them when neither the
+    manifest, the results nor the code changed."""
+    manifest_path = out / "manifest.json"
+    key = digest("collect", code_version("pipeline", "device_tests"), sha256_file(manifest_path),
+                 {p.name: sha256_file(p) for p in sorted((out / "results").glob("*.json"))})
+    if stages is not None and stages.fresh("collect", key):
+        return json.loads((out / "results.json").read_text())
+    merged = _merge(out, manifest_path)
+    if stages is not None:
+        stages.record("collect", key, [out / "results.json", out / "junit.xml",
+                                       out / "report.html"])
+        stages.save()
+    return merged
+
+
+def _merge(out: Path, manifest_path: Path) -> dict:
     from .boundary import analyse
     from .junit import write_junit
     from .report import write_report
 
-    manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     targets, results = {}, []
     loaded = [(json.loads(p.read_text()), p) for p in sorted((out / "results").glob("*.json"))]

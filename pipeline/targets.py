@@ -76,18 +76,21 @@ def results_path(run_dir: Path, target: str) -> Path:
     return run_dir / "results" / f"{target_folder(target)}.json"
 
 
-def run_target(target: str, run_dir: Path, options: TargetOptions, debug: bool = False):
-    """Run one target on the bundle in `run_dir`; returns the CompletedProcess of its runner
-    (exit 0 or 1: results written; anything else: an EdgepipeError is raised here)."""
-    out = results_path(run_dir, target)
+def run_target(target: str, run_dir: Path, options: TargetOptions, debug: bool = False,
+               only=None, out_json: Path | None = None):
+    """Run one target on the bundle in `run_dir` (only the entry ids `only`, when given), the
+    results written to `out_json` (default `results_path`); returns the CompletedProcess of its
+    runner (exit 0 or 1: results written; anything else: an EdgepipeError is raised here)."""
+    out = out_json or results_path(run_dir, target)
     out.parent.mkdir(parents=True, exist_ok=True)
     if target == "ethos-u":
         from .npu import run_target as vela_run
 
         vela_run(run_dir, out, accelerator=options.accelerator, target=target,
-                 timeout=options.timeout)
+                 timeout=options.timeout, only=only)
         return subprocess.CompletedProcess([], 0, "", "")
-    entry_args = ["--entry-timeout", f"{options.entry_timeout:g}"]
+    entry_args = ["--entry-timeout", f"{options.entry_timeout:g}",
+                  *(["--only", *only] if only else [])]
     if target == "qemu-aarch64":
         from .emulator import run_runner
 

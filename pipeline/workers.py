@@ -1,0 +1,70 @@
+"""Worker processes for `--jobs N`: build jobs that import TensorFlow, one per process.
+
+Workers are spawned, not forked: a fork of a process that may hold TensorFlow's threads can
+deadlock. Each imports TensorFlow once and the `--custom-objects` files, and ignores Ctrl-C:
+the parent gets it, stops, and terminates them.
+"""
+
+import multiprocessing
+import os
+import signal
+
+from .quiet import import_tensorflow, quiet_tensorflow
+
+_options = None  # this worker's LoadOptions
+_failed: Exception | None = None  # why the worker could not start, raised by its first job
+
+
+def default_jobs() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def prepare(debug: bool, files, unsafe: bool) -> None:
+    """Import TensorFlow and the custom objects in this process (the worker's or the parent's,
+    for --jobs 1)."""
+    from ..models.loading import LoadOptions
+
+    global _options
+    quiet_tensorflow(debug)
+    import_tensorflow(debug)
+    _options = LoadOptions.from_files(files, unsafe)
+
+
+def _init_worker(debug: bool, files, unsafe: bool) -> None:
+    global _failed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        prepare(debug, files, unsafe)
+    except Exception as exc:  # raised by a job instead: a failing initializer is restarted
+        _failed = exc        # by the pool for ever
+
+
+def _call(fn_and_job):
+    from ..models.loading import load_options
+
+    if _failed is not None:
+        raise _failed
+    fn, job = fn_and_job
+    with load_options(_options):
+        return job, fn(job)
+
+
+def run_jobs(fn, jobs: list, workers: int, debug: bool, files=(), unsafe: bool = False):
+    """Yield (job, fn(job)) as each finishes: in this process when `workers` is 1 (or there is
+    one job), else in that many spawned worker processes. A job's exception is raised here."""
+    if not jobs:
+        return
+    if workers <= 1 or len(jobs) == 1:
+        prepare(debug, files, unsafe)
+        for job in jobs:
+            yield _call((fn, job))
+        return
+    context = multiprocessing.get_context("spawn")
+    # The pool's exit terminates the workers, also on an exception or Ctrl-C here.
+    with context.Pool(min(workers, len(jobs)), initializer=_init_worker,
+                      initargs=(debug, tuple(files), unsafe)) as pool:
+        yield from pool.imap_unordered(_call, [(fn, job) for job in jobs])
