@@ -67,8 +67,15 @@ def atomic_path(dest: Path):
 
 
 def write_json(dest: Path, data) -> None:
+    """Unchanged content is not rewritten: an incremental run leaves a file's mtime alone."""
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    try:
+        if Path(dest).read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
     with atomic_path(dest) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text)
 
 
 def sha256_file(path: Path) -> str:

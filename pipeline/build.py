@@ -5,6 +5,7 @@ one SavedModel export, and its stages must run in order. The stage keys (stages.
 without TensorFlow, so a run whose stages are all fresh never imports it.
 """
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,10 @@ def stage_key(stage: str, config: RunConfig, out: Path, name: str) -> str:
                       [m.value for m in config.modes], config.rep_samples,
                       [sha256_file(Path(f)) for f in config.custom_objects], config.unsafe,
                       versions())
-    records = [sha256_file(out / "tflite" / f"{name}.{m.value}.json") for m in config.modes]
+    # What each conversion made (its time aside): a byte-identical redo changes nothing.
+    records = [{k: v for k, v in json.loads(
+        (out / "tflite" / f"{name}.{m.value}.json").read_text()).items() if k != "seconds"}
+        for m in config.modes]
     return digest("bundle", stage_key("convert", config, out, name), records,
                   code_version("models", "converters", "pipeline/bundle.py",
                                "pipeline/tolerances.py"),
@@ -122,14 +126,29 @@ def _model_data(config: RunConfig, out: Path, name: str, model) -> tuple:
                         need_rep=True)
         return md.dataset, md.representative, md.representative_source
     from ..converters.representative import check_representative
-    from ..models.datasets import Task, load_npz_as_given
-    from ..models.loading import single_io
+    from ..models.datasets import load_npz_as_given
 
-    path = config.user_models[name]
     data = load_npz_as_given(Path(config.data), config.seed)
     order = np.random.default_rng(config.seed).permutation(len(data.x_train))
     rep, _ = check_representative(data.x_train[order][:config.rep_samples], data.input_shape,
                                   f"{config.data} x_train")
+    check_fits(config, name, model, data)
+    return data, rep, f"{data.name} x_train (seed {config.seed})"
+
+
+def check_user_models(config: RunConfig, names) -> None:
+    """Refuse, before any work starts, a user's model that its data does not fit."""
+    from ..models.loading import load_keras
+
+    for name in names:
+        _model_data(config, None, name, load_keras(keras_path(config, None, name)))
+
+
+def check_fits(config: RunConfig, name: str, model, data) -> None:
+    from ..models.datasets import Task
+    from ..models.loading import single_io
+
+    path = config.user_models[name]
     in_shape, out_shape = single_io(model, path)
     if len(in_shape) != len(data.input_shape) or any(
             a is not None and a != b for a, b in zip(in_shape, data.input_shape, strict=True)):
@@ -146,7 +165,6 @@ def _model_data(config: RunConfig, out: Path, name: str, model) -> tuple:
         raise EdgepipeError(f"{path} outputs shape {out_shape} per sample but the float "
                             f"targets in {config.data} are one number per sample; integer "
                             "labels would mean classification.")
-    return data, rep, f"{data.name} x_train (seed {config.seed})"
 
 
 def _convert(config, out, name, model, data, rep, rep_source, debug) -> list:
@@ -159,8 +177,6 @@ def _convert(config, out, name, model, data, rep, rep_source, debug) -> list:
 
 def _recorded_variants(config: RunConfig, out: Path, name: str) -> list:
     """The variants a previous convert stage wrote, from their conversion records."""
-    import json
-
     from ..converters.variants import Variant
 
     variants = []

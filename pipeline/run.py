@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from ..models.files import sha256_file, write_json
-from .build import STAGES, BuildJob, build_model, stage_key, stage_name
+from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, stage_name
 from .bundle import write_manifest
 from .config import RunConfig
 from .stages import Stages, code_version, digest
 from .targets import order_key
-from .workers import run_jobs
+from .workers import in_context, prepare, run_jobs
 
 
 def build_stage(config: RunConfig, out: Path, console, debug: bool, stages: Stages,
@@ -27,6 +27,9 @@ def build_stage(config: RunConfig, out: Path, console, debug: bool, stages: Stag
     if len(jobs) < len(names):
         console.print(f"reused {len(names) - len(jobs)} of {len(names)} models (trained, "
                       "converted and bundled with the same inputs before)", highlight=False)
+    if jobs and config.keras:
+        prepare(debug, config.custom_objects, config.unsafe)
+        in_context(check_user_models, config, [job.name for job in jobs])
     if jobs:
         console.print(f"building {len(jobs)} models on {min(workers, len(jobs))} worker(s)",
                       highlight=False)

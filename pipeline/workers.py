@@ -29,9 +29,19 @@ def prepare(debug: bool, files, unsafe: bool) -> None:
     from ..models.loading import LoadOptions
 
     global _options
+    if _options is not None:  # done already (a run checks users' models first)
+        return
     quiet_tensorflow(debug)
     import_tensorflow(debug)
     _options = LoadOptions.from_files(files, unsafe)
+
+
+def in_context(fn, *args):
+    """fn(*args) with this process's --custom-objects and --unsafe in force."""
+    from ..models.loading import load_options
+
+    with load_options(_options):
+        return fn(*args)
 
 
 def _init_worker(debug: bool, files, unsafe: bool) -> None:
@@ -44,13 +54,10 @@ def _init_worker(debug: bool, files, unsafe: bool) -> None:
 
 
 def _call(fn_and_job):
-    from ..models.loading import load_options
-
     if _failed is not None:
         raise _failed
     fn, job = fn_and_job
-    with load_options(_options):
-        return job, fn(job)
+    return job, in_context(fn, job)
 
 
 def run_jobs(fn, jobs: list, workers: int, debug: bool, files=(), unsafe: bool = False):
