@@ -21,7 +21,7 @@ import numpy as np
 
 from ..converters.modes import QuantMode
 from ..models.errors import EdgepipeError
-from ..models.files import atomic_path
+from ..models.files import atomic_path, write_json
 from .junit import STATUSES, targets_of, xml_text
 
 MODES = [m.value for m in QuantMode]
@@ -33,6 +33,7 @@ MARGINS = {"left": 0.2, "right": 0.95, "bottom": 0.18, "top": 0.9}
 MAX_PLOTTED = 60          # variants with plots; the rest say why they have none
 MAX_SCATTER = 20_000      # points per scatter, beyond that a fixed subsample (worst kept)
 N_WORST = 5
+PLOT_STYLE = {"font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7, "legend.fontsize": 6.5}
 
 
 def e(value) -> str:
@@ -624,7 +625,7 @@ def _label_text(labels: np.ndarray | None, i: int) -> str:
     return _sample_text(value.astype(np.float64), False)
 
 
-def _variant(run: Run, v: Variant, plt, budget: list[int]) -> str:
+def _variant(run: Run, v: Variant, plots: "Plots", budget: list[int]) -> str:
     dataset_name, dataset = run.dataset(v)
     task = run.task(v)
     classifier = task == "classification"
@@ -671,7 +672,7 @@ def _variant(run: Run, v: Variant, plt, budget: list[int]) -> str:
            if tol.get("derivation") else "") + "</p>")
 
     side = _checks_and_metrics(v, targets) + _boundary(run, v, targets)
-    main = _plots_and_worst(run, v, plt, budget, tol, classifier, dataset)
+    main = _plots_and_worst(run, v, plots, budget, tol, classifier, dataset)
     out.append(f'<div class="row"><div>{main}</div><div>{side}</div></div>')
     out.append("</details>")
     return "\n".join(out)
@@ -739,7 +740,7 @@ def _badge_plain(status: str | None) -> str:
     return f'<span class="badge st-{cls}">{e(status or "?")}</span>'
 
 
-def _plots_and_worst(run: Run, v: Variant, plt, budget: list[int], tol: dict,
+def _plots_and_worst(run: Run, v: Variant, plots: "Plots", budget: list[int], tol: dict,
                      classifier: bool, dataset: dict) -> str:
     out = []
     ref = run.reference(v)
@@ -792,8 +793,10 @@ def _plots_and_worst(run: Run, v: Variant, plt, budget: list[int], tol: dict,
 
     if budget[0] > 0:
         budget[0] -= 1
-        hist = _histogram(plt, err, tol.get("max_abs"), plot_target)
-        scatter = _scatter(plt, ref, outputs, worst, plot_target, classifier)
+        hist, scatter = plots.get(
+            (ref, outputs, worst, tol.get("max_abs"), plot_target, classifier),
+            lambda plt: (_histogram(plt, err, tol.get("max_abs"), plot_target),
+                         _scatter(plt, ref, outputs, worst, plot_target, classifier)))
         out.append(f'<div class="plots"><img alt="histogram of absolute errors" src="{hist}">'
                    f'<img alt="keras vs variant scatter" src="{scatter}"></div>')
     else:
@@ -822,20 +825,63 @@ def _plots_and_worst(run: Run, v: Variant, plt, budget: list[int], tol: dict,
     return "\n".join(out)
 
 
+class Plots:
+    """The variants' plots. Drawing one takes matplotlib about 0.1 s, so each is kept in
+    `.edgepipe/plots/` under the sha256 of what it shows (and of this file): a report of
+    unchanged results draws nothing and does not import matplotlib."""
+
+    def __init__(self, run_dir: Path):
+        self.folder = run_dir / ".edgepipe" / "plots"
+        self.used: set[Path] = set()
+        self._plt = None
+
+    def get(self, shown: tuple, draw) -> tuple:
+        """The data URIs for `shown` (arrays and values), from the cache or from draw(plt)."""
+        h = hashlib.sha256(Path(__file__).read_bytes())
+        for part in shown:
+            h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray)
+                     else json.dumps(part, default=str).encode())
+            h.update(b"\0")
+        path = self.folder / f"{h.hexdigest()}.json"
+        self.used.add(path)
+        try:
+            return tuple(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+        with self.plt.rc_context(PLOT_STYLE):
+            images = draw(self.plt)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, list(images))
+        except OSError:  # a read-only cache only costs the redraw
+            pass
+        return images
+
+    @property
+    def plt(self):
+        if self._plt is None:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            self._plt = plt
+        return self._plt
+
+    def prune(self) -> None:
+        """Forget the plots this report no longer shows."""
+        for path in self.folder.glob("*.json"):
+            if path not in self.used:
+                path.unlink(missing_ok=True)
+
+
 def render(run: Run) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     budget = [MAX_PLOTTED]
     # Failing variants get plots first when the budget is short; the page keeps matrix order.
     order = sorted(run.variants, key=lambda v: not v.failing)
-    sections = {}
-    with plt.rc_context({"font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7,
-                         "legend.fontsize": 6.5}):
-        for v in order:
-            sections[v.id] = _variant(run, v, plt, budget)
+    plots = Plots(run.run_dir)
+    sections = {v.id: _variant(run, v, plots, budget) for v in order}
+    plots.prune()
     title = f"edgepipe report: {run.run_dir.name}"
     body = [_header(run), _matrix(run), _host_vs_ref(run),
             '<h2>Variants</h2><p class="small">Failing variants are open; click a title to open '

@@ -31,8 +31,9 @@ def build_stage(config: RunConfig, out: Path, console, debug: bool, stages: Stag
         prepare(debug, config.custom_objects, config.unsafe)
         in_context(check_user_models, config, [job.name for job in jobs])
     if jobs:
-        console.print(f"building {len(jobs)} models on {min(workers, len(jobs))} worker(s)",
-                      highlight=False)
+        plural = "s" * (len(jobs) != 1)
+        console.print(f"building {len(jobs)} model{plural} on {min(workers, len(jobs))} "
+                      "worker(s)", highlight=False)
     for job, (done, summary) in run_jobs(build_model, jobs, workers, debug,
                                          config.custom_objects, config.unsafe):
         for stage in done:
