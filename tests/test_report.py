@@ -365,6 +365,24 @@ def test_no_figures_left_open(run_dir):
     assert plt.get_fignums() == []
 
 
+def test_a_report_of_unchanged_results_draws_no_plot_again(run_dir):
+    images = re.compile(r'src="(data:image/png;base64,[^"]+)"')
+    write_report(run_dir)
+    first = images.findall((run_dir / "report.html").read_text(encoding="utf-8"))
+    assert first
+    code = (f"from edgepipe.pipeline.report import write_report\n"
+            f"write_report({str(run_dir)!r})")
+    assert imported_modules(code, ("tensorflow", "keras", "matplotlib")) == []
+    assert images.findall((run_dir / "report.html").read_text(encoding="utf-8")) == first
+    # Different outputs show a different plot: drawn again, and the old one forgotten.
+    cached = set((run_dir / ".edgepipe" / "plots").glob("*.json"))
+    saved = next((run_dir / "outputs").rglob("*.npy"))
+    np.save(saved, np.load(saved) + 1.0)
+    write_report(run_dir)
+    now = set((run_dir / ".edgepipe" / "plots").glob("*.json"))
+    assert now != cached and len(now) == len(cached)
+
+
 def test_report_and_junit_modules_do_not_import_tensorflow():
     code = "import edgepipe.pipeline.report, edgepipe.pipeline.junit"
     # matplotlib too: it is only imported when a report is drawn
@@ -437,8 +455,11 @@ def test_writers_are_atomic(run_dir, monkeypatch, writer):
         write_report(run_dir)
     else:
         write_junit(run_dir, _results(run_dir))
-    assert [dst for _, dst in replaced] == [run_dir / name]
-    assert replaced[0][0].parent == run_dir / PARTIAL and replaced[0][0].name.endswith(name)
+    # The report's plot cache (.edgepipe/plots) is written the same way, beside itself.
+    assert all(src.parent == dst.parent / PARTIAL for src, dst in replaced)
+    mine = [(src, dst) for src, dst in replaced if ".edgepipe" not in dst.parts]
+    assert [dst for _, dst in mine] == [run_dir / name]
+    assert mine[0][0].name.endswith(name)
     assert (run_dir / name).read_text(encoding="utf-8") != "old"
     assert _no_temp_files(run_dir) == []
 
