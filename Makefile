@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= artifacts
 
-.PHONY: setup pipeline test lint emulator device-test clean distclean
+.PHONY: setup pipeline test lint bench emulator device-test clean distclean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ device-test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# Speed figures, each a ratio to a baseline measured in the same run (bench/bench.py): three
+# cold/warm runs of the zoo, then the light commands and the invokes. Writes bench/results.json.
+bench: setup
+	$(BIN)/python -m bench.bench
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache .ruff_cache

@@ -73,6 +73,11 @@ def _read_stamp(cache: Path) -> dict | None:
     return stamp if isinstance(stamp, dict) else None
 
 
+def built_with(cache_dir: Path | None = None) -> dict | None:
+    """What the emulated board was built with (its stamp), or None when it is not built."""
+    return _read_stamp(Path(cache_dir) if cache_dir else default_cache())
+
+
 def ready(cache_dir: Path | None = None) -> str | None:
     """None when the emulated board can run here, else why not (one line, with what to do)."""
     cache = Path(cache_dir) if cache_dir else default_cache()

@@ -34,7 +34,17 @@ def entry_key(target: str, entry: dict, manifest: dict, options: TargetOptions) 
                   {k: dataset.get(k) for k in ("inputs_sha256", "labels_sha256", "samples")},
                   model.get("reference_sha256"), options.entry_timeout,
                   options.accelerator if target == "ethos-u" else None,
-                  options.ssh_python if is_ssh(target) else None)
+                  options.ssh_python if is_ssh(target) else None, _board(target))
+
+
+def _board(target: str):
+    """What is known of the board's own software: the emulator's build stamp (a real board's
+    is only known by asking it; `edgepipe parity` always asks)."""
+    if target == "qemu-aarch64":
+        from .emulator import built_with
+
+        return built_with()
+    return None
 
 
 def _chunks(ids: list, count: int) -> list:

@@ -1,0 +1,1 @@
+"""`make bench`: edgepipe's speed figures (bench/bench.py)."""

@@ -1,0 +1,423 @@
+"""`make bench`: edgepipe's speed figures, each a ratio to a baseline measured in the same run.
+
+Machines are shared and noisy, so an absolute time means little; its ratio to a baseline timed
+minutes apart on the same machine (importing TensorFlow, one batched invoke, a cold run) does.
+Sections: CLI start vs `import tensorflow`; per-sample vs batched invokes on the digits test set;
+warm vs cold `edgepipe run` and its peak RSS; `--jobs 2` vs `--jobs 1`; int8 vs float32.
+Progress goes to stderr, the table to stdout, raw figures and ratios to bench/results.json.
+
+    python -m bench.bench [--quick] [--run DIR] [--repeats N] [--out PATH] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "numpy", "keras")
+IMPORT_TF = "import tensorflow"
+QUICK_CONFIG = """[run]
+models = ["mlp_swish", "cnn_swish"]
+modes = ["float32", "int8"]
+epochs = 3
+"""
+
+
+class BenchError(Exception):
+    """A command the bench needs failed; the message says which and shows its output."""
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def figure(section: str, name: str, value: float, baseline: float, baseline_name: str,
+           unit: str, at_most=None, at_least=None, ratio=None, note: str = "", **extra) -> dict:
+    """One row: the raw value, its baseline, their ratio (or a given one, for medians of
+    ratios), the target when there is one, and whether it is met."""
+    if ratio is None:
+        ratio = value / baseline if baseline > 0 else None
+    target, meets = None, None
+    if at_most is not None:
+        target, meets = f"<= {at_most:g}", ratio is not None and ratio <= at_most
+    elif at_least is not None:
+        target, meets = f">= {at_least:g}", ratio is not None and ratio >= at_least
+    return {"section": section, "name": name, "value": value, "baseline": baseline,
+            "baseline_name": baseline_name, "unit": unit, "ratio": ratio, "target": target,
+            "meets": meets, "note": note, **extra}
+
+
+def quantity(value: float, unit: str) -> str:
+    if unit == "KB":
+        return f"{value / 1024:.0f} MiB"
+    if unit == "bytes":
+        return f"{value / 1024:.1f} KiB"
+    return f"{value:.4g} {unit}"
+
+
+def table(figures: list[dict]) -> str:
+    """The figures as a fixed-width text table, one row each."""
+    head = ("section", "figure", "value", "baseline", "ratio", "target", "note")
+    rows = [head] + [(f["section"], f["name"], quantity(f["value"], f["unit"]),
+                      f"{quantity(f['baseline'], f['unit'])} ({f['baseline_name']})",
+                      "n/a" if f["ratio"] is None else f"{f['ratio']:.3g}",
+                      "" if f["target"] is None else
+                      f"{f['target']} {'ok' if f['meets'] else 'MISSED'}", f["note"])
+                     for f in figures]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def median_row(section: str, name: str, rows: list[dict], **kwargs) -> dict:
+    """The median of the rows' ratios (beside the medians of their values and baselines)."""
+    return figure(section, name, statistics.median(r["value"] for r in rows),
+                  statistics.median(r["baseline"] for r in rows), rows[0]["baseline_name"],
+                  rows[0]["unit"], ratio=statistics.median(r["ratio"] for r in rows), **kwargs)
+
+
+# --- processes: wall time and peak RSS --------------------------------------------------------
+
+def _own_peak_kb(pid: int) -> int:
+    """VmHWM: the peak RSS of this one process so far (KB), 0 once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(ln.split()[1]) for ln in lines if ln.startswith("VmHWM:")), 0)
+
+
+# Runs argv[2:] as its child; writes the child's pid, then its wall time, wait4 rusage peak and
+# exit code, to argv[1]. Why a launcher: on Linux a process's ru_maxrss starts at the peak RSS
+# of the image its exec replaced, so a command started straight from a big process (pytest with
+# TensorFlow loaded) reports at least that process's peak. Forked from this small launcher, it
+# does not.
+_LAUNCHER = """import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{pid}\\n")
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "a") as f:
+    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss} "
+            f"{os.waitstatus_to_exitcode(status)}\\n")
+"""
+
+
+def measure(cmd: list[str], log_path: Path, poll: float = 0.0, ok=(0,)) -> dict:
+    """Wall time, exit code and peak RSS (KB) of `cmd` and its process tree.
+
+    wait4's rusage gives the exact peak of the tree: the largest single process among the
+    command and the descendants it reaped (ru_maxrss is a max, not a sum). With `poll`, the
+    command's own peak is read every `poll` seconds: when it falls short of the tree's, the
+    largest process was a worker. Output goes to `log_path`; an exit code not in `ok` raises
+    BenchError with the output's tail."""
+    report = log_path.with_suffix(".rusage")
+    report.unlink(missing_ok=True)
+    main_kb = 0
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(report), *cmd],
+                                stdout=out, stderr=subprocess.STDOUT)
+        while poll and proc.poll() is None:
+            lines = report.read_text().splitlines() if report.exists() else []
+            if lines:
+                main_kb = max(main_kb, _own_peak_kb(int(lines[0])))
+            time.sleep(poll)
+        proc.wait()
+    seconds, peak_kb, code = report.read_text().splitlines()[1].split()
+    result = {"seconds": float(seconds), "returncode": int(code), "peak_rss_kb": int(peak_kb)}
+    if poll:
+        # The last `poll` seconds of the command are unseen: allow 2 % of growth there.
+        result["largest_process"] = ("main process" if main_kb >= 0.98 * int(peak_kb)
+                                     else "a worker (child) process")
+        result["main_process_peak_rss_kb"] = main_kb
+    if result["returncode"] not in ok:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        hint = ("\n(this edgepipe has no --jobs/--force yet: bench a run folder with --run DIR)"
+                if "No such option" in tail else "")
+        raise BenchError(f"{' '.join(cmd)} exited {result['returncode']}:\n{tail}{hint}")
+    return result
+
+
+# --- section 1: CLI start ---------------------------------------------------------------------
+
+def cli_start(edgepipe: str, run_dir: Path, tflite: Path, repeats: int,
+              work: Path) -> tuple[dict, list]:
+    """Median wall time of each light command vs `python -c 'import tensorflow'`, interleaved so
+    that a noisy minute hits every command alike."""
+    commands = {IMPORT_TF: [sys.executable, "-c", IMPORT_TF],
+                "edgepipe --help": [edgepipe, "--help"],
+                "edgepipe targets": [edgepipe, "targets"],
+                "edgepipe report RUN": [edgepipe, "report", str(run_dir)],
+                "edgepipe check X.tflite": [edgepipe, "check", str(tflite)]}
+    raw = {name: {"seconds": [], "peak_rss_kb": []} for name in commands}
+    for i in range(repeats):
+        log(f"cli start {i + 1}/{repeats}")
+        for name, cmd in commands.items():
+            result = measure(cmd, work / "cli.log")
+            raw[name]["seconds"].append(result["seconds"])
+            raw[name]["peak_rss_kb"].append(result["peak_rss_kb"])
+    base = statistics.median(raw[IMPORT_TF]["seconds"])
+    figures = [figure("cli start", name, statistics.median(raw[name]["seconds"]), base,
+                      IMPORT_TF, "s", at_most=0.15) for name in commands if name != IMPORT_TF]
+    return {"repeats": repeats, "raw": raw}, figures
+
+
+# --- section 2: per-sample vs batched invokes -------------------------------------------------
+
+def _invoke_once(model, x: np.ndarray) -> np.ndarray:
+    """What one runner invoke costs: quantize and set the input, invoke, read and dequantize."""
+    model.interpreter.set_tensor(model.input["index"], model._feed(x))
+    model.interpreter.invoke()
+    return model._read()
+
+
+def compare_invokes(model, x: np.ndarray, repeats: int) -> dict:
+    """Seconds of one batched invoke and of a per-sample loop, and whether their outputs agree.
+    Each timed part follows a resize and a warm-up invoke, outside the clock."""
+    runner_out, how = model.run(x)  # the runner's own path, and the first warm-up
+    if how != "batch":
+        return {"invoke": how}
+    batched, per_sample = [], []
+    for _ in range(repeats):
+        model._invoke(x)
+        start = time.perf_counter()
+        out_b = _invoke_once(model, x)
+        batched.append(time.perf_counter() - start)
+        model._invoke(x[:1])
+        start = time.perf_counter()
+        pieces = [_invoke_once(model, x[i:i + 1]) for i in range(len(x))]
+        per_sample.append(time.perf_counter() - start)
+    out_p = np.concatenate(pieces)
+    return {"invoke": how, "batched_s": batched, "per_sample_s": per_sample,
+            "identical": bool(np.array_equal(out_b, out_p)),
+            "runner_identical": bool(np.array_equal(runner_out, out_p)),
+            "max_abs_diff": float(np.max(np.abs(out_b - out_p)))}
+
+
+# The issue's target is on the digits CNNs; the diabetes MLPs, whose invokes are mostly overhead,
+# show the other end (no target).
+BATCHED_SETS = (("digits", 10), ("diabetes", None))
+
+
+def batched_parity(run_dir: Path, repeats: int) -> tuple[dict, list]:
+    from edgepipe.device_tests.interpreters import KERNELS, ModelError, find_runtime
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    raw, figures, runtimes, samples = {}, [], {}, {}
+    for (dataset, target), kernels in ((s, k) for s in BATCHED_SETS for k in KERNELS):
+        if dataset not in manifest["datasets"]:
+            continue
+        x = np.load(run_dir / manifest["datasets"][dataset]["inputs"])
+        samples[dataset] = int(len(x))
+        entries = [e for e in manifest["entries"] if e["status"] == "converted" and
+                   manifest["models"][e["model"]]["dataset"] == dataset]
+        runtime = find_runtime(None, kernels)
+        runtimes[kernels] = runtime.label
+        log(f"per-sample vs batched, {dataset}, {runtime.label}: {len(entries)} variants")
+        rows = []
+        for entry in entries:
+            key = f"{entry['id']} {kernels}"
+            try:
+                r = raw[key] = compare_invokes(
+                    runtime.load((run_dir / entry["tflite"]).read_bytes()), x, repeats)
+            except ModelError as exc:  # e.g. no kernel for an op and type: nothing to time
+                raw[key] = {"error": str(exc)}
+                continue
+            if "batched_s" in r:
+                rows.append(figure(
+                    "batched parity", key, statistics.median(r["per_sample_s"]),
+                    statistics.median(r["batched_s"]), "1 batched invoke", "s", at_least=target,
+                    note="outputs identical" if r["identical"] else
+                    f"outputs differ, max |diff| {r['max_abs_diff']:.3g}",
+                    identical=r["identical"], max_abs_diff=r["max_abs_diff"]))
+        figures += rows + ([median_row("batched parity", f"median {dataset}, {kernels} kernels",
+                                       rows, at_least=target)] if rows else [])
+    return {"samples": samples, "repeats": repeats, "runtimes": runtimes, "raw": raw}, figures
+
+
+# --- sections 3 and 4: cold, warm and parallel runs -------------------------------------------
+
+def _tflite_hashes(run_dir: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((run_dir / "tflite").glob("*.tflite"))}
+
+
+def _statuses(run_dir: Path) -> dict:
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    return {f"{r['id']} {r['target']}": r["status"] for r in results}
+
+
+def runs(edgepipe: str, work: Path, config: Path | None) -> tuple[dict, list, Path]:
+    """Cold `--jobs 1 --force`, the same command again without --force (warm), then cold
+    `--jobs 2 --force` elsewhere. --force keeps a cold run cold whatever caches exist."""
+    def run(name: str, jobs: int, force: bool) -> dict:
+        cmd = [edgepipe, "run", "--out", str(work / f"jobs{jobs}"), "--jobs", str(jobs)]
+        cmd += (["--force"] if force else []) + (["--config", str(config)] if config else [])
+        log(f"{name}: edgepipe {' '.join(cmd[1:])}")
+        # Exit 1 is a failed parity check (the default zoo has one, mlp_step int8): a result.
+        return measure(cmd, work / f"{name}.log", poll=0.2, ok=(0, 1))
+
+    one, two = work / "jobs1", work / "jobs2"
+    cold = run("cold", 1, True)
+    cold_statuses = _statuses(one)
+    warm = run("warm", 1, False)
+    warm_same = _statuses(one) == cold_statuses
+    cold2 = run("cold-jobs2", 2, True)
+    # Once: unlike a time, the peak RSS of an import hardly moves between runs.
+    tf_rss = measure([sys.executable, "-c", IMPORT_TF], work / "tf.log")["peak_rss_kb"]
+    same = {"tflite": _tflite_hashes(one) == _tflite_hashes(two),
+            "statuses": _statuses(one) == _statuses(two)}
+    info = {"cold": cold, "warm": warm, "cold_jobs2": cold2, "import_tensorflow_rss_kb": tf_rss,
+            "tflite_sha256": _tflite_hashes(one), "jobs2_identical": same,
+            "warm_statuses_identical": warm_same}
+    speedup = cold["seconds"] / cold2["seconds"]
+    figures = [figure("runs", "warm run", warm["seconds"], cold["seconds"], "cold, --jobs 1",
+                      "s", at_most=0.15, note="statuses " +
+                      ("identical" if warm_same else "DIFFER") + " to the cold run's"),
+               figure("runs", "cold run, --jobs 2", cold2["seconds"], cold["seconds"],
+                      "cold, --jobs 1", "s", speedup=speedup, identical=same,
+                      note=f"speedup {speedup:.2f}x; .tflite "
+                           f"{'identical' if same['tflite'] else 'DIFFER'}; statuses "
+                           f"{'identical' if same['statuses'] else 'DIFFER'}")]
+    for jobs, result in ((1, cold), (2, cold2)):
+        figures.append(figure(
+            "runs", f"cold run peak RSS, --jobs {jobs}", result["peak_rss_kb"], tf_rss,
+            IMPORT_TF, "KB", largest_process=result["largest_process"],
+            main_process_peak_rss_kb=result["main_process_peak_rss_kb"],
+            note=f"largest: {result['largest_process']} (main: "
+                 f"{result['main_process_peak_rss_kb'] / 1024:.0f} MiB)"))
+    return info, figures, one
+
+
+# --- section 5: int8 vs float32 ---------------------------------------------------------------
+
+def int8_vs_float32(run_dir: Path) -> tuple[dict, list]:
+    """Per model: host latency and .tflite size of int8 over float32, and the medians."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    size = {(e["model"], e["mode"]): e["bytes"] for e in manifest["entries"] if e.get("bytes")}
+    latency = {(r["model"], r["mode"]): r["metrics"]["latency_ms"] for r in results
+               if r["target"] == "host" and (r.get("metrics") or {}).get("latency_ms")}
+    figures = []
+    for what, values, unit in (("host latency", latency, "ms"), ("size", size, "bytes")):
+        rows = [figure("int8 vs float32", f"{model} {what}", values[(model, "int8")],
+                       values[(model, "float32")], "float32", unit)
+                for model in manifest["models"]
+                if (model, "int8") in values and (model, "float32") in values]
+        figures += rows + ([median_row("int8 vs float32", f"median {what}", rows)]
+                           if rows else [])
+    return {"run": str(run_dir)}, figures
+
+
+# --- the machine, and main --------------------------------------------------------------------
+
+def _proc_field(path: str, key: str) -> str | None:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return None
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(key)), None)
+
+
+def machine() -> dict:
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    mem = _proc_field("/proc/meminfo", "MemTotal")  # "24576000 kB"
+    return {"cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor(),
+            "cores": os.cpu_count(),
+            "ram_gib": round(int(mem.split()[0]) / 1024 ** 2, 1) if mem else None,
+            "os": platform.platform(), "python": platform.python_version(),
+            "packages": {p: version(p) for p in PACKAGES}}
+
+
+def git_commit() -> dict | None:
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a clone
+        return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="2 models, float32 and int8, 3 epochs, 3 repeats (for tests)")
+    parser.add_argument("--run", type=Path, help="bench this run folder (its report is "
+                        "rewritten by `edgepipe report`) instead of making three runs")
+    parser.add_argument("--repeats", type=int, help="repeats of each timing (7; --quick 3)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' temporary folder")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 7)
+    edgepipe = shutil.which("edgepipe", path=str(Path(sys.executable).parent))
+    if edgepipe is None:
+        print(f"error: no edgepipe script beside {sys.executable}; run make setup",
+              file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="edgepipe-bench-"))
+    sections, figures = {}, []
+    try:
+        if args.run:
+            run_dir = args.run.resolve()
+            sections["runs"] = {"skipped": f"--run {run_dir}: no runs made"}
+        else:
+            config = work / "quick.toml" if args.quick else None
+            if config:
+                config.write_text(QUICK_CONFIG)
+            sections["runs"], figures, run_dir = runs(edgepipe, work, config)
+        tflite = next(run_dir / e["tflite"] for e in json.loads(
+            (run_dir / "manifest.json").read_text())["entries"] if e["status"] == "converted")
+        for name, (info, rows) in (
+                ("cli_start", cli_start(edgepipe, run_dir, tflite, repeats, work)),
+                ("batched_parity", batched_parity(run_dir, repeats)),
+                ("int8_vs_float32", int8_vs_float32(run_dir))):
+            sections[name] = info
+            figures += rows
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    document = {"schema_version": 1, "machine": machine(), "git": git_commit(),
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "options": {"quick": args.quick, "run": str(args.run) if args.run else None,
+                            "repeats": repeats}, "figures": figures, "sections": sections}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    log(f"wrote {args.out}")
+    print(table(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
