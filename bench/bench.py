@@ -85,7 +85,8 @@ def table(figures: list[dict]) -> str:
 
 
 def median_row(section: str, name: str, rows: list[dict], **kwargs) -> dict:
-    """The median of the rows' ratios (beside the medians of their values and baselines)."""
+    """The median of the rows' ratios (beside the medians of their values and baselines);
+    `kwargs` go to figure()."""
     return figure(section, name, statistics.median(r["value"] for r in rows),
                   statistics.median(r["baseline"] for r in rows), rows[0]["baseline_name"],
                   rows[0]["unit"], ratio=statistics.median(r["ratio"] for r in rows), **kwargs)
@@ -250,9 +251,12 @@ def batched_parity(run_dir: Path, repeats: int) -> tuple[dict, list]:
                     statistics.median(r["batched_s"]), "1 batched invoke", "s", at_least=target,
                     note="outputs identical" if r["identical"] else
                     f"outputs differ, max |diff| {r['max_abs_diff']:.3g}",
-                    identical=r["identical"], max_abs_diff=r["max_abs_diff"]))
+                    identical=r["identical"], max_abs_diff=r["max_abs_diff"], detail=True))
+        same = sum(r["identical"] for r in rows)
         figures += rows + ([median_row("batched parity", f"median {dataset}, {kernels} kernels",
-                                       rows, at_least=target)] if rows else [])
+                                       rows, at_least=target, detail=False,
+                                       note=f"outputs identical in {same} of {len(rows)}")]
+                           if rows else [])
     return {"samples": samples, "repeats": repeats, "runtimes": runtimes, "raw": raw}, figures
 
 
@@ -320,13 +324,18 @@ def int8_vs_float32(run_dir: Path) -> tuple[dict, list]:
     latency = {(r["model"], r["mode"]): r["metrics"]["latency_ms"] for r in results
                if r["target"] == "host" and (r.get("metrics") or {}).get("latency_ms")}
     figures = []
+    families = sorted({m.get("family", "") for m in manifest["models"].values()})
     for what, values, unit in (("host latency", latency, "ms"), ("size", size, "bytes")):
-        rows = [figure("int8 vs float32", f"{model} {what}", values[(model, "int8")],
-                       values[(model, "float32")], "float32", unit)
-                for model in manifest["models"]
-                if (model, "int8") in values and (model, "float32") in values]
-        figures += rows + ([median_row("int8 vs float32", f"median {what}", rows)]
-                           if rows else [])
+        # Medians per family: a 5 KB MLP and an 80 KB CNN shrink very differently.
+        for family in families:
+            rows = [figure("int8 vs float32", f"{model} {what}", values[(model, "int8")],
+                           values[(model, "float32")], "float32", unit, detail=True)
+                    for model, block in manifest["models"].items()
+                    if block.get("family", "") == family
+                    and (model, "int8") in values and (model, "float32") in values]
+            figures += rows + ([median_row("int8 vs float32",
+                                           f"median {what}, {family or 'models'}", rows,
+                                           detail=False)] if rows else [])
     return {"run": str(run_dir)}, figures
 
 
@@ -415,7 +424,8 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     log(f"wrote {args.out}")
-    print(table(figures))
+    # Per-variant and per-model rows (detail) are in results.json; the table has the rest.
+    print(table([f for f in figures if not f.get("detail")]))
     return 0
 
 

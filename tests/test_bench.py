@@ -134,7 +134,7 @@ def test_int8_vs_float32_from_manifest_and_results(tiny_bundle, tmp_path):
     _, figures = bench.int8_vs_float32(tmp_path)
     rows = {f["name"]: f for f in figures}
     assert rows["mlp host latency"]["ratio"] == pytest.approx(2.5)
-    assert rows["median host latency"]["ratio"] == pytest.approx(1.75)
+    assert rows["median host latency, mlp"]["ratio"] == pytest.approx(1.75)  # one family
     size = {e["id"]: e["bytes"] for e in manifest["entries"] if e.get("bytes")}
     assert rows["clf size"]["value"] == size["clf-int8"]
     assert rows["clf size"]["baseline"] == size["clf-float32"]
@@ -172,4 +172,7 @@ def test_quick_bench_end_to_end(tmp_path):
     assert document["sections"]["runs"]["jobs2_identical"] == {"tflite": True, "statuses": True}
     assert document["sections"]["runs"]["warm_statuses_identical"]
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("section") and len(lines) == 1 + len(names)
+    shown = [f for f in document["figures"] if not f.get("detail")]
+    assert lines[0].startswith("section") and len(lines) == 1 + len(shown)
+    assert all(f["name"].startswith("median") for f in document["figures"]
+               if f["section"] in ("batched parity", "int8 vs float32") and f in shown)
