@@ -11,7 +11,8 @@ import signal
 
 from .quiet import import_tensorflow, quiet_tensorflow
 
-_options = None  # this worker's LoadOptions
+_options = None  # this process's LoadOptions
+_prepared = None  # the (files, unsafe) they were made from
 _failed: Exception | None = None  # why the worker could not start, raised by its first job
 
 
@@ -28,12 +29,14 @@ def prepare(debug: bool, files, unsafe: bool) -> None:
     for --jobs 1)."""
     from ..models.loading import LoadOptions
 
-    global _options
-    if _options is not None:  # done already (a run checks users' models first)
+    global _options, _prepared
+    wanted = (tuple(str(f) for f in files), unsafe)
+    if _prepared == wanted:  # done already (a run checks users' models first)
         return
     quiet_tensorflow(debug)
     import_tensorflow(debug)
     _options = LoadOptions.from_files(files, unsafe)
+    _prepared = wanted
 
 
 def in_context(fn, *args):
