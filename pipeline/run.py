@@ -124,8 +124,7 @@ def collect(out: Path, stages: Stages | None = None) -> dict:
         return json.loads((out / "results.json").read_text())
     merged = _merge(out, manifest_path)
     if stages is not None:
-        stages.record("collect", key, [out / "results.json", out / "junit.xml",
-                                       out / "report.html"])
+        stages.record("collect", key, ["results.json", "junit.xml", "report.html"])
         stages.save()
     return merged
 

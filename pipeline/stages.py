@@ -70,12 +70,11 @@ class Stages:
         return self.done_stages[name].get("value")
 
     def record(self, name: str, key: str, outputs=(), value=None) -> None:
-        """Remember a finished stage; `save` writes the record down."""
+        """Remember a finished stage that wrote `outputs` (paths relative to the run folder);
+        `save` writes the record down."""
         files = {}
-        for path in outputs:
-            path = Path(path)
-            rel = (path if not path.is_absolute() else path.relative_to(self.out)).as_posix()
-            files[rel] = sha256_file(self.out / rel)
+        for rel in outputs:
+            files[Path(rel).as_posix()] = sha256_file(self.out / rel)
         self.done_stages[name] = {"key": key, "outputs": files, "value": value}
 
     def save(self) -> None:
