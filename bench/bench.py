@@ -186,13 +186,6 @@ def cli_start(edgepipe: str, run_dir: Path, tflite: Path, repeats: int,
 
 # --- section 2: per-sample vs batched invokes -------------------------------------------------
 
-def _invoke_once(model, x: np.ndarray) -> np.ndarray:
-    """What one runner invoke costs: quantize and set the input, invoke, read and dequantize."""
-    model.interpreter.set_tensor(model.input["index"], model._feed(x))
-    model.interpreter.invoke()
-    return model._read()
-
-
 def compare_invokes(model, x: np.ndarray, repeats: int) -> dict:
     """Seconds of one batched invoke and of a per-sample loop, and whether their outputs agree.
     Each timed part follows a resize and a warm-up invoke, outside the clock."""
@@ -203,11 +196,11 @@ def compare_invokes(model, x: np.ndarray, repeats: int) -> dict:
     for _ in range(repeats):
         model._invoke(x)
         start = time.perf_counter()
-        out_b = _invoke_once(model, x)
+        out_b = model._invoke(x)
         batched.append(time.perf_counter() - start)
         model._invoke(x[:1])
         start = time.perf_counter()
-        pieces = [_invoke_once(model, x[i:i + 1]) for i in range(len(x))]
+        pieces = [model._invoke(x[i:i + 1]) for i in range(len(x))]
         per_sample.append(time.perf_counter() - start)
     out_p = np.concatenate(pieces)
     return {"invoke": how, "batched_s": batched, "per_sample_s": per_sample,

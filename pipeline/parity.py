@@ -12,6 +12,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from ..device_tests.runner import SCHEMA_VERSION
 from ..models.files import sha256_file, write_json
 from ..models.versions import versions
 from .budgets import apply_budgets
@@ -116,9 +117,9 @@ def _write_results(out: Path, target: str, manifest: dict, stages: Stages, budge
     values = [stages.value(stage_name(target, e["id"])) for e in manifest["entries"]]
     records = [copy.deepcopy(v["record"]) for v in values]
     last = values[-1] if values else {}
-    document = {"schema_version": 1, "manifest_sha256": sha256_file(out / "manifest.json"),
-                "target": target, "runtime": last.get("runtime"),
-                "platform": last.get("platform"),
+    document = {"schema_version": SCHEMA_VERSION,
+                "manifest_sha256": sha256_file(out / "manifest.json"), "target": target,
+                "runtime": last.get("runtime"), "platform": last.get("platform"),
                 "seconds": round(sum(r.get("seconds") or 0.0 for r in records), 4),
                 "results": records}
     if budget:

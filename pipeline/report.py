@@ -23,6 +23,7 @@ from ..converters.modes import QuantMode
 from ..models.errors import EdgepipeError
 from ..models.files import atomic_path, write_json
 from .junit import STATUSES, targets_of, xml_text
+from .stages import code_version
 
 MODES = [m.value for m in QuantMode]
 INT_MODES = {m.value for m in QuantMode if m.integer_only}
@@ -837,7 +838,7 @@ class Plots:
 
     def get(self, shown: tuple, draw) -> tuple:
         """The data URIs for `shown` (arrays and values), from the cache or from draw(plt)."""
-        h = hashlib.sha256(Path(__file__).read_bytes())
+        h = hashlib.sha256(code_version("pipeline/report.py").encode())
         for part in shown:
             h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray)
                      else json.dumps(part, default=str).encode())

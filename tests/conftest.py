@@ -111,3 +111,16 @@ def one_line(result, code: int, *fragments: str, prefix: str = "error: ") -> str
         assert fragment in lines[0], (fragment, lines[0])
     assert "Traceback" not in result.output
     return lines[0]
+
+
+def config_error(folder, text: str) -> str:
+    """The error `load_config` raises on a config file holding `text`, checked to be one line."""
+    from edgepipe.models.errors import EdgepipeError
+    from edgepipe.pipeline.config import load_config
+
+    path = folder / "c.toml"
+    path.write_text(text)
+    with pytest.raises(EdgepipeError) as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+    return str(info.value)

@@ -1,6 +1,7 @@
 """The run config: defaults that run, overrides, and unknown keys that suggest the right one."""
 
 import pytest
+from conftest import config_error
 
 from edgepipe.converters.modes import QuantMode
 from edgepipe.models.errors import EdgepipeError
@@ -54,11 +55,7 @@ def test_a_config_file_and_command_line_overrides(tmp_path):
                  id="budget-target"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, text, message):
-    path = tmp_path / "c.toml"
-    path.write_text(text)
-    with pytest.raises(EdgepipeError) as info:
-        load_config(path)
-    assert message in str(info.value) and "\n" not in str(info.value)
+    assert message in config_error(tmp_path, text)
 
 
 def test_suggestion_names_the_nearest_key(tmp_path):
