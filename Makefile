@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= artifacts
 
-.PHONY: setup pipeline test lint bench emulator device-test clean distclean
+.PHONY: setup pipeline test lint bench emulator device-test bad-inputs-table clean distclean
 
 setup: $(STAMP)
 
@@ -47,3 +47,7 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# docs/bad-inputs.md from the bad-input cases (tests/bad_inputs_*.py), each run as the real command.
+bad-inputs-table: setup
+	EDGEPIPE_BAD_INPUTS_TABLE=docs/bad-inputs.md $(BIN)/python -m pytest -q -m "" tests/test_bad_input_table.py -k test_bad_input

@@ -124,3 +124,22 @@ def config_error(folder, text: str) -> str:
         load_config(path)
     assert "\n" not in str(info.value)
     return str(info.value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The bad-input figure over the cases that ran; with EDGEPIPE_BAD_INPUTS_TABLE=FILE, and
+    every case run, also the table (docs/bad-inputs.md, `make bad-inputs-table`)."""
+    from bad_inputs import OUTCOMES, all_cases, counts, render_table
+
+    if not OUTCOMES:
+        return
+    figure = ", ".join(f"{k} {v}" for k, v in counts(OUTCOMES).items())
+    terminalreporter.write_line(f"bad inputs: {figure}")
+    table = os.environ.get("EDGEPIPE_BAD_INPUTS_TABLE")
+    if table:
+        if len({o.case.id for o in OUTCOMES}) == len(all_cases()):
+            with open(table, "w") as stream:
+                stream.write(render_table(OUTCOMES))
+            terminalreporter.write_line(f"wrote {table}")
+        else:
+            terminalreporter.write_line(f"not written: {table} needs every case run (-m '')")
