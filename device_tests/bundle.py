@@ -1,9 +1,10 @@
 """Load a bundle (docs/bundle.md, schema version 1) and read its files safely.
 
-Every path in the manifest is checked when the bundle is loaded: relative, POSIX-style, no `..`,
-and (when the file exists) resolving inside the bundle, symlinks included. Any violation refuses
-the whole bundle. Each file is then read once, its sha256 checked against the manifest, and only
-those verified bytes are used (no second read that could differ).
+Every field of the manifest is checked when the bundle is loaded: its type and range, the names
+it refers to, and every path: relative, POSIX-style, no `..`, and (when the file exists)
+resolving inside the bundle, symlinks included. Any violation refuses the whole bundle with one
+line naming the field. Each file is then read once, its sha256 checked against the manifest,
+and only those verified bytes are used (no second read that could differ).
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from .metrics import ToleranceError, finite_number, read_bounds
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 ENTRY_STATUSES = ("converted", "unsupported", "failed")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+MODES = ("float32", "float16", "dynamic", "int8", "int16x8")  # converters' QuantMode values
+TASKS = ("classification", "regression")
+MAX_MANIFEST_BYTES = 64 * 2 ** 20
+MAX_DEPTH = 32  # lists and objects inside one another; edgepipe's manifest nests 6 at most
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")  # whole string: fullmatch
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class BundleError(Exception):
@@ -115,17 +123,22 @@ def one_line(exc: BaseException, limit: int = 400) -> str:
 
 def check_relative(rel: object, where: str) -> PurePosixPath:
     """A manifest path, refused unless it is a non-empty relative POSIX path without `..`."""
-    if not isinstance(rel, str) or not rel:
-        raise BundleError(
-            f"{MANIFEST}: {where} must be a relative path inside the bundle. Received: {rel!r}")
     fix = "paths must be relative POSIX paths inside the bundle; rebuild the bundle"
+    if not isinstance(rel, str) or not rel:
+        raise BundleError(f"{where} must be a relative path inside the bundle. Received: "
+                          f"{_shown(rel)}; rebuild the bundle")
+    if "\x00" in rel:  # no file name holds one; os calls raise ValueError on it
+        raise BundleError(f"{where} = {_shown(rel)} holds a NUL character; {fix}")
     if "\\" in rel:
-        raise BundleError(f"{MANIFEST}: {where} = {rel!r} uses a backslash; {fix}")
+        raise BundleError(f"{where} = {_shown(rel)} uses a backslash; {fix}")
     pure = PurePosixPath(rel)
     if pure.is_absolute() or (len(rel) > 1 and rel[1] == ":"):
-        raise BundleError(f"{MANIFEST}: {where} = {rel!r} is an absolute path; {fix}")
+        raise BundleError(f"{where} = {_shown(rel)} is an absolute path; {fix}")
     if ".." in pure.parts:
-        raise BundleError(f"{MANIFEST}: {where} = {rel!r} contains '..' (leaves the bundle); {fix}")
+        raise BundleError(f"{where} = {_shown(rel)} contains '..' (leaves the bundle); {fix}")
+    if any(len(part.encode("utf-8", "replace")) > 255 for part in pure.parts):
+        raise BundleError(f"{where} = {_shown(rel)} has a name longer than 255 bytes, which no "
+                          f"file system holds; rebuild the bundle")
     return pure
 
 
@@ -138,63 +151,256 @@ def resolve_inside(root: Path, rel: object, where: str) -> Path:
         resolved.relative_to(root)
     except ValueError:
         raise BundleError(
-            f"{MANIFEST}: {where} = {rel!r} resolves to {resolved}, outside the bundle {root} "
+            f"{where} = {_shown(rel)} resolves to {resolved}, outside the bundle {root} "
             f"(a symlink leads out); copy the file into the bundle instead of linking it") from None
     return candidate
 
 
-def _manifest_paths(manifest: dict):
-    """Every (where, path) pair the manifest names, for the checks at load time."""
-    for name, dataset in sorted((manifest.get("datasets") or {}).items()):
-        for key in ("inputs", "labels"):
-            if dataset.get(key) is not None:
-                yield f"datasets.{name}.{key}", dataset[key]
-    for name, model in sorted((manifest.get("models") or {}).items()):
-        if model.get("reference") is not None:
-            yield f"models.{name}.reference", model["reference"]
-        boundary = model.get("boundary") or {}
-        for i, rel in enumerate(boundary.get("preact") or []):
-            yield f"models.{name}.boundary.preact[{i}]", rel
-    for i, entry in enumerate(manifest["entries"]):
-        for key in ("tflite", "reference"):
-            if entry.get(key) is not None:
-                yield f"entries[{i}].{key} ({entry.get('id')})", entry[key]
+# ---------------------------------------------------------------------------- the manifest's
+# field types (docs/bundle.md). Every field the runner or the pipeline reads is checked here,
+# once, when the bundle is loaded: what passes cannot raise a TypeError or KeyError later.
+
+def _shown(value: object) -> str:
+    """A manifest value as JSON, cut to one short line."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_structure(manifest: object, where: str) -> None:
+def _refuse(where: str, expected: str, value: object) -> None:
+    raise BundleError(f"{where} must be {expected}. Received: {_shown(value)}; rebuild the "
+                      f"bundle")
+
+
+def _text(value: object, where: str) -> None:
+    if not isinstance(value, str):
+        _refuse(where, "a string", value)
+
+
+def _whole(low: int):
+    """A check for a whole number from `low` to 2**63 - 1 (what a 64-bit size can hold)."""
+    def check(value: object, where: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2 ** 63:
+            _refuse(where, f"a whole number from {low} to 2**63 - 1", value)
+    return check
+
+
+_count, _size = _whole(1), _whole(0)
+
+
+def _integer(value: object, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2 ** 63:
+        _refuse(where, "a whole number (64 bits)", value)
+
+
+def _number(value: object, where: str) -> None:
+    if not finite_number(value):
+        _refuse(where, "a finite number", value)
+
+
+def _positive(value: object, where: str) -> None:
+    if not finite_number(value) or value <= 0:
+        _refuse(where, "a finite number > 0", value)
+
+
+def _sha256(value: object, where: str) -> None:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        _refuse(where, "a sha256 (64 hexadecimal digits)", value)
+
+
+def _object(value: object, where: str) -> None:
+    if not isinstance(value, dict):
+        _refuse(where, "a JSON object", value)
+
+
+def _key_of(section: str, known: dict):
+    def check(value: object, where: str) -> None:
+        if not isinstance(value, str) or value not in known:
+            names = ", ".join(list(known)[:10]) + (", ..." if len(known) > 10 else "")
+            _refuse(where, f"a key of '{section}' ({names or 'none'})", value)
+    return check
+
+
+def _one_of(choices: tuple):
+    def check(value: object, where: str) -> None:
+        if not isinstance(value, str) or value not in choices:
+            _refuse(where, f"one of {', '.join(choices)}", value)
+    return check
+
+
+def _list_of(check, length: int | None = None):
+    def check_list(value: object, where: str) -> None:
+        if not isinstance(value, list):
+            _refuse(where, "a JSON list", value)
+        if length is not None and len(value) != length:
+            _refuse(where, f"a list of {length} (one per boundary.preact file)", value)
+        for i, item in enumerate(value):
+            check(item, f"{where}[{i}]")
+    return check_list
+
+
+def _inside(root: Path):
+    def check(rel: object, where: str) -> None:
+        resolve_inside(root, rel, where)
+    return check
+
+
+def _strings_object(value: object, where: str) -> None:
+    _object(value, where)
+    for key, item in value.items():
+        if item is not None:
+            _text(item, f"{where}.{key}")
+
+
+class _Fields:
+    """One JSON object of the manifest; `get` reads a field and checks its type."""
+
+    def __init__(self, value: object, where: str):
+        _object(value, where)
+        self.value, self.where = value, where
+
+    def get(self, key: str, check, required: bool = False):
+        value = self.value.get(key)
+        if value is None and required:
+            raise BundleError(f"{self.where}.{key} is missing (or null); rebuild the bundle")
+        if value is not None:
+            check(value, f"{self.where}.{key}" if self.where else key)
+        return value
+
+
+def _check_nesting_and_text(manifest: object) -> None:
+    """No list or object nested deeper than MAX_DEPTH (the pipeline walks them recursively),
+    and no string that is not Unicode text: JSON's \\ud800 escapes decode to lone surrogates,
+    which every later file write or path lookup would fail on. Walked without recursion."""
+    stack = [(manifest, "", 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        texts = [item] if isinstance(item, str) else list(item) if isinstance(item, dict) else []
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BundleError(f"{where or 'the top level'} holds {_shown(text)}, a lone "
+                                  f"surrogate that is not Unicode text; rebuild the "
+                                  f"bundle") from None
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise BundleError(f"lists and objects nest more than {MAX_DEPTH} levels deep; "
+                                  f"an edgepipe manifest nests a few: rebuild the bundle")
+            if isinstance(item, dict):
+                stack.extend((child, f"{where}.{key}" if where else key, depth + 1)
+                             for key, child in item.items())
+            else:
+                stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+
+
+def _check_dataset(fields: _Fields, root: Path) -> None:
+    fields.get("task", _one_of(TASKS), required=True)
+    for key in ("inputs", "labels"):
+        fields.get(key, _inside(root), required=True)
+        fields.get(f"{key}_sha256", _sha256, required=True)
+    fields.get("samples", _count)
+    fields.get("y_mean", _number)
+    fields.get("y_std", _positive)
+    fields.get("classes", _count)
+    fields.get("sha256", _strings_object)
+
+
+def _check_boundary(fields: _Fields, root: Path) -> None:
+    fields.get("kink", _number, required=True)
+    preact = fields.get("preact", _list_of(_inside(root)), required=True)
+    fields.get("preact_sha256", _list_of(_sha256, len(preact)), required=True)
+    fields.get("layers", _list_of(_text, len(preact)), required=True)
+    steps = fields.get("input_steps", _object) or {}
+    for mode, values in steps.items():
+        _one_of(MODES)(mode, f"{fields.where}.input_steps key")
+        _list_of(_number, len(preact))(values, f"{fields.where}.input_steps.{mode}")
+        for i, step in enumerate(values):
+            if step < 0:
+                _refuse(f"{fields.where}.input_steps.{mode}[{i}]", "a number >= 0", step)
+
+
+def _check_model(fields: _Fields, root: Path, datasets: dict) -> None:
+    fields.get("dataset", _key_of("datasets", datasets), required=True)
+    fields.get("reference", _inside(root), required=True)
+    fields.get("reference_sha256", _sha256, required=True)
+    for key in ("activation", "family", "keras_sha256"):
+        fields.get(key, _text)
+    fields.get("training", _object)
+    boundary = fields.get("boundary", _object)
+    if boundary is not None:
+        _check_boundary(_Fields(boundary, f"{fields.where}.boundary"), root)
+
+
+def _check_entry(fields: _Fields, root: Path, models: dict, datasets: dict) -> None:
+    model = fields.get("model", _key_of("models", models), required=True)
+    fields.get("mode", _one_of(MODES), required=True)
+    status = fields.get("status", _one_of(ENTRY_STATUSES), required=True)
+    converted = status == "converted"
+    fields.get("reason", _text)
+    fields.get("tflite", _inside(root), required=converted)
+    fields.get("sha256", _sha256, required=converted)
+    fields.get("bytes", _size)
+    fields.get("dataset", _key_of("datasets", datasets))
+    reference = fields.get("reference", _inside(root))
+    if fields.get("reference_sha256", _sha256) is None and converted and \
+            reference not in (None, models[model]["reference"]):
+        raise BundleError(f"{fields.where}.reference_sha256 is missing: the entry names its "
+                          f"own reference {_shown(reference)}, and every file a target runs "
+                          f"must carry a sha256; rebuild the bundle")
+    fields.get("expected_ops", _list_of(_text))
+    fields.get("converter", _object)
+    tolerance = fields.get("tolerance", _object, required=converted)
+    if tolerance is not None:
+        try:
+            read_bounds(tolerance)
+        except ToleranceError as exc:
+            raise BundleError(f"{fields.where}: {exc}; rebuild the bundle") from None
+
+
+def _check_manifest(manifest: object, root: Path) -> None:
+    """Every field's type, range and cross-reference; BundleError naming the first bad one."""
+    _check_nesting_and_text(manifest)
     if not isinstance(manifest, dict):
-        raise BundleError(f"{where}: expected a JSON object at the top level, got "
-                          f"{type(manifest).__name__}; rebuild the bundle")
+        _refuse("the top level", "a JSON object", manifest)
+    top = _Fields(manifest, "")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise BundleError(
-            f"{where}: schema_version {version!r} is not supported; this runner reads schema "
+            f"schema_version {_shown(version)} is not supported; this runner reads schema "
             f"version {SCHEMA_VERSION} only: rebuild the bundle with a matching edgepipe, or use "
             f"the device_tests that came with it")
+    top.get("created_by", _text)
+    top.get("versions", _strings_object)
+    top.get("seed", _integer)
     for key, kind in (("entries", list), ("datasets", dict), ("models", dict)):
         if not isinstance(manifest.get(key), kind):
-            raise BundleError(f"{where}: '{key}' must be a JSON {kind.__name__}. Received: "
-                              f"{type(manifest.get(key)).__name__}; rebuild the bundle")
-    for key in ("datasets", "models"):
-        for name, value in manifest[key].items():
-            if not isinstance(value, dict):
-                raise BundleError(f"{where}: {key}.{name} must be a JSON object. Received: "
-                                  f"{type(value).__name__}; rebuild the bundle")
+            _refuse(key, "a JSON list" if kind is list else "a JSON object", manifest.get(key))
+    datasets, models = manifest["datasets"], manifest["models"]
+    for name, dataset in datasets.items():
+        _check_dataset(_Fields(dataset, f"datasets.{name}"), root)
+    for name, model in models.items():
+        _check_model(_Fields(model, f"models.{name}"), root, datasets)
     if not manifest["entries"]:
-        raise BundleError(f"{where}: 'entries' is empty, there is nothing to check; rebuild the "
-                          f"bundle with at least one model and mode")
+        raise BundleError("'entries' is empty, there is nothing to check; rebuild the bundle "
+                          "with at least one model and mode")
     seen = set()
     for i, entry in enumerate(manifest["entries"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
-            raise BundleError(f"{where}: entries[{i}] needs a non-empty string 'id'; rebuild "
-                              f"the bundle")
-        if not _SAFE_ID.match(entry["id"]):
-            raise BundleError(f"{where}: entry id {entry['id']!r} may hold only letters, digits, "
-                              f"'.', '_' and '-' (it names output files); rebuild the bundle")
-        if entry["id"] in seen:
-            raise BundleError(f"{where}: entry id {entry['id']!r} appears twice; ids must be "
+        fields = _Fields(entry, f"entries[{i}]")
+        entry_id = fields.get("id", _text, required=True)
+        if not _SAFE_ID.fullmatch(entry_id):
+            raise BundleError(f"entries[{i}].id {_shown(entry_id)} must be 1 to 200 letters, "
+                              f"digits, '.', '_' or '-' (it names output files); rebuild the "
+                              f"bundle")
+        if entry_id in seen:
+            raise BundleError(f"entries[{i}].id {entry_id!r} appears twice; ids must be "
                               f"unique, rebuild the bundle")
-        seen.add(entry["id"])
+        seen.add(entry_id)
+        fields.where = f"entries[{i}] ({entry_id})"
+        _check_entry(fields, root, models, datasets)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON (a number must be finite)")
 
 
 def load_bundle(bundle_dir: str | os.PathLike) -> Bundle:
@@ -204,16 +410,29 @@ def load_bundle(bundle_dir: str | os.PathLike) -> Bundle:
         raise BundleError(f"{given}: not a folder; pass the bundle folder that holds {MANIFEST}")
     root = Path(os.path.realpath(given))
     manifest_path = root / MANIFEST
+    shown = given / MANIFEST
     if manifest_path.is_symlink() or not manifest_path.is_file():
         raise BundleError(f"{given}: no {MANIFEST} (a regular file) in this folder; pass the "
                           f"bundle folder itself")
-    data = manifest_path.read_bytes()
     try:
-        manifest = json.loads(data.decode("utf-8"))
+        size = manifest_path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{shown}: {size} bytes, more than any manifest edgepipe writes "
+                              f"({MAX_MANIFEST_BYTES // 2 ** 20} MiB at most); rebuild the bundle")
+        data = manifest_path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{shown}: cannot be read ({exc.strerror or one_line(exc)}); check "
+                          f"its permissions") from None
+    try:
+        manifest = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise BundleError(f"{shown}: not valid JSON (lists or objects nest too deeply to "
+                          f"read); rebuild the bundle") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BundleError(f"{manifest_path}: not valid JSON ({one_line(exc)}); rebuild the "
+        raise BundleError(f"{shown}: not valid JSON ({one_line(exc)}); rebuild the "
                           f"bundle") from None
-    _check_structure(manifest, str(manifest_path))
-    for where, rel in _manifest_paths(manifest):
-        resolve_inside(root, rel, where)
+    try:
+        _check_manifest(manifest, root)
+    except BundleError as exc:
+        raise BundleError(f"{shown}: {exc}") from None
     return Bundle(root, manifest, sha256_bytes(data))

@@ -9,8 +9,12 @@ own resolver, which applies the XNNPACK delegate where the runtime ships it; `re
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import re
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -123,8 +127,9 @@ class Runtime:
         if self.kernels == "reference":
             kwargs["experimental_op_resolver_type"] = self._resolver_type.BUILTIN_REF
         try:
-            interpreter = self._interpreter_class(**kwargs)
-            interpreter.allocate_tensors()
+            with without_native_info():
+                interpreter = self._interpreter_class(**kwargs)
+                interpreter.allocate_tensors()
         except Exception as exc:
             raise explain_error(exc, self.label, "create the interpreter") from None
         return LoadedModel(interpreter, self.label)
@@ -132,6 +137,34 @@ class Runtime:
     @property
     def label(self) -> str:
         return f"{self.name} {self.version} ({self.kernels} kernels)"
+
+
+@contextlib.contextmanager
+def without_native_info():
+    """Native writes to fd 2 go to a temporary file for the moment; then every line of it but
+    the runtime's INFO notices is passed on to stderr: warnings and errors stay. TFLite's C++
+    prints `INFO: Created TensorFlow Lite XNNPACK delegate for CPU.` when the interpreter first
+    allocates its tensors, where no Python or TF_CPP_MIN_LOG_LEVEL setting reaches it."""
+    try:
+        capture = tempfile.TemporaryFile()
+    except OSError:  # no writable temporary folder: leave stderr as it is
+        yield
+        return
+    with capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(True) if not line.startswith("INFO: ")]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def explain_error(exc: Exception, runtime: str, doing: str) -> Exception:

@@ -23,6 +23,21 @@ class ToleranceError(Exception):
     """A tolerance the runner cannot apply as written (unknown key, not a number)."""
 
 
+def finite_number(value) -> bool:
+    """A JSON number a bound can be: int or float (not bool), finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _float(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
@@ -151,17 +166,26 @@ def read_bounds(tolerance: dict | None) -> dict:
         if key not in BOUNDS and key not in NOTES:
             near = difflib.get_close_matches(key, BOUNDS + NOTES, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ToleranceError(f"tolerance has an unknown key {key!r}{hint}; known: "
+            raise ToleranceError(f"tolerance has an unknown key {_brief(key)}{hint}; known: "
                                  f"{', '.join(BOUNDS + NOTES)}")
     bounds = {}
     for key in BOUNDS:
         value = tolerance.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise ToleranceError(f"tolerance.{key} must be a finite number. Received: {value!r}")
+        if not finite_number(value):
+            raise ToleranceError(f"tolerance.{key} must be a finite number. Received: "
+                                 f"{_brief(value)}")
         bounds[key] = float(value)
+    step, steps = tolerance.get("output_step"), tolerance.get("steps")
+    if step is not None and not (finite_number(step) and step >= 0):
+        raise ToleranceError(f"tolerance.output_step must be a finite number >= 0 (the output's "
+                             f"quantization scale). Received: {_brief(step)}")
+    if steps is not None and not finite_number(steps):
+        raise ToleranceError(f"tolerance.steps must be a finite number. Received: {_brief(steps)}")
+    if not isinstance(tolerance.get("derivation", ""), (str, type(None))):
+        raise ToleranceError(f"tolerance.derivation must be a string. Received: "
+                             f"{_brief(tolerance['derivation'])}")
     if not bounds:
         raise ToleranceError(f"tolerance sets no bound ({', '.join(BOUNDS)}); the runner never "
                              f"invents one, add a bound to the manifest entry")

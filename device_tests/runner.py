@@ -5,7 +5,8 @@
         [--entry-timeout SECONDS] [--in-process] [--debug]
 
 Exit codes: 0 every entry passed or is unsupported; 1 an entry failed or could not run (error);
-2 bad input (unusable bundle, no runtime, unknown --only id), one line on stderr.
+2 bad input (unusable bundle, no runtime, unknown --only id, an --out that is a folder, an
+outputs folder that is a symbolic link), one line on stderr, before any entry runs.
 The entries run in a worker process (isolation.py): an interpreter that crashes (a signal) or
 runs longer than --entry-timeout (default 600 s) makes that entry an error naming the signal or
 the limit, and the run goes on with the others. --in-process runs them in this process instead
@@ -22,16 +23,16 @@ import math
 import os
 import platform
 import re
+import secrets
 import signal
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 
-from .bundle import ENTRY_STATUSES, Bundle, BundleError, load_bundle, one_line
+from .bundle import Bundle, BundleError, load_bundle, one_line
 from .interpreters import KERNELS, KernelMissing, Runtime, RuntimeUnavailable, find_runtime
 from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, run_isolated
 from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
@@ -55,8 +56,53 @@ def default_target(kernels: str, runtime: str | None = None) -> str:
 
 
 def target_folder(target: str) -> str:
-    """A target name as one safe folder name (`ssh://pi@board` -> `ssh___pi_board`)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", target) or "target"
+    """A target name as one safe folder name (`ssh://pi@board` -> `ssh___pi_board`; `..` ->
+    `__`: never a name that leads up)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", target) or "target"
+    return "_" * len(name) if set(name) == {"."} else name
+
+
+def output_folder(outputs_dir: Path, target: str) -> Path:
+    """`outputs_dir/outputs/<target>`, each folder made when missing; UsageError when one is a
+    symbolic link or not a folder: a run folder that was received could otherwise lead the
+    runner's writes out of itself."""
+    folder = outputs_dir
+    for name in ("outputs", target_folder(target)):
+        folder = folder / name
+        try:
+            os.mkdir(folder)
+        except FileExistsError:  # already there (or a link, refused below)
+            pass
+        except OSError as exc:
+            raise UsageError(f"cannot make the outputs folder {folder} "
+                             f"({exc.strerror or one_line(exc)}); check its permissions") from None
+        if folder.is_symlink() or not folder.is_dir():
+            what = "a symbolic link" if folder.is_symlink() else "not a folder"
+            raise UsageError(f"{folder} is {what}; the runner writes outputs only into real "
+                             f"folders inside {outputs_dir}: remove it, it is made anew")
+    return folder
+
+
+def write_atomic(path: Path, write) -> None:
+    """`write(stream)` into a new file beside `path`, then renamed to `path`: readers never see
+    half a file, and a killed run leaves none under its name. The temporary file is created with
+    O_CREAT|O_EXCL|O_NOFOLLOW, so it is never a file or a link that was already there; the
+    rename replaces a link at `path` itself, never what it points to."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    handle = os.open(temp, flags, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
 
 
 def _platform() -> dict:
@@ -105,11 +151,7 @@ def _load_data(bundle: Bundle, entry: dict) -> tuple:
 def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
                outputs_dir: Path | None) -> dict:
     record = _base_record(entry, target)
-    status = entry.get("status", "converted")
-    if status not in ENTRY_STATUSES:
-        record["reason"] = (f"manifest status {status!r} is not one of "
-                            f"{', '.join(ENTRY_STATUSES)}; rebuild the bundle")
-        return record
+    status = entry["status"]  # one of ENTRY_STATUSES: load_bundle checked every field
     if status != "converted":
         record["status"] = "unsupported" if status == "unsupported" else "error"
         record["reason"] = entry.get("reason") or f"manifest marks it {status} (no reason given)"
@@ -151,19 +193,10 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     record["status"] = "fail" if failed else "pass"
     record["reason"] = failed
     if outputs_dir is not None:
-        rel = f"outputs/{target_folder(target)}/{entry['id']}.npy"
-        path = outputs_dir.joinpath(*rel.split("/"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside, then renamed: a killed run never leaves half an .npy under its name.
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temp, "wb") as stream:
-                np.save(stream, outputs.astype(np.float32))
-            os.replace(temp, path)
-        finally:
-            if temp.exists():
-                temp.unlink()
-        record["outputs"] = rel
+        folder = output_folder(outputs_dir, target)
+        write_atomic(folder / f"{entry['id']}.npy",
+                     lambda stream: np.save(stream, outputs.astype(np.float32)))
+        record["outputs"] = f"outputs/{folder.name}/{entry['id']}.npy"
     return record
 
 
@@ -205,7 +238,8 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
 
     `target` defaults to "host" for default kernels and "host-ref" for reference kernels.
     `outputs_dir`: when set, each variant's dequantized outputs are saved as
-    `outputs_dir/outputs/<target>/<id>.npy` and the record's "outputs" holds that relative path.
+    `outputs_dir/outputs/<target>/<id>.npy` and the record's "outputs" holds that relative path
+    (`outputs` and `<target>` must be real folders, not links: UsageError before any entry runs).
     `isolate` (default): the entries run in a worker process (isolation.py), so that an
     interpreter that crashes, or runs longer than `entry_timeout` seconds (default 600), makes
     that entry an error naming the signal or the limit; `isolate=False` runs them in this
@@ -229,6 +263,9 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
     chosen = find_runtime(runtime, kernels)
     target = target or default_target(kernels, chosen.name)
     out_dir = Path(outputs_dir) if outputs_dir is not None else None
+    if out_dir is not None:  # refused now, not after every entry ran
+        out_dir.mkdir(parents=True, exist_ok=True)
+        output_folder(out_dir, target)
 
     def run_one(i: int) -> dict:
         return _run_one(bundle, entries[i], chosen, target, out_dir, debug)
@@ -261,23 +298,11 @@ def _json_safe(value):
 
 
 def write_json_atomic(document: dict, path) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """`document` as strict JSON, written by `write_atomic`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n"
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def exit_code(document: dict) -> int:
@@ -343,15 +368,32 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot be written before any entry runs."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give the path of the results file to write, "
+                         f"e.g. --out {out / 'results.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: its folder cannot be made "
+                         f"({exc.strerror or one_line(exc)}); choose another --out") from None
+
+
 def _main(args) -> int:
     out = Path(args.out)
     try:
+        _check_out(out)
         document = run_bundle(args.bundle, runtime=args.runtime, kernels=args.kernels,
                               target=args.target, only=args.only,
                               outputs_dir=out.parent if args.save_outputs else None,
                               debug=args.debug, entry_timeout=args.entry_timeout,
                               isolate=not args.in_process)
-        write_json_atomic(document, out)
+        try:
+            write_json_atomic(document, out)
+        except OSError as exc:
+            raise UsageError(f"cannot write --out {out} ({exc.strerror or one_line(exc)}); "
+                             f"choose another --out") from None
     except (BundleError, RuntimeUnavailable, UsageError, OSError) as exc:
         if args.debug:
             raise

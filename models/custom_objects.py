@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from .errors import EdgepipeError
+from .loading import regular_file
 
 
 def custom_object_files(values) -> tuple[Path, ...]:
@@ -31,10 +32,8 @@ def custom_object_files(values) -> tuple[Path, ...]:
                 raise EdgepipeError(f"Custom objects file {path} is not a .py file; pass the "
                                     "Python module that defines your layers "
                                     "(--custom-objects layers.py).")
-            if not path.is_file():
-                raise EdgepipeError(f"Custom objects file {path} does not exist; pass the "
-                                    "Python module that defines your layers "
-                                    "(--custom-objects layers.py).")
+            regular_file(path, "Custom objects file", "Pass the Python module that defines "
+                         "your layers (--custom-objects layers.py).")
             if path not in files:
                 files.append(path)
     return tuple(files)

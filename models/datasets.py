@@ -5,7 +5,10 @@ so any later stage (conversion, parity) can reproduce the exact model inputs.
 """
 
 import hashlib
+import math
+import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -13,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgepipeError, unknown_name
+from .loading import not_an_archive, regular_file
 
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.2  # of what is left after the test split
@@ -133,48 +137,13 @@ def load_builtin(name: str, seed: int = 0) -> Dataset:
                         sha256_arrays(x, y))
 
 
-def _checked_npz(path: Path, arrays: dict, task: Task) -> tuple:
-    """x_train, y_train, x_test, y_test of a user's .npz, each checked (one line per problem)."""
-    x_train, y_train, x_test, y_test = (arrays[k] for k in NPZ_KEYS)
-    where = f"Data file {path}"
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if len(x) != len(y):
-            raise EdgepipeError(f"{where}: x_{split} has {len(x)} samples but y_{split} has "
-                                f"{len(y)} (shapes {x.shape} and {y.shape}). "
-                                "Give one target per sample.")
-        if x.ndim < 2:
-            raise EdgepipeError(f"{where}: x_{split} has shape {x.shape}; expected (samples, "
-                                "features...) with at least 2 dimensions.")
-        for key, a in ((f"x_{split}", x), (f"y_{split}", y)):
-            if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-                raise EdgepipeError(f"{where}: {key} has dtype {a.dtype}; expected real numbers.")
-            bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
-            if bad.any():
-                raise EdgepipeError(f"{where}: {key} has NaN or Inf at sample {int(np.argmax(bad))}"
-                                    f" ({int(bad.sum())} bad samples). Clean or drop them.")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise EdgepipeError(f"{where}: x_train samples have shape {x_train.shape[1:]} but x_test "
-                            f"samples have {x_test.shape[1:]}. Both splits need the same shape.")
-    if len(x_train) < 10 or len(x_test) < 1:
-        raise EdgepipeError(f"{where}: {len(x_train)} training and {len(x_test)} test samples; "
-                            "expected at least 10 and 1.")
-    if task is Task.CLASSIFICATION:
-        for key, y in (("y_train", y_train), ("y_test", y_test)):
-            if y.ndim != 1 or np.any(y < 0) or np.any(y != np.round(y)):
-                raise EdgepipeError(f"{where}: {key} must hold class indices 0, 1, 2, ... "
-                                    f"(one integer per sample) for a classifier; got shape "
-                                    f"{y.shape}, dtype {y.dtype}.")
-    elif any(y.reshape(len(y), -1).shape[1] != 1 for y in (y_train, y_test)):
-        raise EdgepipeError(f"{where}: a regression target must be one number per sample; got "
-                            f"y_train {y_train.shape}, y_test {y_test.shape}.")
-    return x_train, y_train, x_test, y_test
-
-
 def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
     """A user's data: `x_train, y_train, x_test, y_test`; validation is carved from training."""
     path = Path(path)
-    arrays = _read_npz(path)
-    x_train, y_train, x_test, y_test = _checked_npz(path, arrays, task)
+    arrays, _ = _read_npz(path, task)
+    x_train, y_train, x_test, y_test = (arrays[k] for k in NPZ_KEYS)
+    if task is Task.CLASSIFICATION:
+        _check_class_count(path, y_train, y_test)
     if x_train.ndim == 3:  # (samples, height, width) images get their channel axis
         x_train, x_test = x_train[..., None], x_test[..., None]
     order = np.random.default_rng(seed).permutation(len(x_train))
@@ -190,10 +159,8 @@ def load_npz_as_given(path: Path, seed: int = 0) -> Dataset:
     (no standardisation, no channel axis added, no validation split: nothing is trained).
     The task is classification when y_train and y_test hold integers, else regression."""
     path = Path(path)
-    arrays = _read_npz(path)
-    integer = all(np.issubdtype(arrays[k].dtype, np.integer) for k in ("y_train", "y_test"))
-    task = Task.CLASSIFICATION if integer else Task.REGRESSION
-    x_train, y_train, x_test, y_test = _checked_npz(path, arrays, task)
+    arrays, task = _read_npz(path, None)
+    x_train, y_train, x_test, y_test = (arrays[k] for k in NPZ_KEYS)
     if task is Task.REGRESSION:
         y_train, y_test = (np.asarray(y, np.float32).reshape(-1, 1) for y in (y_train, y_test))
     else:
@@ -220,20 +187,192 @@ def load_recorded(described: dict) -> Dataset:
     return data
 
 
-def _read_npz(path: Path) -> dict:
-    if not path.is_file():
-        raise EdgepipeError(f"Data file {path} does not exist. Expected a .npz written by "
-                            f"numpy.savez with arrays {', '.join(NPZ_KEYS)}.")
+NPZ_HINT = f"Write it with numpy.savez(path, {'=..., '.join(NPZ_KEYS)}=...)."
+# What a dtype kind holds, for the kinds a model cannot take as numbers.
+_NOT_NUMBERS = {"b": "booleans", "c": "complex numbers", "M": "dates", "m": "time spans",
+                "U": "text", "S": "bytes", "V": "raw bytes or records", "O": "Python objects"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_LABEL = 2**31 - 1  # no model has more outputs; uint64 labels past 2**63 wrap in int64
+
+
+def _read_npz(path: Path, task: Task | None) -> tuple[dict, Task]:
+    """The four arrays of a user's .npz, and the task. Each member's header is read and checked
+    (dtype, shape, size against the zip member and the free memory) before any array is loaded,
+    and the values after: numpy and TensorFlow crash, abort or exhaust the memory on what is
+    refused here. `task` None: classification when both label arrays hold integers."""
+    regular_file(path, "Data file", NPZ_HINT)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise EdgepipeError(f"Data file {path} has no array {missing[0]!r} (it has: "
-                                    f"{', '.join(npz.files) or 'nothing'}). Expected arrays "
-                                    f"{', '.join(NPZ_KEYS)}.")
-            return {k: npz[k] for k in NPZ_KEYS}
+        with zipfile.ZipFile(path) as archive:
+            members = _members(path, archive)
+            headers = {key: _header(path, archive, key, info) for key, info in members.items()}
+            if task is None:
+                integer = all(headers[k][1].kind in "iu" for k in ("y_train", "y_test"))
+                task = Task.CLASSIFICATION if integer else Task.REGRESSION
+            _check_shapes(path, {key: shape for key, (shape, _) in headers.items()}, task)
+            _check_memory(path, headers)
+            arrays = {key: _load(archive, info) for key, info in members.items()}
     except EdgepipeError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise EdgepipeError(f"Data file {path} is not a readable .npz ({e}). Write it with "
-                            f"numpy.savez(path, {'=..., '.join(NPZ_KEYS)}=...).") from None
+    except OSError as e:
+        raise EdgepipeError(f"Cannot read data file {path}: {e.strerror or e}.") from None
+    except zipfile.BadZipFile as e:
+        raise EdgepipeError(f"Data file {path} is not a .npz (zip) file: "
+                            f"{not_an_archive(path, e)}. {NPZ_HINT}") from None
+    except (ValueError, EOFError, zlib.error) as e:
+        raise EdgepipeError(f"Data file {path} is damaged ({str(e).splitlines()[0][:200]}). "
+                            f"{NPZ_HINT}") from None
+    except (NotImplementedError, RuntimeError) as e:  # zipfile: encrypted, unknown compression
+        raise EdgepipeError(f"Data file {path} cannot be read by numpy: its zip members are "
+                            f"encrypted or compressed in a way numpy.savez never writes ("
+                            f"{type(e).__name__}). {NPZ_HINT}") from None
+    _check_values(path, arrays, task)
+    if task is Task.CLASSIFICATION:  # labels of shape (samples, 1) become (samples,)
+        arrays.update({k: arrays[k].reshape(len(arrays[k])) for k in ("y_train", "y_test")})
+    return arrays, task
+
+
+def _load(archive: zipfile.ZipFile, info) -> np.ndarray:
+    with archive.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _members(path: Path, archive: zipfile.ZipFile) -> dict:
+    """{key: ZipInfo} of the four arrays numpy.savez wrote as `<key>.npy` (others are ignored)."""
+    names = [info.filename for info in archive.infolist()]
+    missing = [k for k in NPZ_KEYS if f"{k}.npy" not in names]
+    if missing:
+        given = ", ".join(repr(n.removesuffix(".npy")) for n in names[:8]) or "nothing"
+        raise EdgepipeError(f"Data file {path} has no array {missing[0]!r} (it has: {given}). "
+                            f"{NPZ_HINT}")
+    return {k: archive.getinfo(f"{k}.npy") for k in NPZ_KEYS}
+
+
+def _header(path: Path, archive: zipfile.ZipFile, key: str, info) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) that a member's .npy header declares, checked without loading the array:
+    numbers only, and no more bytes declared than the member holds."""
+    fmt = np.lib.format
+    with archive.open(info) as f:
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+        held = info.file_size - f.tell()
+    where = f"Data file {path}: {key}"
+    if dtype.fields is not None:
+        raise EdgepipeError(f"{where} holds records (structured dtype {dtype}); expected one "
+                            f"plain numeric array. Save each field as its own array.")
+    if dtype.kind in _NOT_NUMBERS:
+        what = _NOT_NUMBERS[dtype.kind]
+        fix = ("edgepipe never unpickles data; a ragged list of samples must be padded or cut "
+               "to one shape" if dtype.hasobject else f"convert it, e.g. {key}.astype('float32')")
+        raise EdgepipeError(f"{where} holds {what} (dtype {dtype}); expected real numbers "
+                            f"(integers or floats): {fix}.")
+    if any(n < 0 for n in shape):
+        raise EdgepipeError(f"{where} declares shape {shape}, with a negative size: the file is "
+                            f"damaged. {NPZ_HINT}")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > held:
+        raise EdgepipeError(f"{where} declares shape {shape} of {dtype} ({_size(declared)}) but "
+                            f"holds {_size(held)}: the file is truncated or was not written by "
+                            f"numpy. {NPZ_HINT}")
+    return shape, dtype
+
+
+def _check_shapes(path: Path, shapes: dict, task: Task) -> None:
+    """Samples along the first axis, at least one value along every other, one target each."""
+    where = f"Data file {path}"
+    for split in ("train", "test"):
+        x, y = shapes[f"x_{split}"], shapes[f"y_{split}"]
+        if len(x) < 2:
+            raise EdgepipeError(f"{where}: x_{split} has shape {x}; expected (samples, "
+                                "features...) with at least 2 dimensions.")
+        if 0 in x[1:]:
+            raise EdgepipeError(f"{where}: x_{split} has shape {x}, so each sample holds no "
+                                "values; expected (samples, features...) with at least 1 "
+                                "feature along every axis after the first.")
+        if len(y) == 0:
+            raise EdgepipeError(f"{where}: y_{split} has shape (); expected one target per "
+                                f"sample, shape ({x[0]},).")
+        if x[0] != y[0]:
+            raise EdgepipeError(f"{where}: x_{split} has {x[0]} samples but y_{split} has "
+                                f"{y[0]} (shapes {x} and {y}). Give one target per sample.")
+        if y[1:] not in ((), (1,)):
+            expected = ("class indices 0, 1, 2, ... (one integer per sample) for a classifier"
+                        if task is Task.CLASSIFICATION else "one number per sample for a "
+                        "regression")
+            raise EdgepipeError(f"{where}: y_{split} has shape {y}; expected {expected}, "
+                                f"shape ({y[0]},).")
+    if shapes["x_train"][1:] != shapes["x_test"][1:]:
+        raise EdgepipeError(f"{where}: x_train samples have shape {shapes['x_train'][1:]} but "
+                            f"x_test samples have {shapes['x_test'][1:]}. Both splits need the "
+                            "same shape.")
+    n_train, n_test = shapes["x_train"][0], shapes["x_test"][0]
+    if n_train < 10 or n_test < 1:
+        raise EdgepipeError(f"{where}: {n_train} training and {n_test} test samples; expected "
+                            "at least 10 and 1.")
+
+
+def _check_memory(path: Path, headers: dict) -> None:
+    """Refuse data that cannot fit in memory: numpy would raise MemoryError half-way, or the
+    kernel kill the process. Loading holds the arrays as stored and a float64 copy of each."""
+    free = _available_memory()
+    need = sum(math.prod(shape) * (dtype.itemsize + 8) for shape, dtype in headers.values())
+    if free is not None and need > free:
+        raise EdgepipeError(f"Data file {path} needs about {_size(need)} of memory to load "
+                            f"(x_train {headers['x_train'][0]}), more than the {_size(free)} "
+                            "available; use fewer samples or a machine with more memory.")
+
+
+def _available_memory() -> int | None:
+    """Bytes the system can still give: Linux's MemAvailable counts reclaimable page cache as
+    free (sysconf's free pages do not, and would refuse data that fits), else sysconf."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_values(path: Path, arrays: dict, task: Task) -> None:
+    """Finite numbers that float32 (what the model computes in) can hold; class indices."""
+    where = f"Data file {path}"
+    for key, a in arrays.items():
+        if a.dtype.kind != "f":
+            continue
+        rows = a.reshape(len(a), -1)
+        for bad, what, fix in ((~np.isfinite(rows), "NaN or Inf", "Clean or drop them."),
+                               (np.abs(rows) > FLOAT32_MAX,
+                                f"values beyond float32's range (±{FLOAT32_MAX:.3g})",
+                                "The model computes in float32: rescale them.")):
+            bad = bad.any(axis=1)
+            if bad.any():
+                raise EdgepipeError(f"{where}: {key} has {what} at sample "
+                                    f"{int(np.argmax(bad))} ({int(bad.sum())} bad samples). {fix}")
+    if task is Task.CLASSIFICATION:
+        for key in ("y_train", "y_test"):
+            y = arrays[key].reshape(-1)
+            if np.any(y < 0) or np.any(y != np.round(y)) or np.any(y > MAX_LABEL):
+                raise EdgepipeError(f"{where}: {key} must hold class indices 0, 1, 2, ... (one "
+                                    f"integer per sample, at most {MAX_LABEL}) for a classifier; "
+                                    f"got values from {y.min()} to {y.max()}, dtype {y.dtype}.")
+
+
+def _check_class_count(path: Path, y_train: np.ndarray, y_test: np.ndarray) -> None:
+    """A classifier to train gets one output per class: more classes than training samples
+    means labels that were never numbered 0, 1, 2, ... (and an output layer that large)."""
+    top = int(max(y_train.max(), y_test.max()))
+    if top >= len(y_train):
+        raise EdgepipeError(f"Data file {path}: the labels go up to {top}, so the classifier "
+                            f"would have {top + 1} outputs, but there are only {len(y_train)} "
+                            "training samples; number the classes 0, 1, 2, ... without gaps.")
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000

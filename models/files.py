@@ -1,67 +1,183 @@
-"""Write files so that a reader never sees half of one: write aside, then rename."""
+"""Write files so that a reader never sees half of one, and never reach outside the folder.
 
+A file is written aside, in a `.partial/` subfolder of its destination's folder, then renamed
+over the destination. Run folders travel (rsync to a board and back, CI artifacts, a colleague's
+folder), so nothing here trusts what it finds in them: a `.partial` that is a symbolic link is
+refused, a file is created with O_EXCL | O_NOFOLLOW, and a clean-up removes only files whose name
+proves that edgepipe made them: `edgepipe-<pid>-<start>-<random>.<name>`, where pid and the
+process's start time name the writer exactly (a reused pid has another start time), so a
+killed writer's leftover can be told from a live writer's file and from anybody else's.
+"""
+
+import errno
 import hashlib
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import EdgepipeError
 
 # Half-written files live in this subfolder of their destination's folder, never beside it: a
 # process killed mid-write (SIGKILL) leaves them where no `*.keras` or `*.tflite` glob looks.
 PARTIAL = ".partial"
+OWN_NAME = re.compile(r"^edgepipe-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]{16}\.")
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks after boot, /proc/PID/stat field 22); None
+    when there is no such process or no /proc."""
     try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return data.rsplit(b")", 1)[1].split()[19].decode()
+
+
+def _alive(pid: int, start: str) -> bool:
+    if Path("/proc/self/stat").exists():
+        return _started(pid) == start
+    try:  # no /proc (macOS): the pid alone, which errs on the side of keeping the file
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
+    except PermissionError:
         return True
     return True
 
 
-def clean_partials(folder: Path) -> None:
-    """Remove what killed writers left in `folder/.partial` (names start with their pid)."""
-    partial = Path(folder) / PARTIAL
+def own_name(name: str) -> str:
+    """A name for a scratch file of this process that its clean-up can prove is edgepipe's."""
+    return f"edgepipe-{os.getpid()}-{_started(os.getpid()) or 0}-{secrets.token_hex(8)}.{name}"
+
+
+def _link_error(path: Path) -> EdgepipeError:
+    return EdgepipeError(
+        f"{path} is a symbolic link (to {os.readlink(path)}); edgepipe keeps its own files "
+        "there and will not follow a link out of the folder: remove the link, or copy the "
+        "folder with its links resolved (cp -rL).")
+
+
+def _open_folder(folder: Path, create: bool) -> int | None:
+    """A file descriptor of `folder`, opened without following a link (None when absent)."""
+    if create:
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            pass
     try:
-        names = os.listdir(partial)
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except FileNotFoundError:
+        return None
+    except OSError as e:
+        if folder.is_symlink():
+            raise _link_error(folder) from None
+        if e.errno == errno.ENOTDIR:
+            raise EdgepipeError(f"{folder} is a file where edgepipe keeps a folder of its own; "
+                                "remove it, or use another folder.") from None
+        raise
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the files that killed edgepipe writers left in `folder` (own names, dead
+    writers, regular files only); then the folder itself if that leaves it empty."""
+    fd = _open_folder(Path(folder), create=False)
+    if fd is None:
         return
-    for name in names:
-        pid = name.split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            try:
-                os.unlink(partial / name)
-            except OSError:
-                pass
     try:
-        partial.rmdir()  # only when empty: another writer may be using it
-    except OSError:
-        pass
+        for name in os.listdir(fd):
+            match = OWN_NAME.match(name)
+            if not match or _alive(int(match["pid"]), match["start"]):
+                continue
+            try:
+                if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
+                    os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass  # another clean-up was first
+    finally:
+        os.close(fd)
+
+
+def check_run_folder(folder: Path) -> None:
+    """Refuse a run folder that holds anything but folders and regular files: edgepipe writes
+    and cleans up inside it, and a received folder could point a symbolic link anywhere, or
+    hold a FIFO that blocks whoever reads it (edgepipe makes neither)."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise _link_error(path)
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise EdgepipeError(f"{path} is not a regular file or folder (a FIFO, socket or "
+                                    "device); a run folder holds none: remove it.")
+
+
+def prune(folder: Path, names: re.Pattern, keep: set[str]) -> None:
+    """Remove the regular files in `folder` whose whole name matches `names` (a shape only
+    edgepipe gives its files there) and is not in `keep`."""
+    fd = _open_folder(Path(folder), create=False)
+    if fd is None:
+        return
+    try:
+        for name in os.listdir(fd):
+            if names.fullmatch(name) and name not in keep:
+                try:
+                    if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
+                        os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def scratch_file(folder: Path, name: str):
+    """Yield the path of a new, empty regular file of this process in `folder` (made there, not
+    through a link), and its identity (os.stat_result); the file is removed on exit unless it
+    was renamed away. Leftovers of killed writers in `folder` are removed first."""
+    folder = Path(folder)
+    remove_leftovers(folder)
+    fd = _open_folder(folder, create=True)
+    mine = own_name(name)
+    try:
+        handle = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                         dir_fd=fd)
+        made = os.fstat(handle)
+        os.close(handle)
+        try:
+            yield folder / mine, made
+        finally:
+            try:
+                if stat.S_ISREG(os.lstat(mine, dir_fd=fd).st_mode):
+                    os.unlink(mine, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def atomic_path(dest: Path):
-    """Yield a temporary path for `dest` (same name and suffix, in `.partial/` beside it); on
-    success it is renamed over `dest`, so `dest` is always whole or absent. Leftovers of killed
-    writers in that folder are removed first."""
+    """Yield a temporary path for `dest` (in `.partial/` beside it, its name ending in dest's
+    name); on success it is renamed over `dest`, so `dest` is always whole or absent."""
     dest = Path(dest)
-    clean_partials(dest.parent)
     partial = dest.parent / PARTIAL
-    partial.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{os.getpid()}.", suffix=f".{dest.name}", dir=partial)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; the result is an ordinary artifact
     try:
-        yield Path(tmp)
-        os.replace(tmp, dest)
+        with scratch_file(partial, dest.name) as (tmp, made):
+            yield tmp
+            now = os.lstat(tmp)
+            if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (made.st_dev,
+                                                                              made.st_ino):
+                raise EdgepipeError(f"{tmp} was replaced by something else while edgepipe "
+                                    "wrote it; is another program writing in this folder?")
+            os.replace(tmp, dest)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         try:
-            partial.rmdir()
+            os.rmdir(partial)  # only when empty: another writer may be using it
         except OSError:
             pass
 
@@ -70,7 +186,7 @@ def write_json(dest: Path, data) -> None:
     """Unchanged content is not rewritten: an incremental run leaves a file's mtime alone."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     try:
-        if Path(dest).read_text() == text:
+        if stat.S_ISREG(os.lstat(dest).st_mode) and Path(dest).read_text() == text:
             return
     except (OSError, UnicodeDecodeError):
         pass

@@ -4,11 +4,16 @@ The user's own layers come from `--custom-objects` files (models/custom_objects.
 `--unsafe` turns safe_mode off (Lambda layers): both are `LoadOptions`, given to `load_keras`
 or set for a whole command with `with load_options(...)`. Every loaded model's weights are
 checked to be finite before anything converts it.
+
+A user's file is looked at before anything opens it for real (`regular_file`, `check_keras_file`:
+no TensorFlow needed), so a wrong path is answered at once and a FIFO or a device never hangs.
 """
 
 import contextvars
 import json
+import os
 import re
+import stat
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +47,82 @@ def load_options(options: LoadOptions):
         yield options
     finally:
         _OPTIONS.reset(token)
+
+
+_NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                (stat.S_ISSOCK, "a socket"))
+
+
+def regular_file(path: Path, what: str, hint: str) -> None:
+    """Refuse `path` unless it is a regular file (a link to one is fine), from its stat alone:
+    opening a FIFO blocks for ever and /dev/zero never ends. `what` names the file in the
+    message ("Data file"), `hint` says what to pass instead."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise EdgepipeError(f"{what} {path} is a symbolic link to {os.readlink(path)}, "
+                                f"which does not exist. {hint}") from None
+        raise EdgepipeError(f"{what} {path} does not exist. {hint}") from None
+    except OSError as e:
+        raise EdgepipeError(f"Cannot read {what.lower()} {path}: {e.strerror}. {hint}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+        raise EdgepipeError(f"{what} {path} is {kind}, not a regular file. {hint}")
+
+
+def not_an_archive(path: Path, error: Exception) -> str:
+    """Why a regular file that should be a zip archive is none, for a message: "it is empty",
+    "it starts with text '<html>...'", "it is a damaged zip archive (...)"."""
+    with open(path, "rb") as f:
+        head = f.read(48)
+    if not head:
+        return "it is empty (0 bytes)"
+    if head.startswith(b"PK"):
+        return f"it is a damaged zip archive ({error})"
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a single .npy array (numpy.save)"
+    text = head.decode("utf-8", "replace").rstrip("\ufffd")  # a character cut at byte 48
+    if "\ufffd" not in text and all(c.isprintable() or c.isspace() for c in text):
+        return f"it starts with text {text.strip()[:40]!r}"
+    return f"it starts with bytes {head[:12].hex(' ')}"
+
+
+KERAS_HINT = "Save the model with model.save('name.keras')."
+
+
+def _leaves_folder(name: str) -> bool:
+    """A member name that, extracted into a folder, lands outside it ("zip slip")."""
+    name = name.replace("\\", "/")
+    return name.startswith("/") or re.match(r"[A-Za-z]:", name) is not None \
+        or ".." in name.split("/")
+
+
+def check_keras_file(path: Path) -> None:
+    """What can be seen of a .keras file without Keras: a regular file, a zip archive, with a
+    config.json and no member whose name leads out of the folder it is extracted into (Keras
+    skips those with a warning each; Keras never writes one, so the file was made by hand)."""
+    regular_file(path, "Model file", "Train one with `edgepipe train`, or save yours with "
+                 "model.save('name.keras').")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except OSError as e:
+        raise EdgepipeError(f"Cannot read model file {path}: {e.strerror}.") from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise EdgepipeError(f"{path} is not a .keras file (a .keras file is a zip archive; "
+                            f"{not_an_archive(path, e)}). {KERAS_HINT}") from None
+    escaping = [name for name in names if _leaves_folder(name)]
+    if escaping:
+        raise EdgepipeError(f"{path} holds {len(escaping)} member(s) whose names lead out of the "
+                            f"folder it is extracted into ({escaping[0]!r}); Keras never writes "
+                            "such names, so the file was altered: load only the model as Keras "
+                            "saved it.")
+    if "config.json" not in names:
+        given = ", ".join(map(repr, names[:5])) or "nothing"
+        raise EdgepipeError(f"{path} is a zip archive but not a .keras model: it has no "
+                            f"config.json (it has: {given}). {KERAS_HINT}")
 
 
 UNSAFE_WARNING = ("--unsafe: Keras safe_mode is off, so Lambda layers in the .keras files run "
@@ -106,17 +187,13 @@ def _load_failure(path: Path, error: Exception, options: LoadOptions) -> Edgepip
 
 
 def load_keras(path: Path, options: LoadOptions | None = None):
+    path = Path(path)
+    check_keras_file(path)
     import keras
 
     from . import activations  # noqa: F401  (registers the custom layers)
 
     options = options or _OPTIONS.get() or LoadOptions()
-    path = Path(path)
-    if not path.is_file():
-        raise EdgepipeError(f"Model file {path} does not exist. Train one with `edgepipe train`.")
-    if not zipfile.is_zipfile(path):
-        raise EdgepipeError(f"{path} is not a .keras file (a .keras file is a zip archive; "
-                            "save the model with model.save('name.keras')).")
     try:
         model = keras.models.load_model(path, custom_objects=options.custom_objects or None,
                                         safe_mode=not options.unsafe)

@@ -8,18 +8,19 @@ use. A variant over budget fails, with the figure and the budget in its checks a
 """
 
 from ..models.errors import EdgepipeError
+from .values import check_table, number
 
-BUDGET_KEYS = ("max_model_bytes", "max_arena_bytes", "max_latency_ms")
+# [budgets.<target>] key -> what it must be (a budget of inf or nan would pass or fail all)
+BUDGET_RULES = {"max_model_bytes": number(1, whole=True), "max_arena_bytes": number(1, whole=True),
+                "max_latency_ms": number(0, above=True)}
+BUDGET_KEYS = tuple(BUDGET_RULES)
 # Only these targets measure an arena.
 ARENA_TARGETS = ("tflm", "ethos-u")
 
 
 def check_budget(target: str, budget: dict, where: str) -> None:
     """Validate one [budgets.<target>] table (keys checked by the config loader)."""
-    for key, value in budget.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise EdgepipeError(f"Expected a number > 0 for {key} in {where}. "
-                                f"Received: {value!r}")
+    check_table(BUDGET_RULES, budget, where)
     if "max_arena_bytes" in budget and target not in ARENA_TARGETS:
         raise EdgepipeError(f"max_arena_bytes in {where}: target {target} has no tensor arena "
                             f"to measure; set it for {' or '.join(ARENA_TARGETS)}.")

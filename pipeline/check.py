@@ -1,13 +1,32 @@
-"""`edgepipe check PATH`: the op audit of a `.tflite` (no TensorFlow) or of a `.keras` model."""
+"""`edgepipe check PATH`: the op audit of a `.tflite` (no TensorFlow) or of a `.keras` model.
 
+A `.tflite` is read and verified by the stdlib reader, then, where LiteRT (ai-edge-litert) is
+installed, also loaded by it: the reader proves the structure, but only the runtime knows which
+kernels exist and what their Prepare accepts, and `check` must never say "pass" for a file the
+runtime refuses to load. The load runs in a child process: a malformed model can crash the
+interpreter (SIGSEGV) or keep it busy, and that must end the child, not `check`.
+"""
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import multiprocessing
+import os
+import resource
 import tempfile
+import warnings
 from pathlib import Path
 
 from ..converters.modes import QuantMode
 from ..converters.op_audit import TARGETS, audit
-from ..converters.tflite_file import read_tflite_file
+from ..converters.tflite_file import mapped_file, read_tflite
+from ..device_tests.isolation import signal_name
 from ..models.errors import unknown_name
-from ..models.files import sha256_file
+
+# Creating the interpreter and allocating its tensors takes well under a second for edge models
+# and seconds for a 2 GB one; a child still busy after this long is stuck.
+LOAD_TIMEOUT = 60.0
+REASON_CHARS = 300  # LiteRT joins every message of its error reporter into one exception
 
 
 def parse_targets(target: str | None) -> tuple[str, ...]:
@@ -25,13 +44,106 @@ def mode_from_filename(path: Path) -> QuantMode | None:
 
 
 def check_tflite(path: Path, targets: tuple[str, ...]) -> dict:
-    model = read_tflite_file(path)  # memory-mapped: a 2 GB model is not read into memory
+    # One open of the file for everything (a path is never opened twice, so it cannot be swapped
+    # for a FIFO in between); memory-mapped: a 2 GB model is not read into memory.
+    with mapped_file(path) as data:
+        model = read_tflite(data, str(path))
+        sha256 = hashlib.sha256(data).hexdigest()
+        litert = load_in_litert(data)
     mode = mode_from_filename(path)
     report = audit(model, mode, targets, source=str(path))
-    return {"file": str(path), "bytes": model.size, "sha256": sha256_file(path),
+    problems = list(report.problems)
+    if litert and not litert["loads"]:
+        problems.append(f"the structure is valid, but LiteRT refuses it (ai-edge-litert "
+                        f"{litert['version']}): {litert['reason']}")
+    return {"file": str(path), "bytes": model.size, "sha256": sha256,
             "mode": mode.value if mode else None,
-            "status": "converted" if report.ok else "failed",
-            "reason": "; ".join(report.problems), "audit": report.as_dict()}
+            "status": "failed" if problems else "converted",
+            "reason": "; ".join(problems), "audit": report.as_dict(), "litert": litert}
+
+
+def load_in_litert(data, timeout: float = LOAD_TIMEOUT) -> dict | None:
+    """Whether LiteRT loads these model bytes (creates the interpreter and allocates its
+    tensors, as the parity runner does), asked in a forked child under a time limit:
+    {"version", "loads", "reason"}, the reason one line. None when LiteRT is not installed."""
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        return None
+    version = importlib.metadata.version("ai-edge-litert")
+    context = multiprocessing.get_context("fork")  # the child shares the mapped bytes
+    receive, send = context.Pipe(duplex=False)
+    with tempfile.TemporaryFile() as log:
+        child = context.Process(target=_load, args=(data, send, log.fileno()), daemon=True)
+        with warnings.catch_warnings():
+            # Python 3.12+ warns on fork() in a process with threads (TensorFlow's, in a test
+            # process); the child takes none of their locks.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child.start()
+        send.close()
+        answer = None
+        try:
+            if not receive.poll(timeout):
+                child.kill()
+                child.join()
+                return {"version": version, "loads": False,
+                        "reason": f"it did not finish loading within {timeout:g} s (stopped)"}
+            answer = receive.recv()
+        except EOFError:  # it died without answering
+            pass
+        finally:
+            receive.close()
+        child.join()
+        if answer is None:
+            return {"version": version, "loads": False,
+                    "reason": _death(child.exitcode) + _last_line(log)}
+    loads, reason = answer
+    return {"version": version, "loads": loads, "reason": reason}
+
+
+def _load(data, send, log_fd: int) -> None:
+    """The child: load the model and send (loads, one-line reason) back."""
+    # LiteRT writes INFO lines and its errors on the C streams: keep them off the user's
+    # terminal (a crash's last words are read back from this log).
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    _limit_memory(len(data))
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        Interpreter(model_content=bytes(data)).allocate_tensors()
+    except Exception as e:  # whatever the runtime raises is its refusal, said in one line
+        text = " ".join(str(e).split()) or type(e).__name__
+        if len(text) > REASON_CHARS:
+            text = text[:REASON_CHARS - 1] + "…"
+        send.send((False, text))
+    else:
+        send.send((True, ""))
+
+
+def _limit_memory(model_bytes: int) -> None:
+    """Cap the child's address space: a corrupt shape can ask for terabytes, which must fail
+    as an allocation error instead of driving the machine out of memory. A real model needs
+    its bytes (twice: the copy, the packed weights) plus its arena, which fits in the RAM."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    wanted = max(ram, 4 << 30) + 2 * model_bytes
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
+def _death(exitcode: int) -> str:
+    if exitcode < 0:
+        return (f"LiteRT crashed while loading it (killed by signal {-exitcode}, "
+                f"{signal_name(-exitcode)})")
+    return f"LiteRT's process ended with exit code {exitcode} while loading it"
+
+
+def _last_line(log) -> str:
+    """": " + the last line the child printed (e.g. "std::bad_alloc"), or ""; LiteRT's INFO
+    lines ("Created TensorFlow Lite XNNPACK delegate") say nothing about a crash."""
+    log.seek(0)
+    lines = [line.strip() for line in log.read()[-4096:].decode(errors="replace").splitlines()
+             if line.strip() and not line.startswith("INFO: ")]
+    return f": {lines[-1][:REASON_CHARS]}" if lines else ""
 
 
 def check_keras(path: Path, modes: list[QuantMode], rep_data, rep_samples: int,

@@ -6,6 +6,7 @@ import of a TF-using module happens inside the command that needs it.
 
 import errno
 import functools
+import inspect
 import json
 import shutil
 import signal
@@ -21,8 +22,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..models.errors import EdgepipeError
+from ..models.files import check_run_folder
 from ..models.zoo import ZOO, check_input_shape, get_model_spec
 from .quiet import import_tensorflow, quiet_tensorflow
+from .values import COUNT, SECONDS, SEED, Rule, number
 from .views import ops_table, parity_table, trained_table, variants_table
 
 app = typer.Typer(
@@ -33,6 +36,20 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 _state = {"debug": False, "out": None}
+JOBS = number(1, 1024, whole=True)  # more processes than that is a typo, not a machine
+
+
+def _within(rule: Rule):
+    """A typer callback that refuses a number `rule` does not allow before the command starts:
+    a usage error, one line (`main`), exit 2."""
+
+    def callback(value):
+        if value is not None and not rule.test(value):
+            raise typer.BadParameter(f"Expected {rule.expected}. Received: {value!r}.")
+        return value
+
+    return callback
+
 
 # The options of every command that loads .keras files (convert, check, run).
 CustomObjects = Annotated[list[str] | None, typer.Option(
@@ -52,22 +69,39 @@ def _options(debug: Annotated[bool, typer.Option(
     quiet_tensorflow(debug)
 
 
-def _os_error(e: OSError) -> str | None:
-    """One line for the write errors a user can fix (a full or read-only output folder)."""
-    where = _state["out"] or e.filename or "the output folder"
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"No space left on the device while writing to {where}: free some space or "
-                "choose another --out.")
-    if e.errno == errno.EROFS:
-        return f"Cannot write {where}: read-only file system. Choose another --out."
-    if e.errno in (errno.EACCES, errno.EPERM) and e.filename:
-        return (f"Cannot access {e.filename}: {e.strerror}. Check its permissions, or choose "
-                "another --out.")
+def _elsewhere(fn) -> str | None:
+    """What a user of command `fn` can do when its folder is full or read-only: the advice
+    follows the folder it writes (an --out of its own, or the run folder it was given)."""
+    params = inspect.signature(fn).parameters
+    if "out_dir" in params:
+        return "choose another --out"
+    if "run_dir" in params:
+        return (f"copy the run folder to a writable disk and run `edgepipe {fn.__name__}` on "
+                "the copy")
     return None
+
+
+def _os_error(e: OSError, elsewhere: str | None, run_dir: Path | None = None) -> str | None:
+    """One line for the write errors a user can fix (a full or read-only folder)."""
+    where = _state["out"] or run_dir or e.filename or "the output folder"
+    also = f" or {elsewhere}" if elsewhere else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"No space left on the device while writing to {where}: free some space{also}."
+    if e.errno == errno.EROFS:
+        return (f"Cannot write {where}: read-only file system."
+                + (f" {elsewhere[0].upper()}{elsewhere[1:]}." if elsewhere else ""))
+    if e.errno in (errno.EACCES, errno.EPERM) and e.filename:
+        return f"Cannot access {e.filename}: {e.strerror}. Check its permissions{also}."
+    return None
+
+
+def _error_line(message: str) -> None:
+    err.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
 
 
 def guarded(fn):
     """A command whose user errors print one line and exit 2 (tracebacks: --debug)."""
+    elsewhere = _elsewhere(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -76,7 +110,7 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except EdgepipeError as e:
-            err.print(Text.assemble(("error: ", "red"), str(e)), soft_wrap=True)
+            _error_line(str(e))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted", highlight=False)
@@ -84,10 +118,10 @@ def guarded(fn):
         except (typer.Exit, typer.Abort):
             raise
         except OSError as e:
-            message = _os_error(e)
+            message = _os_error(e, elsewhere, kwargs.get("run_dir"))
             if message is None:
                 raise _internal(e) from None
-            err.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
+            _error_line(message)
             raise typer.Exit(2) from None
         except Exception as e:  # a bug: still one line, the traceback is one flag away
             raise _internal(e) from None
@@ -147,8 +181,10 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "artifacts/models"),
     epochs: Annotated[int | None, typer.Option(
+        callback=_within(COUNT),
         help="Maximum epochs (early stopping on validation loss may end sooner).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")] = 0,
+    seed: Annotated[int, typer.Option(
+        callback=_within(SEED), help="Seed for splits, initialisation and shuffling.")] = 0,
     data: Annotated[Path | None, typer.Option(
         help="Your own data: a .npz with x_train, y_train, x_test, y_test.")] = None,
 ) -> None:
@@ -190,6 +226,7 @@ def convert(
         help="Representative samples (.npy, shape (N, *input_shape)) for int8 and int16x8. "
              "Default: the training split named by the record beside each model.")] = None,
     rep_samples: Annotated[int, typer.Option(
+        callback=_within(COUNT),
         help="How many representative samples calibrate the integer modes.")] = 200,
     custom_objects: CustomObjects = None,
     unsafe: Unsafe = False,
@@ -236,7 +273,8 @@ def check(
         help="For a .keras model: the modes to convert and audit.")] = "float32",
     rep_data: Annotated[Path | None, typer.Option(
         help="For a .keras model in int8/int16x8: representative samples (.npy).")] = None,
-    rep_samples: Annotated[int, typer.Option(help="Representative samples to use.")] = 200,
+    rep_samples: Annotated[int, typer.Option(
+        callback=_within(COUNT), help="Representative samples to use.")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     custom_objects: CustomObjects = None,
     unsafe: Unsafe = False,
@@ -250,12 +288,18 @@ def check(
     from .check import check_keras, check_tflite, failed, parse_targets
 
     targets = parse_targets(target)
+    if path.suffix == ".tflite" and (custom_objects or unsafe):
+        option = "--custom-objects" if custom_objects else "--unsafe"
+        raise EdgepipeError(f"{option} applies only to .keras models (it is about loading "
+                            f"their Python layers); {path} is a .tflite file: drop {option}.")
     if path.suffix == ".tflite":
         records = [check_tflite(path, targets)]
     elif path.suffix == ".keras":
         from ..converters.modes import parse_modes
         from ..models.custom_objects import custom_object_files
+        from ..models.loading import check_keras_file
 
+        check_keras_file(path)  # a wrong path is answered before TensorFlow's import (~15 s)
         modes = parse_modes(mode)
         files = custom_object_files(custom_objects)
         import_tensorflow(_state["debug"])
@@ -284,11 +328,11 @@ SshIdentity = Annotated[Path | None, typer.Option(
 SshPython = Annotated[str | None, typer.Option(
     help="ssh:// targets: the board's Python command (default: python3).")]
 Jobs = Annotated[int | None, typer.Option(
-    "--jobs", "-j", min=1, show_default=False,
+    "--jobs", "-j", show_default=False, callback=_within(JOBS),
     help="Worker processes for the models and the parity runners (default: the number of "
          "cores).")]
 Timeout = Annotated[float | None, typer.Option(
-    min=1, help="Seconds each target may take (default: 1800).")]
+    callback=_within(SECONDS), help="Seconds each target may take (default: 1800).")]
 
 
 def _with_targets(config, ssh_identity: Path | None, ssh_python: str | None,
@@ -308,7 +352,8 @@ def run(
     targets: Annotated[str | None, typer.Option(
         help="Comma-separated targets (default: host,host-ref); `edgepipe targets` lists "
              "them.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum training epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        callback=_within(COUNT), help="Maximum training epochs.")] = None,
     ssh_identity: SshIdentity = None,
     ssh_python: SshPython = None,
     timeout: Timeout = None,
@@ -350,7 +395,15 @@ def run(
     from .workers import default_jobs
 
     custom_object_files(config.custom_objects)
+    if config.keras:  # the user's files, checked before TensorFlow is imported
+        from ..models.datasets import load_npz_as_given
+        from ..models.loading import check_keras_file
+
+        for path in config.keras:
+            check_keras_file(Path(path))
+        load_npz_as_given(Path(config.data), config.seed)
     _writable(out_dir)
+    check_run_folder(out_dir)
     if config.unsafe:
         _unsafe_warning()
     workers = jobs or default_jobs()
@@ -427,22 +480,20 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `edgepipe run`.")],
 ) -> None:
     """Regenerate report.html (and junit.xml) from a run folder's results.json."""
-    from .junit import write_junit
     from .report import write_report
 
     _require_run_dir(run_dir)
     if not (run_dir / "results.json").is_file():
         raise EdgepipeError(f"{run_dir} has no results.json: run `edgepipe parity {run_dir}` "
                             "first.")
-    merged = json.loads((run_dir / "results.json").read_text())
-    write_junit(run_dir, merged)
-    out.print(f"wrote {write_report(run_dir)}", highlight=False)
+    out.print(f"wrote {write_report(run_dir, junit=True)}", highlight=False)
 
 
 def _require_run_dir(run_dir: Path) -> None:
     if not (run_dir / "manifest.json").is_file():
         raise EdgepipeError(f"{run_dir} is not a run folder (no manifest.json). Make one with "
                             "`edgepipe run --out DIR`.")
+    check_run_folder(run_dir)
 
 
 def _finish(merged: dict, run_dir: Path) -> None:
@@ -475,6 +526,12 @@ def _print_check(record: dict, targets, check_failed: bool) -> None:
         out.print(f"{t}: " + ("[green]all ops supported[/]" if not bad
                               else "[red]unsupported: " + "; ".join(bad) + "[/]"),
                   highlight=False)
+    if "litert" in record:  # a .tflite: did LiteRT load it (pipeline/check.py)?
+        litert = record["litert"]
+        out.print("LiteRT load: " + (
+            "[yellow]not tried[/] (ai-edge-litert is not installed)" if litert is None
+            else f"[green]loads[/] (ai-edge-litert {litert['version']})" if litert["loads"]
+            else f"[red]refused[/] (ai-edge-litert {litert['version']})"), highlight=False)
     grads = record.get("custom_gradients")
     if grads:
         carried = ", ".join(g["op_type"] for g in grads["saved_model"]) or "none"
@@ -528,9 +585,19 @@ def _unsafe_warning() -> None:
     err.print(Text.assemble(("warning: ", "yellow"), UNSAFE_WARNING), soft_wrap=True)
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> int:
+    """`edgepipe ARGS` (default: the command line); returns the exit code. Typer's usage
+    errors (an unknown option, a bad or missing value) are one line and exit 2, as every other
+    bad input is, instead of its box."""
     try:
-        app()
+        return app(args=args, prog_name="edgepipe", standalone_mode=False) or 0
+    except typer.TyperException as e:  # Click's UsageError and kin: raised, not shown
+        message = e.format_message()
+        if message:  # empty for `edgepipe` alone, whose help is printed already
+            ctx = getattr(e, "ctx", None)
+            hint = f" See '{ctx.command_path} --help'." if ctx is not None else ""
+            _error_line(message.rstrip(".") + "." + hint)
+        return e.exit_code
     finally:
         # The command has finished and reported (an interrupt during it exits 130). Interpreter
         # shutdown (TensorFlow's threads) can take a second, and Python restores the default

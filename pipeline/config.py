@@ -31,7 +31,10 @@
     max_arena_bytes = 65_536
     max_latency_ms = 5.0
 
-Unknown keys are errors that suggest the nearest valid key.
+Unknown keys are errors that suggest the nearest valid key. Every value's type and range is
+checked before any work, by the rule its key has in RUN_RULES, TOLERANCE_RULES, TARGET_RULES
+(pipeline/targets.py) or BUDGET_RULES (pipeline/budgets.py): lists hold distinct names, seed is
+0 ... 2**32 - 1, every float is finite (NaN and inf are refused), timeouts are at most a week.
 """
 
 import dataclasses
@@ -46,19 +49,34 @@ from ..converters.modes import QuantMode
 from ..models.errors import EdgepipeError, unknown_name
 from ..models.zoo import ZOO
 from .budgets import BUDGET_KEYS, check_budget
-from .targets import TargetOptions, check_target
+from .targets import TARGET_RULES, TargetOptions, check_target
+from .values import COUNT, FLAG, SEED, TABLE, check_table, is_text, names, number
 
 DEFAULT_TARGETS = ("host", "host-ref")
 TARGET_KEYS = tuple(f.name for f in dataclasses.fields(TargetOptions))
-RUN_KEYS = ("models", "modes", "targets", "seed", "epochs", "rep_samples", "keras", "data",
-            "custom_objects", "unsafe")
+SECTIONS = ("run", "tolerances", "targets", "budgets")
+# [run] key -> what it must be; keras, data and custom_objects are paths (`_paths`).
+RUN_RULES = {
+    "models": names('["mlp_swish", "cnn_step"]'),
+    "modes": names('["float32", "int8"]'),
+    "targets": names('["host", "tflm"]'),
+    "seed": SEED,
+    "epochs": COUNT,
+    "rep_samples": COUNT,
+    "unsafe": FLAG,
+}
+RUN_KEYS = (*RUN_RULES, "keras", "data", "custom_objects")
+# [tolerances.<model>.<mode>] key -> what it must be (written into manifest.json: JSON has no
+# NaN or Infinity)
+TOLERANCE_RULES = {"max_abs": number(0), "max_rel": number(0), "task_delta": number(0),
+                   "min_top1_agreement": number(0, 1)}
+TOLERANCE_KEYS = tuple(TOLERANCE_RULES)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # a bundle entry id's characters
 
 
 def user_model_name(path) -> str:
     """A user model's name in the run: its file name without `.keras`."""
     return Path(path).stem
-TOLERANCE_KEYS = ("max_abs", "max_rel", "task_delta", "min_top1_agreement")
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,7 @@ class RunConfig:
     unsafe: bool = False
 
     def __post_init__(self):
+        check_table(RUN_RULES, vars(self), "the run config")
         for m in self.models:
             if m not in ZOO:
                 raise unknown_name("model", m, ZOO)
@@ -88,11 +107,6 @@ class RunConfig:
         if not (self.models or self.keras) or not self.modes or not self.targets:
             raise EdgepipeError("Expected at least one model, mode and target in the run config.")
         self._check_user_models()
-        for name in ("epochs", "rep_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise EdgepipeError(f"Expected {name} to be a whole number >= 1. "
-                                    f"Received: {name}={value!r}")
 
     @property
     def user_models(self) -> dict[str, str]:
@@ -100,8 +114,6 @@ class RunConfig:
         return {user_model_name(p): p for p in self.keras}
 
     def _check_user_models(self) -> None:
-        if not isinstance(self.unsafe, bool):
-            raise EdgepipeError(f"Expected unsafe to be true or false. Received: {self.unsafe!r}")
         if self.models and self.keras:
             raise EdgepipeError("Expected either zoo models (models) or your own .keras models "
                                 "(keras / --model) in one run, not both; make two runs.")
@@ -115,7 +127,7 @@ class RunConfig:
             raise EdgepipeError("Your own models need data: a .npz with x_train (calibration), "
                                 "y_train, x_test, y_test; pass --data my.npz or set data in "
                                 "[run].")
-        names: dict[str, str] = {}
+        seen: dict[str, str] = {}
         for path in self.keras:
             name = user_model_name(path)
             if Path(path).suffix != ".keras":
@@ -126,10 +138,10 @@ class RunConfig:
             if not _SAFE_NAME.match(name):
                 raise EdgepipeError(f"Model name {name!r} (from {path}) may hold only letters, "
                                     "digits, '.', '_' and '-'; rename the file.")
-            if name in names:
-                raise EdgepipeError(f"Two models are named {name!r} ({names[name]} and {path}); "
+            if name in seen:
+                raise EdgepipeError(f"Two models are named {name!r} ({seen[name]} and {path}); "
                                     "rename one file: a model's name is its file name.")
-            names[name] = path
+            seen[name] = path
 
 
 def _unknown_key(key: str, valid, where: str) -> EdgepipeError:
@@ -139,24 +151,19 @@ def _unknown_key(key: str, valid, where: str) -> EdgepipeError:
 
 
 def load_config(path: Path | None, **overrides) -> RunConfig:
-    """Read `path` (or nothing), then apply command-line overrides that are not None."""
-    data: dict = {}
+    """Read `path` (or nothing), then apply command-line overrides that are not None. Every
+    value's type and range is checked here, before any work, with the file and key named."""
+    data = _read(path) if path is not None else {}
     where = str(path)
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise EdgepipeError(f"Config file {path} does not exist.") from None
-        except tomllib.TOMLDecodeError as e:
-            raise EdgepipeError(f"Config file {path} is not valid TOML: {e}.") from None
-    sections = ("run", "tolerances", "targets", "budgets")
-    for key in data:
-        if key not in sections:
-            raise _unknown_key(key, sections, where)
+    for key, value in data.items():
+        if key not in SECTIONS:
+            raise _unknown_key(key, SECTIONS, where)
+        TABLE.check(f"[{key}]", value, where)
     run = dict(data.get("run", {}))
     for key in run:
         if key not in RUN_KEYS:
             raise _unknown_key(key, RUN_KEYS, f"{where} [run]")
+    check_table(RUN_RULES, run, f"{where} [run]")
     if "keras" in run and "models" in run:
         raise EdgepipeError(f"{where} [run] has both models (zoo) and keras (your own models); "
                             "keep one of them: make two runs.")
@@ -165,6 +172,7 @@ def load_config(path: Path | None, **overrides) -> RunConfig:
         if key in run:
             run[key] = _paths(run[key], key, base, f"{where} [run]", many=key != "data")
     given = {k: v for k, v in overrides.items() if v is not None}
+    check_table(RUN_RULES, given, "the command line")
     if given.get("keras"):  # --model on the command line replaces the file's models
         run.pop("models", None)
     run.update(given)
@@ -176,80 +184,84 @@ def load_config(path: Path | None, **overrides) -> RunConfig:
             raise unknown_name("mode", bad, [q.value for q in QuantMode]) from None
     for key in ("models", "targets", "keras", "custom_objects"):
         if key in run:
-            run[key] = tuple(str(p) for p in run[key]) if key in ("keras", "custom_objects") \
-                else tuple(run[key])
+            run[key] = tuple(str(p) for p in run[key])
     if run.get("keras"):
         run.setdefault("models", ())
-    if "data" in run and run["data"] is not None:
+    if "data" in run:
         run["data"] = str(run["data"])
     names = [*ZOO, *(user_model_name(p) for p in run.get("keras", ()))]
     tolerances = data.get("tolerances", {})
-    for model, per_mode in tolerances.items():
-        if model not in names:
-            raise unknown_name("model", model, names)
-        for mode, bounds in per_mode.items():
-            if mode not in {q.value for q in QuantMode}:
-                raise _unknown_key(mode, [q.value for q in QuantMode],
-                                   f"{where} [tolerances.{model}]")
-            for key, value in bounds.items():
-                if key not in TOLERANCE_KEYS:
-                    raise _unknown_key(key, TOLERANCE_KEYS,
-                                       f"{where} [tolerances.{model}.{mode}]")
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                    raise EdgepipeError(f"Expected a number >= 0 for {key} in "
-                                        f"[tolerances.{model}.{mode}]. Received: {value!r}")
+    _check_tolerances(tolerances, names, where)
     return RunConfig(**run, tolerances=tolerances,
                      target_options=_target_options(data.get("targets", {}), where),
                      budgets=_budgets(data.get("budgets", {}), where))
+
+
+def _read(path: Path) -> dict:
+    """The config file's TOML, or one line saying why it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgepipeError(f"Config file {path} does not exist.")
+    if not path.is_file():  # a folder, or a FIFO that would block the read for ever
+        raise EdgepipeError(f"Config file {path} is not a regular file; give a .toml file.")
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise EdgepipeError(f"Cannot read config file {path}: {e.strerror}.") from None
+    except UnicodeDecodeError as e:
+        raise EdgepipeError(f"Config file {path} is not UTF-8 text (byte {e.object[e.start]:#04x}"
+                            f" at offset {e.start}); save it as UTF-8.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise EdgepipeError(f"Config file {path} is not valid TOML: {e}.") from None
+    except RecursionError:  # tomllib reads nested arrays and inline tables recursively
+        raise EdgepipeError(f"Config file {path} nests arrays or tables hundreds of levels "
+                            "deep; no edgepipe key takes more than a list of names.") from None
+
+
+def _check_tolerances(tolerances: dict, names: list[str], where: str) -> None:
+    """[tolerances.<model>.<mode>]: known models and modes, each bound a finite number."""
+    modes = [q.value for q in QuantMode]
+    for model, per_mode in tolerances.items():
+        if model not in names:
+            raise unknown_name("model", model, names)
+        TABLE.check(f"[tolerances.{model}]", per_mode, where)
+        for mode, bounds in per_mode.items():
+            if mode not in modes:
+                raise _unknown_key(mode, modes, f"{where} [tolerances.{model}]")
+            table = f"[tolerances.{model}.{mode}]"
+            TABLE.check(table, bounds, where)
+            for key in bounds:
+                if key not in TOLERANCE_RULES:
+                    raise _unknown_key(key, TOLERANCE_KEYS, f"{where} {table}")
+            check_table(TOLERANCE_RULES, bounds, f"{where} {table}")
 
 
 def _paths(value, key: str, base: Path, where: str, many: bool):
     """A path (data) or a list of paths (keras, custom_objects) from the config file, made
     relative to the file's folder."""
     values = [value] if many and isinstance(value, str) else value
-    ok = (all(_is_text(v) for v in values) if many and isinstance(values, list)
-          else not many and _is_text(values))
+    ok = (all(is_text(v) for v in values) if many and isinstance(values, list)
+          else not many and is_text(values))
     if not ok:
         what = "a list of paths" if many else "a path"
-        raise EdgepipeError(f"Expected {what} for {key} in {where}. Received: {value!r}")
+        raise EdgepipeError(f"Expected {key} in {where} to be {what}. Received: {value!r}.")
     resolve = lambda v: str(base / Path(v).expanduser())  # noqa: E731
     return [resolve(v) for v in values] if many else resolve(values)
-
-
-def _is_text(value) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
-# [targets] key -> (what it must be, test)
-_TARGET_VALUES = {
-    "timeout": ("a number > 0", lambda v: not isinstance(v, bool)
-                and isinstance(v, (int, float)) and v > 0),
-    "entry_timeout": ("a number > 0", lambda v: not isinstance(v, bool)
-                      and isinstance(v, (int, float)) and v > 0),
-    "ssh_python": ("a non-empty string", _is_text),
-    "ssh_identity": ("a non-empty string", lambda v: v is None or _is_text(v)),
-    "ssh_options": ("a list of strings", lambda v: isinstance(v, (list, tuple))
-                    and all(isinstance(x, str) for x in v)),
-    "accelerator": ("a non-empty string", _is_text),
-}
 
 
 def with_target_options(config: RunConfig, **overrides) -> RunConfig:
     """The config with command-line [targets] options (those not None) applied over it."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    merged = {**dataclasses.asdict(config.target_options), **given}
-    return dataclasses.replace(config, target_options=_target_options(
-        merged, "the command line" if given else "the config"))
+    check_table(TARGET_RULES, given, "the command line")
+    return dataclasses.replace(config, target_options=dataclasses.replace(
+        config.target_options, **given))
 
 
 def _target_options(table: dict, where: str) -> TargetOptions:
-    for key, value in table.items():
-        if key not in _TARGET_VALUES:
+    for key in table:
+        if key not in TARGET_RULES:
             raise _unknown_key(key, TARGET_KEYS, f"{where} [targets]")
-        expected, test = _TARGET_VALUES[key]
-        if not test(value):
-            raise EdgepipeError(f"Expected {expected} for {key} in {where} [targets]. "
-                                f"Received: {value!r}")
+    check_table(TARGET_RULES, table, f"{where} [targets]")
     return TargetOptions(**{k: tuple(v) if isinstance(v, list) else v
                             for k, v in table.items()})
 
@@ -257,8 +269,7 @@ def _target_options(table: dict, where: str) -> TargetOptions:
 def _budgets(table: dict, where: str) -> dict:
     for target, budget in table.items():
         check_target(target)
-        if not isinstance(budget, dict):
-            raise EdgepipeError(f"Expected a table [budgets.\"{target}\"] in {where}.")
+        TABLE.check(f'[budgets."{target}"]', budget, where)
         for key in budget:
             if key not in BUDGET_KEYS:
                 raise _unknown_key(key, BUDGET_KEYS, f"{where} [budgets.{target}]")

@@ -4,10 +4,13 @@ CI systems read JUnit XML to show which checks failed; the mapping is
 pass -> plain testcase, fail -> <failure>, error -> <error>, unsupported -> <skipped>.
 """
 
+import math
 import re
+import reprlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..models.errors import EdgepipeError
 from ..models.files import atomic_path
 
 STATUSES = ("pass", "fail", "unsupported", "error")
@@ -19,6 +22,132 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 def xml_text(value) -> str:
     return _NOT_XML.sub("\N{REPLACEMENT CHARACTER}", "" if value is None else str(value))
+
+
+# ---------------------------------------------------------------- the shape of a JSON document
+
+# A results.json (or manifest.json) edited by hand or written by another program is checked before
+# anything reads it: every field the reports compute with must have the type docs/bundle.md gives
+# it; other keys are only shown. A spec is a kind ("!" before it: required, else null or absent
+# is fine), an object spec {key: spec}, a list spec [item spec], or {"*": spec}: an object whose
+# every value has that spec.
+MAX_DEPTH = 32           # edgepipe writes at most 8 levels; deeper ones would exhaust recursion
+MAX_INTEGER = 2 ** 63    # larger ones are no count edgepipe writes, and float() of one overflows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
+                                        and abs(value) <= MAX_INTEGER)
+
+
+KINDS = {
+    "string": ("a string", lambda v: isinstance(v, str)),
+    "number": ("a number", _is_number),
+    "integer": ("an integer", lambda v: _is_number(v) and isinstance(v, int)),
+    "boolean": ("true or false", lambda v: isinstance(v, bool)),
+    "object": ("a JSON object", lambda v: isinstance(v, dict)),
+    "strings": ("a list of strings",
+                lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "integers": ("a list of integers", lambda v: isinstance(v, list) and all(
+        _is_number(x) and isinstance(x, int) for x in v)),
+}
+TOLERANCE = {"max_abs": "number", "max_rel": "number", "output_step": "number",
+             "steps": "number", "task_delta": "number", "min_top1_agreement": "number",
+             "derivation": "string"}
+TASK = {"metric": "string", "samples": "integer", "keras": "number", "variant": "number",
+        "delta": "number", "top1_agreement": "number", "mae_keras": "number",
+        "mae_variant": "number"}
+METRICS = {"samples": "integer", "nan_mismatches": "integer", "nan_positions": "integer",
+           "max_abs_error": "number", "mean_abs_error": "number", "rmse": "number",
+           "rel_error": "number", "cosine": "number", "sqnr_db": "number", "steps": "number",
+           "worst_sample": "integer", "worst_samples": "integers", "task": TASK,
+           "latency_ms": "number", "arena_bytes": "integer", "arena_probes": "integer",
+           "boundary": "object", "npu": "object", "vs_host-ref": "object"}
+RECORD = {"id": "!string", "target": "!string", "status": "!string", "model": "string",
+          "mode": "string", "reason": "string", "seconds": "number", "metrics": METRICS,
+          "checks": [{"name": "string", "ok": "boolean"}], "tolerance": TOLERANCE,
+          "outputs": "string"}
+RESULTS = {"manifest_sha256": "string", "summary": "object",
+           "targets": {"*": {"runtime": "object", "platform": "object", "seconds": "number"}},
+           "results": [RECORD]}
+
+
+def check_shape(document, spec: dict, file: Path, fix: str) -> None:
+    """Raise one line naming `file` and the field when `document` (a JSON object) is nested
+    deeper than MAX_DEPTH or does not have `spec`'s shape; `fix` says what to do."""
+    if not isinstance(document, dict):
+        raise _wrong(file, "", "a JSON object", document, fix)
+    stack = [(document, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise EdgepipeError(f"Expected {file} to be nested at most {MAX_DEPTH} levels deep. "
+                                f"Received: deeper at {_short(path)}. {fix}")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        stack += [(v, _field(path, k), depth + 1) for k, v in items
+                  if isinstance(v, (dict, list))]
+    _check(document, spec, file, "", fix)
+
+
+def _check(value, spec, file: Path, path: str, fix: str) -> None:
+    if isinstance(spec, str):
+        what, test = KINDS[spec.lstrip("!")]
+        if (value is not None or spec.startswith("!")) and not test(value):
+            raise _wrong(file, path, what, value, fix)
+    elif value is None:
+        return
+    elif isinstance(spec, list):
+        if not isinstance(value, list):
+            raise _wrong(file, path, "a list", value, fix)
+        for i, item in enumerate(value):
+            _check(item, spec[0], file, f"{path}[{i}]", fix)
+    elif not isinstance(value, dict):
+        raise _wrong(file, path, "a JSON object", value, fix)
+    elif "*" in spec:
+        for key, item in value.items():
+            _check(item, spec["*"], file, _field(path, key), fix)
+    else:
+        for key, item in spec.items():
+            _check(value.get(key), item, file, _field(path, key), fix)
+
+
+def _field(path: str, key) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{_short(repr(key))}]"
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 40
+
+
+def _wrong(file: Path, path: str, what: str, value, fix: str) -> EdgepipeError:
+    if value is None:
+        received = "nothing (absent or null)"
+    elif isinstance(value, bool):
+        received = str(value).lower()
+    elif isinstance(value, int) and not _is_number(value):
+        received = f"an integer of {value.bit_length()} bits"
+    else:
+        kind = {dict: "a JSON object", list: "a list", str: "a string"}.get(type(value),
+                                                                          "a number")
+        received = f"{kind} {_REPR.repr(value)}"
+    where = f"{path} in {file}" if path else str(file)
+    return EdgepipeError(f"Expected {where} to be {what}. Received: {received}. {fix}")
+
+
+def check_results(results, file: Path) -> dict:
+    """`results` (the merged results.json at `file`) when it has the shape docs/bundle.md gives
+    it; else one line naming the field."""
+    check_shape(results, RESULTS, file, f"Rerun `edgepipe parity {file.parent}` to write it "
+                                        "again.")
+    return results
 
 
 def targets_of(results: dict) -> list[str]:
@@ -64,9 +193,10 @@ def metrics_text(record: dict) -> str:
 
 def _seconds(value) -> str:
     try:
-        return f"{float(value):.3f}"
+        seconds = float(value)
     except (TypeError, ValueError):
         return "0.000"
+    return f"{seconds:.3f}" if math.isfinite(seconds) else "0.000"
 
 
 def _counts(element: ET.Element, records: list[dict]) -> dict:
@@ -101,7 +231,7 @@ def junit_tree(results: dict) -> ET.Element:
         properties = ET.SubElement(suite, "properties")
         for group in ("runtime", "platform"):
             for key, value in (info.get(group) or {}).items():
-                ET.SubElement(properties, "property", name=f"{group}.{key}",
+                ET.SubElement(properties, "property", name=xml_text(f"{group}.{key}"),
                               value=xml_text(value))
         for record in records:
             _testcase(suite, target, record)
@@ -131,9 +261,9 @@ def _testcase(suite: ET.Element, target: str, record: dict) -> None:
 
 def write_junit(run_dir: Path, results: dict) -> Path:
     """Write `run_dir/junit.xml` from the merged results document; return its path."""
-    root = junit_tree(results)
-    ET.indent(root)
     dest = Path(run_dir) / "junit.xml"
+    root = junit_tree(check_results(results, dest.with_name("results.json")))
+    ET.indent(root)
     with atomic_path(dest) as tmp:
         ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
     return dest

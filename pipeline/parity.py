@@ -12,8 +12,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from ..device_tests.bundle import BundleError, load_bundle
 from ..device_tests.runner import SCHEMA_VERSION
-from ..models.files import sha256_file, write_json
+from ..models.errors import EdgepipeError
+from ..models.files import remove_leftovers, scratch_file, sha256_file, write_json
 from ..models.versions import versions
 from .budgets import apply_budgets
 from .stages import Stages, code_version, digest
@@ -61,12 +63,14 @@ def parity_stage(out: Path, targets, console, debug: bool = False,
     native code must not take the pipeline down."""
     options = options or TargetOptions()
     stages = stages or Stages(out, force=True)
-    manifest = json.loads((out / "manifest.json").read_text())
+    try:  # the runner's own check of every field, before any runner starts
+        manifest = load_bundle(out).manifest
+    except BundleError as exc:
+        raise EdgepipeError(str(exc)) from None
     entries = manifest["entries"]
     for target in targets:
         check_target(target)
-    for leftover in (out / "results").glob("*.partial"):  # a killed run's chunks
-        leftover.unlink()
+    remove_leftovers(out / "results")  # a killed run's chunks
     keys, tasks = {}, []
     for target in targets:
         keys[target] = {e["id"]: entry_key(target, e, manifest, options) for e in entries}
@@ -83,12 +87,17 @@ def parity_stage(out: Path, targets, console, debug: bool = False,
 
     def run_chunk(task) -> dict:
         target, k, chunk = task
-        partial = results_path(out, target).with_suffix(f".{k}.partial")
-        try:
-            run_target(target, out, options, debug, only=chunk, out_json=partial)
-            return json.loads(partial.read_text())
-        finally:
-            partial.unlink(missing_ok=True)
+        # Beside the target's results (the runner saves outputs/ beside its results file),
+        # named as edgepipe's own: a killed run's chunk is removed by the next one.
+        name = results_path(out, target).with_suffix(f".{k}.partial").name
+        with scratch_file(out / "results", name) as (partial, _):
+            done = run_target(target, out, options, debug, only=chunk, out_json=partial)
+            try:
+                return json.loads(partial.read_text())
+            except ValueError:
+                said = (done.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
+                raise EdgepipeError(f"The parity runner on {target} wrote no results (exit "
+                                    f"{done.returncode}): {said[0]}") from None
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         running = {pool.submit(run_chunk, task): task for task in tasks}

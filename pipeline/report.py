@@ -7,12 +7,14 @@ or fail, it shows what the runner decided and recomputes from the saved outputs 
 """
 
 import base64
+import contextlib
 import hashlib
 import html
 import io
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -21,8 +23,16 @@ import numpy as np
 
 from ..converters.modes import QuantMode
 from ..models.errors import EdgepipeError
-from ..models.files import atomic_path, write_json
-from .junit import STATUSES, targets_of, xml_text
+from ..models.files import atomic_path, prune, write_json
+from .junit import (
+    STATUSES,
+    TOLERANCE,
+    check_results,
+    check_shape,
+    targets_of,
+    write_junit,
+    xml_text,
+)
 from .stages import code_version
 
 MODES = [m.value for m in QuantMode]
@@ -34,7 +44,20 @@ MARGINS = {"left": 0.2, "right": 0.95, "bottom": 0.18, "top": 0.9}
 MAX_PLOTTED = 60          # variants with plots; the rest say why they have none
 MAX_SCATTER = 20_000      # points per scatter, beyond that a fixed subsample (worst kept)
 N_WORST = 5
+PLOT_NAME = re.compile(r"[0-9a-f]{64}\.json")  # a plot's file in .edgepipe/plots: its sha256
 PLOT_STYLE = {"font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7, "legend.fontsize": 6.5}
+# The manifest fields the report reads, with their types (junit.check_shape): a manifest.json of
+# another shape is one line naming the field, not a crash halfway through the page.
+MANIFEST = {
+    "versions": "object",
+    "datasets": {"*": {"task": "string", "labels": "string", "y_std": "number"}},
+    "models": {"*": {"dataset": "string", "reference": "string",
+                     "boundary": {"layers": "strings", "input_steps": "object"}}},
+    "entries": [{"id": "!string", "model": "string", "mode": "string", "status": "string",
+                 "reason": "string", "tflite": "string", "bytes": "integer",
+                 "dataset": "string", "reference": "string", "expected_ops": "strings",
+                 "tolerance": TOLERANCE}],
+}
 
 
 def e(value) -> str:
@@ -87,42 +110,73 @@ class Files:
 
     def exists(self, rel: str) -> bool:
         path = self._inside(rel)
-        return path is not None and path.is_file()
+        return isinstance(path, Path) and path.is_file()
 
-    def _inside(self, rel: str) -> Path | None:
+    def _inside(self, rel: str) -> Path | str:
+        """The file `rel` names, or why it is not read."""
         parts = PurePosixPath(rel)
         if parts.is_absolute() or ".." in parts.parts:
-            return None
-        path = (self.run_dir / parts).resolve()
-        return path if path.is_relative_to(self.root) else None
+            return "path leaves the run folder; not read"
+        try:
+            path = (self.run_dir / parts).resolve()
+        except (OSError, RuntimeError, ValueError) as err:  # a NUL, a symlink loop
+            return f"not a usable path ({err}); not read"
+        return path if path.is_relative_to(self.root) else "path leaves the run folder; not read"
 
     def _load(self, rel: str) -> np.ndarray | None:
         path = self._inside(rel)
-        if path is None:
-            self.problems[rel] = "path leaves the run folder; not read"
+        if isinstance(path, str):
+            self.problems[rel] = path
             return None
         if not path.is_file():
-            self.problems[rel] = "file missing"
+            self.problems[rel] = "not a regular file" if path.exists() else "file missing"
             return None
         try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
+            # Mapped, then copied: a header that declares more data than the file holds is
+            # refused, where np.load would first allocate all of it.
+            loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
             self.problems[rel] = f"unreadable: {err}"
             return None
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-            self.problems[rel] = f"not numeric: dtype {array.dtype}"
+        if not isinstance(loaded, np.ndarray):
+            loaded.close()
+            self.problems[rel] = "an .npz archive, not one .npy array"
+            return None
+        array = np.array(loaded)
+        if not any(np.issubdtype(array.dtype, kind) for kind in (np.integer, np.floating,
+                                                                  np.bool_)):
+            self.problems[rel] = f"not real numbers: dtype {array.dtype}"
             return None
         return array
 
 
-def _read_json(path: Path, what: str) -> dict:
+def _read_json(path: Path, what: str, fix: str) -> dict:
+    if not path.is_file():
+        received = "not a regular file" if path.exists() else "no such file"
+        raise EdgepipeError(f"Expected {what} at {path}. Received: {received}. Run "
+                            "`edgepipe run --out DIR` first, then report on DIR.")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EdgepipeError(f"Expected {what} at {path}. Received: no such file. Run "
-                            "`edgepipe run --out DIR` first, then report on DIR.") from None
-    except json.JSONDecodeError as err:
-        raise EdgepipeError(f"Expected {what} at {path} to be JSON. Received: {err}.") from None
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, too deep, a huge number
+        raise EdgepipeError(f"Expected {what} at {path} to be JSON. Received: "
+                            f"{type(err).__name__}: {err}. {fix}") from None
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """The run folder's manifest.json, with the shape the report reads (else one line)."""
+    path = run_dir / "manifest.json"
+    fix = f"Rebuild the bundle with `edgepipe run --out {run_dir}`."
+    manifest = _read_json(path, "the bundle's manifest.json", fix)
+    check_shape(manifest, MANIFEST, path, fix)
+    return manifest
+
+
+def read_results(run_dir: Path) -> dict:
+    """The run folder's merged results.json, with the shape docs/bundle.md gives it (else one
+    line naming the field)."""
+    path = run_dir / "results.json"
+    fix = f"Rerun `edgepipe parity {run_dir}` to write it again."
+    return check_results(_read_json(path, "the merged results.json", fix), path)
 
 
 @dataclass
@@ -137,11 +191,12 @@ class Variant:
 
     @property
     def statuses(self) -> list[str]:
-        return [r.get("status", "?") for r in self.records.values()]
+        return [r["status"] for r in self.records.values()]
 
     @property
     def failing(self) -> bool:
-        return any(s in ("fail", "error") for s in self.statuses)
+        """Any status but pass and unsupported: an unknown one counts as an error."""
+        return any(s not in ("pass", "unsupported") for s in self.statuses)
 
 
 @dataclass
@@ -154,17 +209,18 @@ class Run:
     variants: list[Variant]
     warnings: list[str]
 
+    def model(self, v: Variant) -> dict:
+        return (self.manifest.get("models") or {}).get(v.model) or {}
+
     def dataset(self, v: Variant) -> tuple[str | None, dict]:
-        name = v.entry.get("dataset") or self.manifest.get("models", {}).get(v.model, {}).get(
-            "dataset")
-        return name, self.manifest.get("datasets", {}).get(name) or {}
+        name = v.entry.get("dataset") or self.model(v).get("dataset")
+        return name, (self.manifest.get("datasets") or {}).get(name) or {}
 
     def task(self, v: Variant) -> str:
         return self.dataset(v)[1].get("task") or "regression"
 
     def reference_path(self, v: Variant) -> str | None:
-        return v.entry.get("reference") or self.manifest.get("models", {}).get(v.model, {}).get(
-            "reference")
+        return v.entry.get("reference") or self.model(v).get("reference")
 
     def reference(self, v: Variant) -> np.ndarray | None:
         return self.files.array(self.reference_path(v))
@@ -184,31 +240,48 @@ class Run:
     def outputs(self, v: Variant, target: str) -> np.ndarray | None:
         return self.files.array(self.outputs_path(v, target))
 
+    def not_finite(self, v: Variant, target: str | None = None) -> dict | None:
+        """Where the saved outputs on `target` (the Keras reference: None) hold NaN or
+        infinities (`not_finite`); None when they do not, or are not there."""
+        array = self.reference(v) if target is None else self.outputs(v, target)
+        return None if array is None else not_finite(array)
+
+    def where_not_finite(self, v: Variant) -> list[str]:
+        """["the Keras reference", "host", ...]: the outputs of `v` with NaN or infinities."""
+        return [name or "the Keras reference" for name in [None, *self.targets]
+                if self.not_finite(v, name)]
+
 
 def load_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
-    manifest = _read_json(run_dir / "manifest.json", "the bundle's manifest.json")
-    results = _read_json(run_dir / "results.json", "the merged results.json")
-    return build_run(run_dir, manifest, results)
+    return build_run(run_dir, read_manifest(run_dir), read_results(run_dir))
 
 
 def build_run(run_dir: Path, manifest: dict, results: dict) -> Run:
     targets = targets_of(results)
     variants: dict[str, Variant] = {}
-    for entry in manifest.get("entries", []):
-        variants[entry["id"]] = Variant(entry["id"], entry.get("model", "?"),
-                                        entry.get("mode", "?"), entry)
     warnings = []
-    for record in results.get("results", []):
-        rid = record.get("id", "?")
+    for entry in manifest.get("entries") or []:
+        if entry["id"] in variants:
+            warnings.append(f"manifest.json lists {entry['id']} more than once; the last entry "
+                            "is shown.")
+        variants[entry["id"]] = Variant(entry["id"], entry.get("model") or "?",
+                                        entry.get("mode") or "?", entry)
+    for i, record in enumerate(results.get("results") or []):
+        rid, target = record["id"], record["target"]
         if rid not in variants:
-            variants[rid] = Variant(rid, record.get("model", "?"), record.get("mode", "?"), {})
+            variants[rid] = Variant(rid, record.get("model") or "?", record.get("mode") or "?",
+                                    {})
             warnings.append(f"{rid} has results but no manifest entry.")
+        if record["status"] not in STATUSES:
+            warnings.append(f"results.json results[{i}] ({rid} on {target}) has status "
+                            f"{record['status']!r}, none of {', '.join(STATUSES)}: counted as "
+                            "an error.")
         v = variants[rid]
-        if record.get("target") in v.records:
-            warnings.append(f"{rid} has more than one result on {record.get('target')}; "
-                            "the last one is shown.")
-        v.records[record.get("target")] = record
+        if target in v.records:
+            warnings.append(f"{rid} has more than one result on {target}; the last one is "
+                            "shown.")
+        v.records[target] = record
     model_order = {}
     for v in variants.values():
         model_order.setdefault(v.model, len(model_order))
@@ -227,17 +300,53 @@ def _as_samples(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], int(np.prod(a.shape[1:], dtype=np.int64)))
 
 
+def not_finite(a: np.ndarray) -> dict | None:
+    """How many values of `a` (samples first) are NaN, +inf and -inf, in which samples and at
+    which outputs (the flat index within a sample); None when every value is finite."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return None
+    s = _as_samples(a)
+    bad = ~np.isfinite(s)
+    if not bad.any():
+        return None
+    return {"NaN": int(np.isnan(s).sum()), "+inf": int(np.isposinf(s).sum()),
+            "-inf": int(np.isneginf(s).sum()), "samples": np.flatnonzero(bad.any(axis=1)).tolist(),
+            "outputs": np.flatnonzero(bad.any(axis=0)).tolist(), "of": len(s)}
+
+
+def not_finite_text(info: dict) -> str:
+    """`3 values are not finite (1 NaN, 2 +inf), in 2 of 48 samples: 3, 17; at outputs: 0`"""
+    kinds = [(k, info[k]) for k in ("NaN", "+inf", "-inf") if info[k]]
+    total = sum(n for _, n in kinds)
+    return (f"{total} value{'s are' if total > 1 else ' is'} not finite ("
+            + ", ".join(f"{n} {k}" for k, n in kinds) + f"), in {len(info['samples'])} of "
+            f"{info['of']} samples: {_indices(info['samples'])}; at outputs: "
+            f"{_indices(info['outputs'])}")
+
+
+def _indices(indices: list[int], shown: int = 10) -> str:
+    more = len(indices) - shown
+    return ", ".join(map(str, indices[:shown])) + (f", … ({more} more)" if more > 0 else "")
+
+
 def compare_outputs(a: np.ndarray | None, b: np.ndarray | None) -> dict | None:
-    """max/mean |a - b| and how many elements differ; None when either is absent or shapes
+    """max/mean |a - b| over the elements whose difference is finite, how many elements differ,
+    and how many of them by NaN or an infinity (`not_finite`: one side not finite, or opposite
+    infinities; `max_abs` None when every element does); None when either is absent or shapes
     disagree (then `shape` says so)."""
     if a is None or b is None:
         return None
     if a.shape != b.shape:
         return {"shape": f"{a.shape} vs {b.shape}"}
-    diff = np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
-    return {"max_abs": float(diff.max()) if diff.size else 0.0,
-            "mean_abs": float(diff.mean()) if diff.size else 0.0,
-            "differing": int(np.count_nonzero(diff)), "elements": int(diff.size)}
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(a - b)
+    diff[(a == b) | (np.isnan(a) & np.isnan(b))] = 0.0  # the same infinity or NaN: no difference
+    finite = diff[np.isfinite(diff)]
+    return {"max_abs": float(finite.max()) if finite.size else (None if diff.size else 0.0),
+            "mean_abs": float(finite.mean()) if finite.size else (None if diff.size else 0.0),
+            "differing": int(np.count_nonzero(diff)), "elements": int(diff.size),
+            "not_finite": int(diff.size - finite.size)}
 
 
 def target_differences(run_dir: Path, results: dict | None = None, a: str = "host",
@@ -248,8 +357,8 @@ def target_differences(run_dir: Path, results: dict | None = None, a: str = "hos
     run_dir = Path(run_dir)
     if results is None:
         return _differences(load_run(run_dir), a, b)
-    manifest = _read_json(run_dir / "manifest.json", "the bundle's manifest.json")
-    return _differences(build_run(run_dir, manifest, results), a, b)
+    results = check_results(results, run_dir / "results.json")
+    return _differences(build_run(run_dir, read_manifest(run_dir), results), a, b)
 
 
 def _differences(run: Run, a: str, b: str) -> dict[str, dict]:
@@ -269,14 +378,21 @@ def _differences(run: Run, a: str, b: str) -> dict[str, dict]:
         else:
             row.update(cmp)
             step = (v.entry.get("tolerance") or {}).get("output_step")
-            if step:
+            if step and cmp["max_abs"] is not None:
                 row["steps"] = cmp["max_abs"] / step
+            if cmp["not_finite"]:
+                row["note"] = (f"{cmp['not_finite']:,} elements differ by NaN or an infinity "
+                               "(left out of max and mean)")
         out[v.id] = row
     return out
 
 
-def _errors(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
-    return np.abs(_as_samples(out) - _as_samples(ref))
+def _errors(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|variant − keras| (samples × values) and where it is finite: the plots and numbers use
+    only those positions; a NaN or an infinity on either side is counted and shown apart."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(_as_samples(out) - _as_samples(ref))
+    return err, np.isfinite(err)
 
 
 # ---------------------------------------------------------------- plots
@@ -285,20 +401,23 @@ def _errors(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
 def _png(fig, plt) -> str:
     try:
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI)
+        with warnings.catch_warnings():  # a target name the font lacks glyphs for: boxes drawn
+            warnings.simplefilter("ignore", UserWarning)
+            fig.savefig(buf, format="png", dpi=DPI)
     finally:
         plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _histogram(plt, err: np.ndarray, bound, target: str) -> str:
+    """`err`: the finite absolute errors."""
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     try:
         flat = err.ravel()
         top = float(flat.max()) if flat.size else 0.0
         if top == 0.0:
-            ax.text(0.5, 0.5, "identical outputs:\nevery error is 0", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(0.5, 0.5, "identical outputs:\nevery error is 0" if flat.size else
+                    "no finite error to plot", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
         else:
@@ -329,18 +448,22 @@ def _scatter(plt, ref: np.ndarray, out: np.ndarray, worst: list[int], target: st
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     try:
         r, o = _as_samples(ref), _as_samples(out)
-        x, y = r.ravel(), o.ravel()
+        shown = _errors(ref, out)[1]  # the finite part: NaN and infinities cannot be placed
+        x, y = r[shown], o[shown]
         if x.size > MAX_SCATTER:
             keep = np.random.default_rng(0).choice(x.size, MAX_SCATTER, replace=False)
             x, y = x[keep], y[keep]
         ax.scatter(x, y, s=4, alpha=0.5, color="#4c72b0", linewidths=0,
                    label="all classes" if classifier else "samples")
         if worst:
-            ax.scatter(r[worst].ravel(), o[worst].ravel(), s=22, marker="x", color="#cf222e",
-                       linewidths=1, label="worst samples")
-        lo = float(min(r.min(), o.min()))
-        hi = float(max(r.max(), o.max()))
-        ax.plot([lo, hi], [lo, hi], color="#6e7781", lw=0.8, ls="-", zorder=0)
+            ax.scatter(r[worst][shown[worst]], o[worst][shown[worst]], s=22, marker="x",
+                       color="#cf222e", linewidths=1, label="worst samples")
+        if x.size:
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            ax.plot([lo, hi], [lo, hi], color="#6e7781", lw=0.8, ls="-", zorder=0)
+        else:
+            ax.text(0.5, 0.5, "no finite value to plot", ha="center", va="center",
+                    transform=ax.transAxes)
         ax.locator_params(nbins=5)
         ax.set_xlabel("keras probability" if classifier else "keras output")
         ax.set_ylabel(f"variant ({target})")
@@ -410,7 +533,7 @@ def _task_delta(task: dict | None) -> str | None:
 
 
 def _header(run: Run) -> str:
-    records = run.results.get("results", [])
+    records = run.results.get("results") or []
     counts = _counts(records)
     no_failure = counts["fail"] == 0 and counts["error"] == 0
     # Every manifest entry is expected on every target that ran (as pass, fail, unsupported or
@@ -442,6 +565,13 @@ def _header(run: Run) -> str:
     if missing:
         warnings.append(f"{len(missing)} expected result(s) missing: " + ", ".join(missing[:8])
                         + (", …" if len(missing) > 8 else ""))
+    not_finite = [f"{v.id} ({', '.join(where)})" for v in run.variants
+                  for where in [run.where_not_finite(v)] if where]
+    if not_finite:
+        warnings.append(f"{len(not_finite)} variant(s) have NaN or infinite values in their "
+                        "outputs (saved, or the Keras reference's); their plots and recomputed "
+                        "errors use the finite values only: "
+                        + ", ".join(not_finite[:8]) + (", …" if len(not_finite) > 8 else ""))
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     written = datetime.fromtimestamp((run.run_dir / "results.json").stat().st_mtime,
@@ -479,15 +609,20 @@ def _header(run: Run) -> str:
     return "\n".join(out)
 
 
-def _cell(v: Variant, target: str) -> str:
+def _cell(run: Run, v: Variant, target: str) -> str:
     record = v.records.get(target)
     if record is None:
         return '<td class="cell st-missing">not run</td>'
-    status = record.get("status", "?")
+    status = record["status"]
     metrics = record.get("metrics") or {}
     lines = []
     if metrics.get("max_abs_error") is not None:
         lines.append(f"max|Δ| {fmt(metrics['max_abs_error'])}")
+    elif "max_abs_error" in metrics:  # the runner writes what JSON cannot hold as null
+        lines.append("max|Δ| not finite")
+    bad = run.not_finite(v, target)
+    if bad:
+        lines.append(f"⚠ {sum(bad[k] for k in ('NaN', '+inf', '-inf'))} not finite")
     if metrics.get("steps") is not None and v.mode in INT_MODES:
         lines.append(f"{fmt(metrics['steps'])} steps")
     delta = _task_delta(metrics.get("task"))
@@ -543,7 +678,7 @@ def _matrix(run: Run) -> str:
         out.append(f"<tr{first}><td>{e(v.model)}</td><td>{e(v.mode)}{mode_note}</td>"
                    f'<td class="num">{size_text}</td><td class="num">{size_ratio}</td>'
                    f'<td class="num">{latency_text}</td><td class="num">{latency_ratio}</td>'
-                   + "".join(_cell(v, t) for t in run.targets) + "</tr>")
+                   + "".join(_cell(run, v, t) for t in run.targets) + "</tr>")
     if not run.variants:
         out.append(f'<tr><td colspan="{6 + len(run.targets)}">no entries</td></tr>')
     out.append("</tbody></table></div>")
@@ -560,7 +695,7 @@ def _host_vs_ref(run: Run, a: str = "host", b: str = "host-ref") -> str:
     compared = {k: r for k, r in rows.items() if r["max_abs"] is not None}
     if compared:
         worst_id = max(compared, key=lambda k: compared[k]["max_abs"])
-        identical = sum(r["max_abs"] == 0 for r in compared.values())
+        identical = sum(r["differing"] == 0 for r in compared.values())
         out.append(f'<p>Saved outputs of the default kernels ({e(a)}, XNNPACK) against the '
                    f'reference kernels ({e(b)}): {len(compared)} entries compared, {identical} '
                    f'identical; largest difference {fmt(compared[worst_id]["max_abs"])} on '
@@ -617,7 +752,7 @@ def _sample_text(row: np.ndarray, classifier: bool) -> str:
 
 
 def _label_text(labels: np.ndarray | None, i: int) -> str:
-    if labels is None or i >= len(labels):
+    if labels is None or labels.ndim == 0 or i >= len(labels):
         return "–"
     value = np.asarray(labels[i]).ravel()
     if value.size == 1:
@@ -636,10 +771,13 @@ def _variant(run: Run, v: Variant, plots: "Plots", budget: list[int]) -> str:
     badges = " ".join(f'{e(t)} {_badge(v.records[t].get("status"))}' for t in targets)
     worst_err = [(v.records[t].get("metrics") or {}).get("max_abs_error") for t in targets]
     worst_err = [x for x in worst_err if isinstance(x, (int, float))]
-    opened = ' open class="failing"' if v.failing else ""
+    not_finite = run.where_not_finite(v)
+    opened = ' open class="failing"' if v.failing else " open" if not_finite else ""
     out = [f'<details id="{anchor(v.id)}"{opened}><summary><b>{e(v.id)}</b> · '
            f'{badges or "no results"}'
-           + (f" · max|Δ| {fmt(max(worst_err))}" if worst_err else "") + "</summary>"]
+           + (f" · max|Δ| {fmt(max(worst_err))}" if worst_err else "")
+           + (f' · <span class="warn">⚠ NaN or inf in the outputs of '
+              f'{e(", ".join(not_finite))}</span>' if not_finite else "") + "</summary>"]
 
     entry = v.entry
     facts = [f"model <b>{e(v.model)}</b>", f"mode <b>{e(v.mode)}</b>",
@@ -713,7 +851,7 @@ def _checks_and_metrics(v: Variant, targets: list[str]) -> str:
 def _boundary(run: Run, v: Variant, targets: list[str]) -> str:
     boundary = {t: (v.records[t].get("metrics") or {}).get("boundary") for t in targets}
     boundary = {t: b for t, b in boundary.items() if b}
-    model_boundary = run.manifest.get("models", {}).get(v.model, {}).get("boundary")
+    model_boundary = run.model(v).get("boundary")
     if not (boundary or model_boundary):
         return ""
     out = ["<h3>Boundary analysis</h3>"]
@@ -760,33 +898,48 @@ def _plots_and_worst(run: Run, v: Variant, plots: "Plots", budget: list[int], to
             plot_target, outputs = t, arr
     for msg in problems:
         out.append(f'<p class="warn">⚠ saved outputs {e(msg)}</p>')
+    for target in [None, *run.targets]:
+        bad = run.not_finite(v, target)
+        if bad:
+            where = f"saved outputs on {target}" if target else "Keras reference outputs"
+            out.append(f'<p class="warn">⚠ {e(where)}: {e(not_finite_text(bad))}.</p>')
 
     record = v.records.get(plot_target) if plot_target else None
     worst = list(((record or {}).get("metrics") or {}).get("worst_samples") or [])
     if plot_target is None or ref is None:
-        why = ("no saved outputs on any target" if plot_target is None
+        why = ("no saved outputs on any target" if plot_target is None and not problems
+               else "no usable saved outputs (above)" if plot_target is None
                else "reference outputs unavailable: "
                + run.files.problems.get(run.reference_path(v) or "", "not in the manifest"))
         out.append(f'<p class="meta">No plots: {e(why)}.</p>')
-        any_worst = next((r.get("metrics", {}).get("worst_samples") for r in v.records.values()
+        any_worst = next(((r.get("metrics") or {}).get("worst_samples") for r in v.records.values()
                           if (r.get("metrics") or {}).get("worst_samples")), None)
         if any_worst:
             out.append(f'<p>Worst samples (indices only): {e(fmt(any_worst))}</p>')
         return "\n".join(out)
 
-    err = _errors(ref, outputs)
-    per_sample = err.max(axis=1) if err.size else np.zeros(len(err))
+    err, finite = _errors(ref, outputs)
+    per_sample = np.where(finite, err, 0.0).max(axis=1, initial=0.0)
+    whole = finite.all(axis=1)  # the samples with no NaN or infinity on either side
     worst = [int(i) for i in worst if isinstance(i, int) and 0 <= i < len(err)]
     if not worst:
         worst = [int(i) for i in np.argsort(-per_sample, kind="stable")[:N_WORST]]
+    # Samples with NaN or an infinity come first: the metrics may not rank them (they can only
+    # place finite errors), and they are the ones to look at.
+    worst = list(dict.fromkeys(np.flatnonzero(~whole)[:N_WORST].tolist() + worst))
     others = [t for t in run.targets if t != plot_target and run.outputs(v, t) is not None]
-    recomputed = float(err.max()) if err.size else 0.0
+    left_out = int(finite.size - np.count_nonzero(finite))
+    recomputed = float(per_sample.max(initial=0.0)) if left_out < finite.size else None
     reported = ((record or {}).get("metrics") or {}).get("max_abs_error")
     check = ""
-    if isinstance(reported, (int, float)) and not math.isclose(recomputed, reported,
-                                                                rel_tol=1e-4, abs_tol=1e-7):
+    if (isinstance(reported, (int, float)) and recomputed is not None
+            and not math.isclose(recomputed, reported, rel_tol=1e-4, abs_tol=1e-7)):
         check = (f' <span class="warn">⚠ the runner reported {fmt(reported)}: the saved '
                  "outputs do not match the metrics</span>")
+    if left_out:
+        check += (f' <span class="warn">⚠ over the finite values only: {left_out:,} of '
+                  f"{finite.size:,} positions hold NaN or an infinity (above) and are left out "
+                  "of it and of the plots</span>")
     out.append(f"<h3>Outputs on {e(plot_target)}</h3><p>Plots and worst samples use the saved "
                f"outputs of <b>{e(plot_target)}</b> (the first target that saved them"
                + (f"; also saved on {e(', '.join(others))}" if others else "")
@@ -796,7 +949,7 @@ def _plots_and_worst(run: Run, v: Variant, plots: "Plots", budget: list[int], to
         budget[0] -= 1
         hist, scatter = plots.get(
             (ref, outputs, worst, tol.get("max_abs"), plot_target, classifier),
-            lambda plt: (_histogram(plt, err, tol.get("max_abs"), plot_target),
+            lambda plt: (_histogram(plt, err[finite], tol.get("max_abs"), plot_target),
                          _scatter(plt, ref, outputs, worst, plot_target, classifier)))
         out.append(f'<div class="plots"><img alt="histogram of absolute errors" src="{hist}">'
                    f'<img alt="keras vs variant scatter" src="{scatter}"></div>')
@@ -814,10 +967,10 @@ def _plots_and_worst(run: Run, v: Variant, plots: "Plots", budget: list[int], to
     for i in worst:
         cells = [f"<td>{e(_label_text(labels, i))}</td>",
                  f"<td>{e(_sample_text(r[i], classifier))}</td>",
-                 f"<td>{e(_sample_text(o[i], classifier))}</td>",
-                 _value_cell(float(per_sample[i]))]
-        if y_std:
-            cells.append(_value_cell(float(per_sample[i]) * float(y_std)))
+                 f"<td>{e(_sample_text(o[i], classifier))}</td>"]
+        errors = [float(per_sample[i])] + ([float(per_sample[i]) * float(y_std)] if y_std else [])
+        cells += [_value_cell(x) if whole[i] else '<td class="num warn">not finite</td>'
+                  for x in errors]
         rows.append((str(i), cells))
     out.append(f"<h3>Worst samples ({e(plot_target)})</h3>" + _table(rows, columns[1:], "sample"))
     if y_std:
@@ -870,10 +1023,8 @@ class Plots:
         return self._plt
 
     def prune(self) -> None:
-        """Forget the plots this report no longer shows."""
-        for path in self.folder.glob("*.json"):
-            if path not in self.used:
-                path.unlink(missing_ok=True)
+        """Forget the plots this report no longer shows (files named as `get` names them)."""
+        prune(self.folder, PLOT_NAME, {path.name for path in self.used})
 
 
 def render(run: Run) -> str:
@@ -892,11 +1043,23 @@ def render(run: Run) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write `run_dir/report.html` from the run folder's manifest and results; return its path."""
+def write_report(run_dir: Path, junit: bool = False) -> Path:
+    """Write `run_dir/report.html` from the run folder's manifest and results (with `junit`,
+    junit.xml first); return its path. When they cannot be written, the ones already there are
+    removed: a page of earlier results must not stay looking current."""
     run_dir = Path(run_dir)
-    page = render(load_run(run_dir))
     dest = run_dir / "report.html"
-    with atomic_path(dest) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    try:
+        run = load_run(run_dir)
+        if junit:
+            write_junit(run_dir, run.results)
+        page = render(run)
+        with atomic_path(dest) as tmp:
+            tmp.write_text(page, encoding="utf-8")
+    except Exception:
+        for stale in [dest, run_dir / "junit.xml"] if junit else [dest]:
+            with contextlib.suppress(OSError):  # a link is removed, never what it points to
+                if stale.is_symlink() or stale.is_file():
+                    stale.unlink()
+        raise
     return dest

@@ -9,11 +9,13 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..device_tests.runner import target_folder
 from ..models.errors import EdgepipeError, unknown_name
+from .npu import ACCELERATORS
+from .values import SECONDS, TEXT, Rule, check_table, is_text
 
 SSH_PREFIX = "ssh://"
 # name -> what it is; the order is the report's column order.
@@ -39,6 +41,23 @@ class TargetOptions:
     ssh_identity: str | None = None     # a private key; default: ssh's own (agent, ~/.ssh)
     ssh_options: tuple = ()             # extra arguments for ssh, e.g. ("-o", "ProxyJump=gw")
     accelerator: str = "ethos-u55-256"  # Vela's --accelerator-config
+
+    def __post_init__(self):
+        check_table(TARGET_RULES, asdict(self), "[targets]")
+        if self.accelerator not in ACCELERATORS:  # before any work, not when ethos-u runs
+            raise unknown_name("accelerator", self.accelerator, ACCELERATORS)
+
+
+# [targets] key -> what it must be
+TARGET_RULES = {
+    "timeout": SECONDS,
+    "entry_timeout": SECONDS,
+    "ssh_python": TEXT,
+    "ssh_identity": Rule("a non-empty string", lambda v: v is None or is_text(v)),
+    "ssh_options": Rule('a list of strings, e.g. ["-o", "ProxyJump=gw"]',
+                        lambda v: isinstance(v, (list, tuple)) and all(is_text(x) for x in v)),
+    "accelerator": TEXT,
+}
 
 
 def device_tests_dir() -> Path:
@@ -117,10 +136,18 @@ def run_target(target: str, run_dir: Path, options: TargetOptions, debug: bool =
                                 f"{options.timeout:g} s; raise [targets] timeout in the run "
                                 f"config.") from None
     if done.returncode not in (0, 1):
-        tail = (done.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
         raise EdgepipeError(f"The parity runner failed on {target} (exit {done.returncode}): "
-                            f"{tail[0].removeprefix('error: ')}")
+                            f"{runner_said(done.stderr, debug)}")
     return done
+
+
+def runner_said(stderr: str | None, debug: bool = False) -> str:
+    """The runner's own one-line error (`error: ...`, its last), else its last line."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    if errors or lines:
+        return (errors or lines)[-1].removeprefix("error: ")
+    return "(its output is above)" if debug else "(no message)"
 
 
 def availability(target: str) -> str | None:

@@ -170,9 +170,11 @@ class Outcome:
 
     @property
     def line(self) -> str:
-        """The line that holds the expected fragment, else the last stderr line."""
+        """The line that holds the expected fragment (on stderr; for a case that exits 0 also on
+        stdout, where a command says what it wrote), else the last stderr line."""
         lines = self.stderr.strip().splitlines()
-        for text in lines:
+        out = self.stdout.strip().splitlines() if self.case.exit == 0 else []
+        for text in lines + out:
             if self.case.expect in text:
                 return text
         return lines[-1] if lines else ""

@@ -91,7 +91,8 @@ def test_train_data_of_the_wrong_dtype(tmp_path):
     path = _npz(tmp_path / "d.npz", x_train=np.array([["a"] * 10] * 40))
     result = runner.invoke(app, ["train", "mlp_swish", "--data", str(path), "--out",
                                  str(tmp_path / "out")])
-    one_line(result, 2, f"Data file {path}: x_train has dtype <U1; expected real numbers.")
+    one_line(result, 2, f"Data file {path}: x_train holds text (dtype <U1); expected real "
+             "numbers (integers or floats): convert it, e.g. x_train.astype('float32').")
 
 
 @pytest.mark.parametrize("samples, fragments", [

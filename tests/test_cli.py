@@ -1,6 +1,10 @@
 """The CLI through typer's CliRunner: help, the registry, training, and one-line user errors."""
 
 import json
+import os
+import shutil
+import signal
+import subprocess
 
 import numpy as np
 import pytest
@@ -8,9 +12,30 @@ from conftest import imported_modules
 from typer.testing import CliRunner
 
 from edgepipe.models.errors import EdgepipeError
-from edgepipe.pipeline.cli import app
+from edgepipe.pipeline.cli import app, main
 
 runner = CliRunner()
+
+
+def edgepipe(capsys, *args) -> tuple[int, str, str]:
+    """`edgepipe ARGS` as the console script runs it (`main`, which also makes Typer's own
+    usage errors one line): (exit code, stdout, stderr)."""
+    handler = signal.getsignal(signal.SIGINT)  # main ignores Ctrl-C once the command is done
+    try:
+        code = main([str(a) for a in args])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_line(code: int, stderr: str, *fragments) -> str:
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for f in fragments:
+        assert f in lines[0]
+    return lines[0]
 
 
 def test_importing_the_cli_and_help_do_not_import_tensorflow():
@@ -68,15 +93,96 @@ def _one_line_error(result, *fragments):
                  ["Unknown model 'cnn_relu'. Valid models: cnn_gelu_tanh,", "mlp_swish"],
                  id="unknown-model"),
     pytest.param(["train", "mlp_swish", "--epochs", "0"],
-                 ["Expected epochs to be a whole number >= 1. Received: epochs=0"],
-                 id="epochs-0"),
+                 ["Invalid value for '--epochs': Expected a whole number >= 1. Received: 0. "
+                  "See 'edgepipe train --help'."], id="epochs-0"),
     pytest.param(["train", "mlp_swish", "--data", "/nonexistent/d.npz"],
                  ["Data file /nonexistent/d.npz does not exist"], id="missing-data"),
 ])
-def test_user_errors_are_one_line_and_exit_2(tmp_path, args, fragments):
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
-    _one_line_error(result, *fragments)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, args, fragments):
+    code, _, stderr = edgepipe(capsys, *args, "--out", tmp_path / "out")
+    _one_line(code, stderr, *fragments)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("args, fragments", [
+    pytest.param(["run", "--jobs", "0"], ["Invalid value for '--jobs' / '-j': Expected a whole "
+                 "number >= 1 and <= 1024. Received: 0. See 'edgepipe run --help'."], id="jobs-0"),
+    pytest.param(["parity", "run", "-j", "5000"], ["Received: 5000."], id="jobs-5000"),
+    pytest.param(["run", "--timeout", "nan"], ["Invalid value for '--timeout': Expected a finite "
+                 "number > 0 and <= 604800. Received: nan."], id="timeout-nan"),
+    pytest.param(["parity", "run", "--timeout", "inf"], ["Received: inf."], id="timeout-inf"),
+    pytest.param(["run", "--timeout", "1e300"], ["Received: 1e+300."], id="timeout-huge"),
+    pytest.param(["run", "--epochs", "0"], ["Invalid value for '--epochs'"], id="run-epochs-0"),
+    pytest.param(["train", "--epochs", "abc"], ["Invalid value for '--epochs': Input should be a "
+                 "valid integer"], id="epochs-not-a-number"),
+    pytest.param(["train", "--seed", "-1"], ["Invalid value for '--seed': Expected a whole number "
+                 ">= 0 and <= 4294967295. Received: -1."], id="seed-negative"),
+    pytest.param(["train", "--seed", str(2**32)], ["Received: 4294967296."], id="seed-2**32"),
+    pytest.param(["convert", "m.keras", "--rep-samples", "0"], ["Invalid value for "
+                 "'--rep-samples': Expected a whole number >= 1. Received: 0."],
+                 id="convert-rep-samples-0"),
+    pytest.param(["check", "m.keras", "--rep-samples", "-1"], ["Received: -1."],
+                 id="check-rep-samples"),
+    pytest.param(["run", "--bogus"], ["No such option: --bogus", "See 'edgepipe run --help'."],
+                 id="unknown-option"),
+    pytest.param(["parity"], ["Missing argument 'run_dir'. See 'edgepipe parity --help'."],
+                 id="missing-argument"),
+    pytest.param(["train", "--epochs"], ["Option '--epochs' requires an argument."],
+                 id="option-without-value"),
+    pytest.param(["nosuch"], ["No such command 'nosuch'. See 'edgepipe --help'."],
+                 id="unknown-command"),
+    pytest.param(["run", "--targets", "host,host"], ["Expected targets in the command line to "
+                 "be a list of distinct names"], id="targets-twice"),
+])
+def test_option_errors_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, fragments):
+    """Typer's own usage errors were 5-6-line boxes; out-of-range numbers (a negative seed, an
+    infinite timeout) got past it and failed after the work had started."""
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = edgepipe(capsys, *args)
+    _one_line(code, stderr, *fragments)
+    assert stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_help_and_a_clean_exit_keep_their_codes(capsys):
+    code, stdout, stderr = edgepipe(capsys, "--help")
+    assert code == 0 and "Usage: edgepipe" in stdout and stderr == ""
+    code, stdout, stderr = edgepipe(capsys)  # no command: the help, and exit 2
+    assert code == 2 and "Usage: edgepipe" in stdout and stderr == ""
+    code, stdout, stderr = edgepipe(capsys, "targets")
+    assert code == 0 and "host-ref" in stdout
+
+
+@pytest.fixture
+def read_only_run(tiny_bundle, tmp_path, capsys):
+    """A finished run folder (parity on host, reports written) on a tmpfs remounted read-only:
+    chmod does not stop root, who runs these tests here."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a read-only mount needs root and mount(8)")
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        run = shutil.copytree(tiny_bundle[0], mnt / "run")
+        assert edgepipe(capsys, "parity", run, "--target", "host")[0] == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield run
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_read_only_run_folder_gets_advice_that_fits_the_command(read_only_run, capsys):
+    """parity and report have no --out: the advice is to copy the run folder."""
+    code, _, stderr = edgepipe(capsys, "report", read_only_run)
+    _one_line(code, stderr, f"Cannot write {read_only_run}: read-only file system. Copy the run "
+              "folder to a writable disk and run `edgepipe report` on the copy.")
+    code, _, stderr = edgepipe(capsys, "parity", read_only_run, "--target", "host")
+    assert code == 2 and "--out" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: Cannot write {read_only_run}: read-only file system. Copy the run folder to a "
+        "writable disk and run `edgepipe parity` on the copy.")
 
 
 def test_npz_missing_key_and_bad_shapes(tmp_path):

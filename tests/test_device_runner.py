@@ -24,7 +24,7 @@ from tiny_bundle import (
     write_manifest,
 )
 
-from edgepipe.device_tests.bundle import BundleError, load_bundle
+from edgepipe.device_tests.bundle import MODES, BundleError, load_bundle
 from edgepipe.device_tests.interpreters import (
     RuntimeUnavailable,
     dequantize,
@@ -201,7 +201,7 @@ def test_entry_ids_cannot_name_paths(copy):
     manifest = read_manifest(copy)
     entry_of(manifest, "mlp-int8")["id"] = "../../evil"
     write_manifest(copy, manifest)
-    with pytest.raises(BundleError, match="may hold only letters"):
+    with pytest.raises(BundleError, match="must be 1 to 200 letters, digits"):
         load_bundle(copy)
 
 
@@ -245,14 +245,96 @@ def test_manifest_failed_entry_is_an_error_with_its_reason(copy):
     pytest.param({"max_abs_err": 0.1}, "did you mean 'max_abs'", id="misspelt"),
     pytest.param({"max_abs": None, "task_delta": None}, "sets no bound", id="no-bound"),
     pytest.param({"max_abs": "0.1"}, "must be a finite number", id="string"),
+    pytest.param({"max_abs": 10 ** 400}, "must be a finite number", id="huge-int"),
+    pytest.param({"max_abs": 0.1, "output_step": "x"}, "output_step must be", id="step"),
 ])
-def test_unusable_tolerance_is_an_error_never_a_pass(copy, tolerance, words):
+def test_unusable_tolerance_refuses_the_bundle_never_a_pass(copy, tolerance, words):
     manifest = read_manifest(copy)
     entry_of(manifest, "mlp-float32")["tolerance"] = tolerance
     write_manifest(copy, manifest)
-    record = by_id(run_bundle(copy, only=["mlp-float32"]))["mlp-float32"]
-    assert record["status"] == "error"
-    assert words in record["reason"]
+    with pytest.raises(BundleError, match="entries") as caught:
+        load_bundle(copy)
+    assert words in str(caught.value) and "mlp-float32" in str(caught.value)
+
+
+def _set(path: str, value):
+    """An edit of the manifest: `value` put at a dotted path (list indexes as numbers)."""
+    def edit(manifest: dict) -> None:
+        *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+        node = manifest
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return edit
+
+
+BOUNDARY = {"kink": 0.0, "layers": ["step_1"], "preact": ["reference/mlp.npy"],
+            "preact_sha256": ["0" * 64], "input_steps": {"int8": [0.1]}}
+
+
+# Every field is checked when the bundle is read: one line naming it, never a traceback later.
+@pytest.mark.parametrize("edit,words", [
+    pytest.param(_set("entries.0.tflite", "tflite/a\x00b"), "entries[0] (mlp-float32).tflite",
+                 id="nul-in-path"),
+    pytest.param(_set("models.mlp.boundary", 5), "models.mlp.boundary must be a JSON object",
+                 id="boundary-not-object"),
+    pytest.param(_set("models.mlp.boundary", {**BOUNDARY, "preact": 5}),
+                 "models.mlp.boundary.preact must be a JSON list", id="preact-not-list"),
+    pytest.param(_set("models.mlp.boundary", {**BOUNDARY, "input_steps": {"int8": [1, 2]}}),
+                 "input_steps.int8 must be a list of 1", id="steps-per-preact"),
+    pytest.param(_set("entries.1.mode", "int4"), "mode must be one of float32, float16, "
+                 "dynamic, int8, int16x8", id="mode-unknown"),
+    pytest.param(_set("entries.0.status", "passed"), "status must be one of", id="status"),
+    pytest.param(_set("entries.0", [1]), "entries[0] must be a JSON object", id="entry-list"),
+    pytest.param(_set("entries.0.id", 7), "entries[0].id must be a string", id="id-number"),
+    pytest.param(_set("entries.0.bytes", 10 ** 30), "bytes must be a whole number",
+                 id="bytes-huge"),
+    pytest.param(_set("entries.0.sha256", "abc"), "sha256 must be a sha256", id="sha256"),
+    pytest.param(_set("entries.0.model", "nope"), "model must be a key of 'models'",
+                 id="model-unknown"),
+    pytest.param(_set("datasets.reg.task", "ranking"), "datasets.reg.task must be one of",
+                 id="task"),
+    pytest.param(_set("datasets.reg.y_std", "2.5"), "datasets.reg.y_std must be a finite",
+                 id="y-std"),
+    pytest.param(_set("datasets.reg.samples", True), "samples must be a whole number",
+                 id="samples-bool"),
+    pytest.param(_set("models.mlp.reference_sha256", None), "reference_sha256 is missing",
+                 id="reference-sha-missing"),
+    pytest.param(_set("schema_version", True), "schema_version true is not supported",
+                 id="version-bool"),
+    pytest.param(_set("versions", {"a": json.loads("[" * 40 + "]" * 40)}),
+                 "nest more than 32 levels", id="deep"),
+])
+def test_a_malformed_manifest_field_refuses_the_bundle_in_one_line(copy, edit, words):
+    manifest = read_manifest(copy)
+    edit(manifest)
+    write_manifest(copy, manifest)
+    with pytest.raises(BundleError) as caught:
+        load_bundle(copy)
+    message = str(caught.value)
+    assert words in message and "\n" not in message, message
+    assert message.startswith(f"{copy / 'manifest.json'}: "), message
+
+
+@pytest.mark.parametrize("text,words", [
+    pytest.param("[" * 100_000 + "]" * 100_000, "nest too deeply", id="recursion"),
+    pytest.param('{"schema_version": NaN}', "NaN is not JSON", id="nan"),
+    pytest.param('{"schema_version": 1, "seed": Infinity}', "Infinity is not JSON", id="inf"),
+    pytest.param('{"schema_version": 1e999}', "schema_version", id="overflowing-float"),
+    pytest.param('{"schema_version": 1, "created_by": "\\ud800"}', "lone surrogate",
+                 id="lone-surrogate"),
+])
+def test_manifest_text_that_json_reads_badly_is_refused(copy, text, words):
+    (copy / "manifest.json").write_text(text)
+    with pytest.raises(BundleError, match="manifest.json") as caught:
+        load_bundle(copy)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_bundles_modes_are_the_converters():
+    from edgepipe.converters.modes import QuantMode
+
+    assert MODES == tuple(mode.value for mode in QuantMode)
 
 
 # ---------------------------------------------------------------------------- NaN inputs
@@ -428,7 +510,9 @@ def test_cli_exit_1_on_a_failed_bound(copy, tmp_path):
     out = tmp_path / "results.json"
     done = runner_cli(copy, "--out", out, "--target", "ssh://pi@board")
     assert done.returncode == 1
-    assert "mlp-int8: fail max_abs" in done.stderr
+    # Only the runner's own lines: the XNNPACK delegate's native INFO line is not passed on.
+    assert done.stderr.splitlines()[0].startswith("mlp-int8: fail max_abs"), done.stderr
+    assert len(done.stderr.splitlines()) == 2, done.stderr
     assert by_id(json.loads(out.read_text()))["mlp-int8"]["target"] == "ssh://pi@board"
 
 
@@ -444,6 +528,38 @@ def test_cli_exit_2_on_bad_options(bundle, tmp_path, args, words):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_cli_refuses_a_folder_as_out_before_running(bundle, tmp_path):
+    done = runner_cli(bundle, "--out", tmp_path, "--save-outputs")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "is a folder" in done.stderr, done.stderr
+    assert not (tmp_path.parent / "outputs").exists()
+
+
+@pytest.mark.parametrize("link", ["outputs", "outputs/host"])
+def test_cli_refuses_an_outputs_folder_that_links_out(bundle, tmp_path, link):
+    victim, run = tmp_path / "victim", tmp_path / "run"
+    victim.mkdir()
+    (run / link).parent.mkdir(parents=True, exist_ok=True)
+    (run / link).symlink_to(victim, target_is_directory=True)
+    done = runner_cli(bundle, "--out", run / "results.json", "--save-outputs")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "is a symbolic link" in done.stderr, done.stderr
+    assert list(victim.iterdir()) == [] and not (run / "results.json").exists()
+
+
+def test_an_output_file_that_links_out_is_replaced_not_written_through(bundle, tmp_path):
+    victim = tmp_path / "victim.npy"
+    victim.write_text("not edgepipe's")
+    saved = tmp_path / "run" / "outputs" / "host" / "mlp-float32.npy"
+    saved.parent.mkdir(parents=True)
+    saved.symlink_to(victim)
+    document = run_bundle(bundle, only=["mlp-float32"], outputs_dir=tmp_path / "run")
+    assert by_id(document)["mlp-float32"]["status"] == "pass"
+    assert victim.read_text() == "not edgepipe's"
+    assert not saved.is_symlink() and np.load(saved).shape == (48, 1)
+    assert [p.name for p in saved.parent.iterdir()] == ["mlp-float32.npy"]
+
+
 def test_cli_exit_2_on_a_bad_bundle_without_traceback_unless_debug(copy, tmp_path):
     manifest = read_manifest(copy)
     manifest["schema_version"] = 2
@@ -454,6 +570,20 @@ def test_cli_exit_2_on_a_bad_bundle_without_traceback_unless_debug(copy, tmp_pat
     assert "schema_version 2" in done.stderr and "Traceback" not in done.stderr
     debug = runner_cli(copy, "--out", tmp_path / "r.json", "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_the_pipeline_shows_the_runners_own_error_line(copy, tmp_path):
+    """`edgepipe parity` reports what the runner said when it refused (exit 2), in one line."""
+    from edgepipe.models.errors import EdgepipeError
+    from edgepipe.pipeline.targets import TargetOptions, run_target
+
+    (copy / "results" / "outputs").mkdir(parents=True)
+    (copy / "results" / "outputs" / "host").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(EdgepipeError) as caught:
+        run_target("host", copy, TargetOptions())
+    assert str(caught.value).startswith("The parity runner failed on host (exit 2): "
+                                        f"{copy}/results/outputs/host is a symbolic link")
+    assert "\n" not in str(caught.value)
 
 
 def test_runner_never_imports_tensorflow(bundle):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgepipe.converters.tflite_file import read_tflite_file
-from edgepipe.models.files import PARTIAL
+from edgepipe.models.files import OWN_NAME, PARTIAL
 
 EDGEPIPE = str(Path(sys.executable).with_name("edgepipe"))
 CONFIG = ('[run]\nmodels = ["mlp_piecewise", "cnn_step"]\nmodes = ["float32", "int8"]\n'
@@ -30,9 +30,11 @@ def start(config: Path, out: Path) -> subprocess.Popen:
 
 
 def artifacts(out: Path) -> list:
-    """Every file of the run folder outside the `.partial` folders, but the runner's hidden
-    `.<name>.<pid>.tmp` files (a killed runner's half-written outputs, never read by name)."""
+    """Every file of the run folder outside the `.partial` folders, but edgepipe's scratch
+    files (a killed parity chunk's) and the runner's hidden `.<name>.<pid>.tmp` files (a killed
+    runner's half-written outputs); neither is ever read by name."""
     return [p for p in out.rglob("*") if p.is_file() and PARTIAL not in p.parts
+            and not OWN_NAME.match(p.name)
             and not (p.name.startswith(".") and p.suffix == ".tmp")]
 
 

@@ -1,6 +1,7 @@
 """report.html and junit.xml from a synthetic, schema-valid run folder (numpy only, no TF)."""
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -308,6 +309,106 @@ def test_missing_outputs_targets_and_bad_paths_do_not_crash(run_dir):
         assert "<h3>Outputs on host-ref</h3>" in _section(page, entry_id)
     assert "no saved outputs on host" in page     # host vs host-ref row for mlp_step-float32
     assert "No plots: no saved outputs on any target" in _section(page, "cnn_swish-int16x8")
+
+
+def test_nan_and_infinities_are_counted_shown_and_left_out_of_the_plots(run_dir):
+    """One inf in a variant's saved outputs ended the report in an internal error (issue 12)."""
+    path = run_dir / "outputs" / "host" / "mlp_step-float32.npy"
+    out = np.load(path)
+    out[4, 0], out[9, 0] = np.inf, np.nan
+    np.save(path, out)
+    path = run_dir / "reference" / "cnn_swish.npy"
+    np.save(path, _put(np.load(path), (0, 1), -np.inf))
+    merged = _results(run_dir)
+    for r in merged["results"]:  # as the runner writes a metric that is not finite: null
+        if r["id"] == "mlp_step-float32" and r["target"] == "host":
+            r["metrics"]["max_abs_error"] = None
+    (run_dir / "results.json").write_text(json.dumps(merged))
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "4 variant(s) have NaN or infinite values" in page   # the header: 3 cnn_swish, 1 mlp
+    section = _section(page, "mlp_step-float32")
+    assert ("saved outputs on host: 2 values are not finite (1 NaN, 1 +inf), in 2 of 30 "
+            "samples: 4, 9; at outputs: 0.") in section
+    # the numbers and plots use the finite part (the planted 2^-14), and say so
+    assert "from them: <b>6.104e-05</b>" in section
+    assert "over the finite values only: 2 of 30 positions hold NaN or an infinity" in section
+    assert section.count("data:image/png;base64,") == 2
+    assert re.search(r"<tr><td>4</td>(<td>[^<]*</td>){3}<td class=\"num warn\">not finite", section)
+    cell = re.search(r'href="#v-mlp_step-float32"><b>pass</b>(.*?)</a>', page).group(1)
+    assert "max|Δ| not finite" in cell and "⚠ 2 not finite" in cell
+    cls = _section(page, "cnn_swish-int8")
+    assert ("Keras reference outputs: 1 value is not finite (1 -inf), in 1 of 40 samples: 0; "
+            "at outputs: 1.") in cls and cls.count("data:image/png;base64,") == 2
+    row = target_differences(run_dir, merged)["mlp_step-float32"]
+    assert (row["max_abs"], row["differing"], row["not_finite"]) == (2 ** -14, 3, 2)
+    assert row["note"] == "2 elements differ by NaN or an infinity (left out of max and mean)"
+
+
+def _put(array, where, value):
+    array[where] = value
+    return array
+
+
+def test_unreadable_arrays_are_named_not_loaded(run_dir):
+    host = run_dir / "outputs" / "host"
+    (host / "mlp_step-float32.npy").write_bytes(b"")
+    header = io.BytesIO()  # 10^12 float32 values declared: np.load would allocate 4 TB first
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    (host / "cnn_swish-int8.npy").write_bytes(header.getvalue() + bytes(64))
+    np.save(host / "cnn_swish-float32.npy", np.ones((N_CLS, CLASSES), np.complex64))
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert "outputs/host/mlp_step-float32.npy: unreadable: No data left in file" in page
+    assert "outputs/host/cnn_swish-int8.npy: unreadable: mmap length is greater" in page
+    assert "outputs/host/cnn_swish-float32.npy: not real numbers: dtype complex64" in page
+
+
+def test_an_unknown_status_is_flagged_and_counted_as_an_error(run_dir):
+    merged = _results(run_dir)
+    merged["results"][0]["status"] = "crashed"   # cnn_swish-float32 on host
+    (run_dir / "results.json").write_text(json.dumps(merged))
+    page = write_report(run_dir).read_text(encoding="utf-8")
+    assert ("results.json results[0] (cnn_swish-float32 on host) has status &#x27;crashed&#x27;, "
+            "none of pass, fail, unsupported, error: counted as an error.") in page
+    assert "FAIL — 1 failed, 3 errors" in page
+    assert '<details id="v-cnn_swish-float32" open' in page
+
+
+@pytest.mark.parametrize("name, change, field", [
+    ("results.json", lambda d: d.update(results="x"), "results"),
+    ("results.json", lambda d: d["results"][1].update(status=["pass"]), "results[1].status"),
+    ("results.json", lambda d: d["results"][0]["metrics"]["task"].update(delta="0.1"),
+     "results[0].metrics.task.delta"),
+    ("results.json", lambda d: d["results"][8]["metrics"].update(boundary=[1]),
+     "results[8].metrics.boundary"),
+    ("results.json", lambda d: d["targets"]["host-ref"].update(seconds=True),
+     "targets.host-ref.seconds"),
+    ("manifest.json", lambda d: d["entries"][2].update(tolerance=[]), "entries[2].tolerance"),
+    ("manifest.json", lambda d: d["models"]["mlp_step"]["boundary"].update(layers="step_1"),
+     "models.mlp_step.boundary.layers"),
+    ("manifest.json", lambda d: d["entries"].append(5), "entries[6]"),
+])
+def test_a_json_file_of_the_wrong_shape_is_one_line_naming_the_field(run_dir, name, change,
+                                                                      field):
+    path = run_dir / name
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(EdgepipeError) as err:
+        write_report(run_dir, junit=True)
+    assert f"Expected {field} in {path} to be " in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("junit", [False, True])
+def test_a_report_that_cannot_be_written_leaves_no_stale_one(run_dir, junit):
+    write_junit(run_dir, _results(run_dir))
+    write_report(run_dir)
+    (run_dir / "results.json").write_text('{"results": [')
+    with pytest.raises(EdgepipeError, match="Expected the merged results.json at .* to be JSON"):
+        write_report(run_dir, junit=junit)
+    assert not (run_dir / "report.html").exists()
+    assert (run_dir / "junit.xml").exists() is not junit
 
 
 def test_report_with_only_one_target(run_dir):

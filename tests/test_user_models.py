@@ -171,6 +171,40 @@ def test_custom_objects_named_twice_differently_is_refused(user, tmp_path):
     one_line(result, 2, "Custom object 'MyAct' is defined both in", "pass only one of them")
 
 
+
+def test_a_keras_file_is_refused_from_its_stat_and_zip_directory_without_tensorflow(tmp_path):
+    """Missing, not a regular file, not a zip, or with members that leave the folder Keras
+    extracts into (zip slip): one line, before TensorFlow is imported (it takes ~15 s) and
+    before Keras opens the archive (it warned once per member and went on)."""
+    import os
+    import zipfile
+
+    from conftest import imported_modules
+
+    with zipfile.ZipFile(tmp_path / "slip.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("../../evil.txt", "outside")
+    (tmp_path / "folder.keras").mkdir()
+    os.mkfifo(tmp_path / "fifo.keras")
+    (tmp_path / "x.tflite").write_bytes(b"")
+    cases = {"missing.keras": "Model file {} does not exist",
+             "folder.keras": "Model file {} is a folder, not a regular file",
+             "fifo.keras": "Model file {} is a FIFO (named pipe), not a regular file",
+             "slip.keras": "{} holds 1 member(s) whose names lead out of the folder it is "
+                           "extracted into ('../../evil.txt')"}
+    code = ["from typer.testing import CliRunner",
+            "from edgepipe.pipeline.cli import app"]
+    for name, message in cases.items():
+        path = tmp_path / name
+        code += [f"r = CliRunner().invoke(app, ['check', {str(path)!r}])",
+                 f"assert r.exit_code == 2 and {message.format(path)!r} in r.stderr, r.stderr",
+                 "assert len(r.stderr.strip().splitlines()) == 1, r.stderr"]
+    code += [f"r = CliRunner().invoke(app, ['check', {str(tmp_path / 'x.tflite')!r}, "
+             "'--custom-objects', 'missing.py'])",
+             "assert r.exit_code == 2 and '--custom-objects applies only to .keras models' in "
+             "r.stderr, r.stderr"]
+    assert imported_modules("\n".join(code), ("tensorflow", "keras")) == []
+
 @pytest.fixture(scope="module")
 def user_run(user, tmp_path_factory):
     out = tmp_path_factory.mktemp("user_run")
@@ -272,10 +306,10 @@ def test_npz_as_given_infers_the_task_and_keeps_the_values(tmp_path):
                  id="data-without-models"),
     pytest.param('[run]\nkeras = ["nope.keras"]\ndata = "d.npz"\n',
                  "nope.keras does not exist", id="missing-model"),
-    pytest.param('[run]\nkeras = [1]\ndata = "d.npz"\n', "Expected a list of paths for keras",
+    pytest.param('[run]\nkeras = [1]\ndata = "d.npz"\n', "to be a list of paths. Received: [1].",
                  id="not-paths"),
     pytest.param('[run]\nkeras = ["m.keras"]\ndata = "d.npz"\nunsafe = "yes"\n',
-                 "Expected unsafe to be true or false", id="unsafe-not-bool"),
+                 "[run] to be true or false. Received: 'yes'.", id="unsafe-not-bool"),
     pytest.param('[run]\nkeras = ["m.keras"]\ndata = "d.npz"\n[tolerances.mm.int8]\n'
                  'max_abs = 1\n', "Unknown model 'mm'. Valid models: cnn_gelu_tanh,",
                  id="tolerance-name"),
