@@ -194,6 +194,10 @@ def train(
 
     # Every input is checked before anything is written or TensorFlow is imported.
     specs = [get_model_spec(name) for name in (models or ZOO)]
+    twice = sorted({s.name for s in specs if specs.count(s) > 1})
+    if twice:  # two trainings would write the same files at once
+        raise EdgepipeError(f"Expected each model once. Received {', '.join(twice)} more than "
+                            "once; name each model once.")
     config = TrainConfig(seed=seed) if epochs is None else TrainConfig(epochs=epochs, seed=seed)
 
     loaded, jobs = {}, []  # each dataset loaded once, however many models share it
@@ -494,6 +498,9 @@ def _require_run_dir(run_dir: Path) -> None:
         raise EdgepipeError(f"{run_dir} is not a run folder (no manifest.json). Make one with "
                             "`edgepipe run --out DIR`.")
     check_run_folder(run_dir)
+    # parity and report write into it: a read-only folder is said before any work (`guarded`)
+    with tempfile.TemporaryFile(dir=run_dir, prefix=".edgepipe-probe-"):
+        pass
 
 
 def _finish(merged: dict, run_dir: Path) -> None:

@@ -2,6 +2,8 @@
 
 CI systems read JUnit XML to show which checks failed; the mapping is
 pass -> plain testcase, fail -> <failure>, error -> <error>, unsupported -> <skipped>.
+The shape check of a results document (and of the manifest, for report.py) lives here too: both
+reports read the same results.
 """
 
 import math
@@ -31,8 +33,9 @@ def xml_text(value) -> str:
 # it; other keys are only shown. A spec is a kind ("!" before it: required, else null or absent
 # is fine), an object spec {key: spec}, a list spec [item spec], or {"*": spec}: an object whose
 # every value has that spec.
-MAX_DEPTH = 32           # edgepipe writes at most 8 levels; deeper ones would exhaust recursion
-MAX_INTEGER = 2 ** 63    # larger ones are no count edgepipe writes, and float() of one overflows
+MAX_DEPTH = 32          # edgepipe writes about 8 levels; far deeper ones exhaust recursion
+MAX_INTEGER = 2 ** 63   # no count or size edgepipe writes is larger; arithmetic on far larger
+                        # ones overflows a float
 
 
 def _is_number(value) -> bool:

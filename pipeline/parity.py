@@ -12,14 +12,15 @@ import json
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from ..device_tests.bundle import BundleError, load_bundle
+from ..device_tests.bundle import BundleError, load_bundle, one_line
 from ..device_tests.runner import SCHEMA_VERSION
 from ..models.errors import EdgepipeError
 from ..models.files import remove_leftovers, scratch_file, sha256_file, write_json
 from ..models.versions import versions
 from .budgets import apply_budgets
+from .junit import STATUSES
 from .stages import Stages, code_version, digest
-from .targets import TargetOptions, check_target, is_ssh, results_path, run_target
+from .targets import TargetOptions, check_target, is_ssh, results_path, run_target, runner_said
 
 # The code a result depends on: the runner, and how the pipeline reaches each target.
 RUNNER_CODE = ("device_tests", "pipeline/targets.py", "pipeline/emulator.py",
@@ -55,6 +56,30 @@ def _chunks(ids: list, count: int) -> list:
     return [ids[i::count] for i in range(count) if ids[i::count]]
 
 
+def read_results(path: Path) -> dict:
+    """One target's results file, checked as far as merging reads it: a run folder travels,
+    and a file edited by hand or cut short must be one line, not a crash."""
+    where = f"{path}: "
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise EdgepipeError(f"{where}not a results file (not JSON: {one_line(e)}); rerun "
+                            "`edgepipe parity` on the run folder.") from None
+    if not (isinstance(doc, dict) and isinstance(doc.get("target"), str)
+            and isinstance(doc.get("results"), list)):
+        raise EdgepipeError(f"{where}expected an object with a 'target' string and a "
+                            "'results' list; rerun `edgepipe parity` on the run folder.")
+    for i, r in enumerate(doc["results"]):
+        if not (isinstance(r, dict) and all(isinstance(r.get(k), str)
+                                            for k in ("id", "model", "mode", "status"))
+                and r["status"] in STATUSES
+                and isinstance(r.get("outputs"), (str, type(None)))):
+            raise EdgepipeError(f"{where}results[{i}] is not a result record (id, model, "
+                                f"mode as strings, status one of {', '.join(STATUSES)}); rerun "
+                                "`edgepipe parity` on the run folder.")
+    return doc
+
+
 def parity_stage(out: Path, targets, console, debug: bool = False,
                  options: TargetOptions | None = None, budgets: dict | None = None,
                  stages: Stages | None = None, workers: int = 1) -> None:
@@ -71,6 +96,9 @@ def parity_stage(out: Path, targets, console, debug: bool = False,
     for target in targets:
         check_target(target)
     remove_leftovers(out / "results")  # a killed run's chunks
+    for path in sorted((out / "results").glob("*.json")):  # merged as they are, after the runs
+        if path.name not in {results_path(out, t).name for t in targets}:
+            read_results(path)
     keys, tasks = {}, []
     for target in targets:
         keys[target] = {e["id"]: entry_key(target, e, manifest, options) for e in entries}
@@ -95,9 +123,9 @@ def parity_stage(out: Path, targets, console, debug: bool = False,
             try:
                 return json.loads(partial.read_text())
             except ValueError:
-                said = (done.stderr or "").strip().splitlines()[-1:] or ["(no message)"]
                 raise EdgepipeError(f"The parity runner on {target} wrote no results (exit "
-                                    f"{done.returncode}): {said[0]}") from None
+                                    f"{done.returncode}): {runner_said(done.stderr, debug)}"
+                                    ) from None
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         running = {pool.submit(run_chunk, task): task for task in tasks}

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device_tests.bundle import BundleError, load_bundle, one_line
+from ..models.errors import EdgepipeError
 from ..models.files import sha256_file, write_json
+from .boundary import analyse
 from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, stage_name
 from .bundle import write_manifest
 from .config import RunConfig
+from .parity import read_results
 from .stages import Stages, code_version, digest
 from .targets import order_key
 from .workers import in_context, prepare, run_jobs
@@ -113,6 +117,30 @@ def compare_targets(out: Path, results: list, target: str, baseline: str) -> Non
                     f"(bound 1)"]))
 
 
+def _boundary(bundle, out: Path, r: dict, boundary: dict, steps: list) -> dict:
+    """The boundary analysis of one result: the bundle's files verified by sha256, the
+    variant's outputs of the reference's shape."""
+    try:
+        preacts = [bundle.array(p, sha, f"models.{r['model']}.boundary.preact")
+                   for p, sha in zip(boundary["preact"], boundary["preact_sha256"], strict=True)]
+        model = bundle.model(r["model"])
+        ref = bundle.array(model["reference"], model["reference_sha256"],
+                           f"models.{r['model']}.reference")
+    except BundleError as exc:
+        raise EdgepipeError(str(exc)) from None
+    try:
+        variant = np.load(out / r["outputs"], allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise EdgepipeError(f"{out / r['outputs']}: not a readable .npy ({one_line(e)}); rerun "
+                            "`edgepipe parity` on the run folder.") from None
+    n = len(ref)
+    if variant.shape != ref.shape or any(p.ndim == 0 or len(p) != n for p in preacts):
+        raise EdgepipeError(f"{out / r['outputs']} holds shape {variant.shape} where the "
+                            f"reference holds {ref.shape} (or a boundary file disagrees); it is "
+                            "not this bundle's output: rerun `edgepipe parity --force`.")
+    return analyse(preacts, steps, boundary["kink"], variant, ref)
+
+
 def collect(out: Path, stages: Stages | None = None) -> dict:
     """Merge per-target results, add the boundary analysis, write results.json, junit.xml and
     report.html; return the merged document. With `stages`, reuse them when neither the
@@ -130,13 +158,16 @@ def collect(out: Path, stages: Stages | None = None) -> dict:
 
 
 def _merge(out: Path, manifest_path: Path) -> dict:
-    from .boundary import analyse
     from .junit import write_junit
     from .report import write_report
 
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        bundle = load_bundle(out)  # every field checked, every file verified as it is read
+    except BundleError as exc:
+        raise EdgepipeError(str(exc)) from None
+    manifest = bundle.manifest
     targets, results = {}, []
-    loaded = [(json.loads(p.read_text()), p) for p in sorted((out / "results").glob("*.json"))]
+    loaded = [(read_results(p), p) for p in sorted((out / "results").glob("*.json"))]
     for doc, path in sorted(loaded, key=lambda pair: order_key(pair[0]["target"])):
         targets[doc["target"]] = {k: doc.get(k) for k in ("runtime", "platform", "seconds")}
         for r in doc["results"]:
@@ -150,11 +181,8 @@ def _merge(out: Path, manifest_path: Path) -> dict:
     for r in results:
         boundary = manifest["models"].get(r["model"], {}).get("boundary")
         steps = (boundary or {}).get("input_steps", {}).get(r["mode"])
-        if boundary and steps and r.get("outputs"):
-            preacts = [np.load(out / p, allow_pickle=False) for p in boundary["preact"]]
-            ref = np.load(out / manifest["models"][r["model"]]["reference"], allow_pickle=False)
-            variant = np.load(out / r["outputs"], allow_pickle=False)
-            r["metrics"]["boundary"] = analyse(preacts, steps, boundary["kink"], variant, ref)
+        if boundary and steps and r.get("outputs") and isinstance(r.get("metrics"), dict):
+            r["metrics"]["boundary"] = _boundary(bundle, out, r, boundary, steps)
     compare_targets(out, results, "tflm", "host-ref")
     counts = {s: sum(r["status"] == s for r in results)
               for s in ("pass", "fail", "unsupported", "error")}

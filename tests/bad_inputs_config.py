@@ -161,4 +161,7 @@ CASES = [
             "No such command 'nosuch'. See 'edgepipe --help'."),
     _option("targets-twice", "`--targets host,host`", ("run", "--targets", "host,host"),
             "Expected targets in the command line to be a list of distinct names"),
+    Case("option-train-model-twice", "the same model twice on the command line",
+         ("train", "mlp_swish", "mlp_swish", "--out", "out"), 2,
+         "Received mlp_swish more than once"),
 ]

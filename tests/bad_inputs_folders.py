@@ -58,3 +58,27 @@ CASES = [
     Case("folder-parity-manifest-fifo", "the run folder's manifest.json is a FIFO",
          COMMANDS["parity"], 2, "run is not a run folder", _fifo("manifest.json")),
 ]
+
+
+def _results_file(text: str):
+    """A finished run folder with one more target's results file holding `text`."""
+
+    def setup(folder):
+        folder.run_folder()
+        folder.write("run/results/board.json", text)
+
+    return setup
+
+
+CASES += [
+    Case("folder-parity-results-not-json", "a target's results file in results/ is cut short",
+         COMMANDS["parity"], 2, "run/results/board.json: not a results file (not JSON",
+         _results_file('{"target": "board", "resu')),
+    Case("folder-parity-results-no-target", "a results file without its target",
+         COMMANDS["parity"], 2, "expected an object with a 'target' string",
+         _results_file('{"results": []}')),
+    Case("folder-parity-results-bad-record", "a results file whose record has status 'ok'",
+         COMMANDS["parity"], 2, "results[0] is not a result record",
+         _results_file('{"target": "board", "results": [{"id": "mlp-float32", "model": "mlp", '
+                       '"mode": "float32", "status": "ok"}]}')),
+]

@@ -179,10 +179,8 @@ def test_read_only_run_folder_gets_advice_that_fits_the_command(read_only_run, c
     _one_line(code, stderr, f"Cannot write {read_only_run}: read-only file system. Copy the run "
               "folder to a writable disk and run `edgepipe report` on the copy.")
     code, _, stderr = edgepipe(capsys, "parity", read_only_run, "--target", "host")
-    assert code == 2 and "--out" not in stderr
-    assert stderr.strip().splitlines()[-1] == (
-        f"error: Cannot write {read_only_run}: read-only file system. Copy the run folder to a "
-        "writable disk and run `edgepipe parity` on the copy.")
+    _one_line(code, stderr, f"Cannot write {read_only_run}: read-only file system. Copy the run "
+              "folder to a writable disk and run `edgepipe parity` on the copy.")
 
 
 def test_npz_missing_key_and_bad_shapes(tmp_path):

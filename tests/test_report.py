@@ -537,6 +537,17 @@ def test_junit_with_no_results_and_an_unknown_status(tmp_path):
     assert suite.find("testcase/error") is not None
 
 
+def test_junit_refuses_a_results_document_of_the_wrong_shape(tmp_path):
+    with pytest.raises(EdgepipeError, match=r"Expected results\[0\]\.id in .*results.json to "
+                       "be a string. Received: a number 1. Rerun `edgepipe parity"):
+        write_junit(tmp_path, {"results": [{"id": 1, "target": "host", "status": "pass"}]})
+    assert not (tmp_path / "junit.xml").exists()
+    # control characters in a runtime's keys and values cannot be in XML 1.0: replaced
+    odd = {"targets": {"host": {"runtime": {"name\x01": "litert\x00"}}}, "results": []}
+    prop = ET.parse(write_junit(tmp_path, odd)).getroot().find("testsuite/properties/property")
+    assert prop.get("name") == "runtime.name\N{REPLACEMENT CHARACTER}"
+
+
 # ---------------------------------------------------------------- atomic writes
 
 

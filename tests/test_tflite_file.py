@@ -5,8 +5,12 @@ fuzz) starts from their bytes. Synthetic files for what TF does not write (old s
 shared vectors) are built with the FlatBuffers object API of ai-edge-litert's generated schema.
 """
 
+import inspect
+import json
+import os
 import random
 import re
+import socket
 import statistics
 import struct
 import time
@@ -16,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import imported_modules
 
-from edgepipe.converters.builtin_ops import BUILTIN_OPERATORS, TENSOR_TYPES
+from edgepipe.converters.builtin_ops import BUILTIN_OPERATORS, TABLES, TENSOR_TYPES, UNIONS
 from edgepipe.converters.tflite_file import (
     TFLiteFormatError,
     read_tflite,
@@ -184,15 +188,82 @@ def test_file_and_bytes_give_the_same_model(tflite_files):
         assert read_tflite_file(path) == read_tflite(path.read_bytes(), str(path))
 
 
-def test_builtin_tables_match_the_installed_tensorflow_schema():
-    from tensorflow.lite.python import schema_py_generated as schema
+def _enum(cls) -> dict:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_")}
 
-    def enum(cls):
-        return {v: k for k, v in vars(cls).items() if not k.startswith("_")}
 
-    hint = "converters/builtin_ops.py differs from the installed TF schema: regenerate it"
-    assert BUILTIN_OPERATORS == enum(schema.BuiltinOperator), hint
-    assert TENSOR_TYPES == {k: v.lower() for k, v in enum(schema.TensorType).items()}, hint
+def test_builtin_tables_match_the_installed_schemas():
+    """The op and type codes are LiteRT's (the newer schema: float8 types 21 and 22); the
+    installed TensorFlow's codes all mean the same."""
+    from ai_edge_litert import schema_py_generated as litert
+    from tensorflow.lite.python import schema_py_generated as tf
+
+    hint = "converters/builtin_ops.py differs from the installed schema: regenerate it"
+    assert BUILTIN_OPERATORS == _enum(litert.BuiltinOperator), hint
+    assert TENSOR_TYPES == {k: v.lower() for k, v in _enum(litert.TensorType).items()}, hint
+    assert _enum(tf.BuiltinOperator).items() <= BUILTIN_OPERATORS.items(), hint
+    assert {k: v.lower() for k, v in _enum(tf.TensorType).items()}.items() <= \
+        TENSOR_TYPES.items(), hint
+    assert (TENSOR_TYPES[21], TENSOR_TYPES[22]) == ("float8_e4m3fn", "float8_e5m2")
+
+
+_SCALARS = {"Bool": "bool", "Int8": "byte", "Uint8": "ubyte", "Int16": "short",
+            "Uint16": "ushort", "Int32": "int", "Uint32": "uint", "Int64": "long",
+            "Uint64": "ulong", "Float32": "float", "Float64": "double"}
+
+
+def _schema_of_generated_python(schema) -> tuple[dict, dict]:
+    """(TABLES, UNIONS) as builtin_ops.py writes them, read from a flatc-generated Python
+    schema module: each table class's accessors say a field's slot and what it holds."""
+    tables, unions = {}, {}
+    for name, cls in vars(schema).items():
+        if not (inspect.isclass(cls) and hasattr(cls, "GetRootAs")):
+            continue
+        object_api = inspect.getsource(getattr(schema, name + "T", object))
+        fields = {}
+        for method, fn in vars(cls).items():
+            source = inspect.getsource(fn) if inspect.isfunction(fn) else ""
+            slot = re.search(r"self\._tab\.Offset\((\d+)\)", source)
+            if not slot or method.endswith(("Length", "IsNone", "AsNumpy")):
+                continue
+            if scalar := re.search(r"number_types\.(\w+)Flags, [ao] \+", source):
+                kind = _SCALARS[scalar.group(1)]
+            elif "self._tab.String(" in source:
+                kind = "string"
+            elif "self._tab.Union(" in source:  # the object API names the union's type
+                kind = re.search(rf"(\w+)Creator\(self\.\w+, \w+\.{method}\(\)\)",
+                                 object_api).group(1)
+            else:
+                kind = re.search(r"obj = (\w+)\(\)", source).group(1)
+            if "j" in inspect.signature(fn).parameters:  # an element of a vector
+                kind = f"[{kind}]"
+            field = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", method).lower()
+            fields[int(slot.group(1))] = f"{field}:{kind}"
+        if fields:
+            tables[name] = " ".join(fields.get(slot, "-")
+                                    for slot in range(4, max(fields) + 1, 2))
+    for name, fn in vars(schema).items():
+        if inspect.isfunction(fn) and name.endswith("Creator"):
+            members = re.findall(r"unionType == \w+\.\w+:\s*return (\w+)T\.",
+                                 inspect.getsource(fn))
+            unions[name.removesuffix("Creator")] = tuple(members)
+    return tables, unions
+
+
+def test_schema_tables_match_the_installed_litert_schema():
+    """builtin_ops.TABLES and UNIONS, which the verifier walks, are ai-edge-litert's schema.
+    When they differ this test prints the new tables to paste into builtin_ops.py."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    tables, unions = _schema_of_generated_python(schema)
+    for union, members in unions.items():  # code order: the verifier maps code i to member i
+        assert [getattr(getattr(schema, union), m) for m in members] == list(
+            range(1, len(members) + 1)), union
+    assert "Model" in tables and len(unions["BuiltinOptions"]) > 100  # the parse found them
+    new = {"TABLES": tables, "UNIONS": unions}
+    assert (TABLES, UNIONS) == (tables, unions), (
+        "converters/builtin_ops.py TABLES/UNIONS differ from the installed schema; new ones:\n"
+        + json.dumps(new, indent=4, sort_keys=True))
 
 
 def test_reading_does_not_import_tensorflow_or_numpy(tflite_files):
@@ -261,7 +332,10 @@ def test_shared_vectors_cannot_make_reading_quadratic():
     for op in reversed(ops):
         b.PrependUOffsetTRelative(op)
     operators = b.EndVector()
+    s.SubGraphStartTensorsVector(b, 0)
+    tensors = b.EndVector()
     s.SubGraphStart(b)
+    s.SubGraphAddTensors(b, tensors)
     s.SubGraphAddOperators(b, operators)
     subgraph = s.SubGraphEnd(b)
     s.OperatorCodeStart(b)
@@ -271,10 +345,13 @@ def test_shared_vectors_cannot_make_reading_quadratic():
         b.StartVector(4, 1, 4)
         b.PrependUOffsetTRelative(item)
         vectors.append(b.EndVector())
+    s.ModelStartBuffersVector(b, 0)
+    buffers = b.EndVector()
     s.ModelStart(b)
     s.ModelAddVersion(b, 3)
     s.ModelAddOperatorCodes(b, vectors[0])
     s.ModelAddSubgraphs(b, vectors[1])
+    s.ModelAddBuffers(b, buffers)
     b.Finish(s.ModelEnd(b), file_identifier=b"TFL3")
     with pytest.raises(TFLiteFormatError, match="overlapping offsets"):
         read_tflite(bytes(b.Output()), "shared.tflite")
@@ -309,9 +386,11 @@ def _bad_bytes(kind: str, files) -> bytes:
 BAD_INPUTS = [
     pytest.param("empty", ["bad.tflite is empty (0 bytes): re-export it"], id="empty"),
     pytest.param("truncated-3", ["truncated", "only 3 bytes", "re-export"], id="truncated-3"),
+    pytest.param("truncated-8", ["bad.tflite is truncated or corrupt: the model is only 8 bytes, "
+                                 "too short for a flatbuffer"], id="truncated-8"),
     *[pytest.param(kind, ["bad.tflite is truncated or corrupt:", "points outside the file",
                           "re-export the model or copy the file again"], id=kind)
-      for kind in ("truncated-8", "truncated-100", "truncated-half", "truncated-last-byte")],
+      for kind in ("truncated-100", "truncated-half", "truncated-last-byte")],
     pytest.param("html-doctype", ["not a TFLite flatbuffer", "looks like an HTML page",
                                   "download"], id="html-doctype"),
     pytest.param("html-after-whitespace", ["looks like an HTML page"], id="html-whitespace"),
@@ -433,14 +512,225 @@ def test_vector_length_patched_beyond_the_file(tflite_files):
     assert "subgraph 0 tensor list claims 2147483647 elements" in message
 
 
-def test_file_errors_are_one_line(tmp_path):
-    (tmp_path / "empty.tflite").write_bytes(b"")
-    with pytest.raises(TFLiteFormatError, match=r"empty\.tflite is empty \(0 bytes\)"):
-        read_tflite_file(tmp_path / "empty.tflite")
-    with pytest.raises(TFLiteFormatError, match=r"cannot read .*missing\.tflite"):
-        read_tflite_file(tmp_path / "missing.tflite")
-    with pytest.raises(TFLiteFormatError, match="cannot read|not a regular file"):
-        read_tflite_file(tmp_path)
+# -- what a path can name besides a .tflite file: refused before anything is read -------------
+
+def _make(kind: str, path) -> None:
+    if kind == "fifo":  # opened for reading, it would wait for a writer for ever
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "dev-zero-link":  # a device: reading it never ends
+        path.symlink_to("/dev/zero")
+    elif kind == "socket":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.close()
+    elif kind == "link-loop":
+        path.symlink_to(path.name)
+    elif kind == "dangling-link":
+        path.symlink_to(path.with_name("gone.tflite"))
+    elif kind == "empty":
+        path.write_bytes(b"")
+
+
+FILE_KINDS = [
+    pytest.param("fifo", r"model\.tflite is a FIFO \(named pipe\), not a \.tflite file: pass the "
+                         r"path of a regular \.tflite file", id="fifo"),
+    pytest.param("folder", r"model\.tflite is a folder, not a \.tflite file", id="folder"),
+    pytest.param("dev-zero-link", r"model\.tflite is a character device, not a \.tflite file",
+                 id="dev-zero-link"),
+    pytest.param("socket", r"model\.tflite is a socket, not a \.tflite file", id="socket"),
+    pytest.param("link-loop", r"model\.tflite is a symbolic link that loops", id="link-loop"),
+    pytest.param("dangling-link", r"cannot read .*model\.tflite: No such file or directory; "
+                                  r"check the path", id="dangling-link"),
+    pytest.param("missing", r"cannot read .*model\.tflite: No such file or directory",
+                 id="missing"),
+    pytest.param("empty", r"model\.tflite is empty \(0 bytes\)", id="empty"),
+]
+
+
+@pytest.mark.parametrize("kind, expected", FILE_KINDS)
+def test_only_regular_files_are_read(tmp_path, kind, expected):
+    path = tmp_path / "model.tflite"
+    _make(kind, path)
+    started = time.monotonic()
+    with pytest.raises(TFLiteFormatError, match=expected) as info:
+        read_tflite_file(path)
+    assert "\n" not in str(info.value)
+    assert time.monotonic() - started < 5
+
+
+def test_a_link_to_a_model_is_read(tflite_files, tmp_path):
+    """Models kept by git-annex or DVC are symbolic links: they are followed."""
+    link = tmp_path / "latest.tflite"
+    link.symlink_to(tflite_files["int8"])
+    assert read_tflite_file(link) == read_tflite_file(tflite_files["int8"])
+
+
+# -- the flatbuffers verifier's rules, with LiteRT's own load as the oracle ----------------------
+
+def _litert_loads(data: bytes) -> bool:
+    from edgepipe.pipeline.check import load_in_litert
+
+    return load_in_litert(data)["loads"]
+
+
+def _vtable(data: bytes, table) -> int:
+    return table._tab.Pos - struct.unpack_from("<i", data, table._tab.Pos)[0]
+
+
+def _empty_buffer_vtable_size_0(data):
+    """A vtable of size 0: every field absent. Buffer 0 (no data) means the same then."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return _patched(data, _vtable(data, schema.Model.GetRootAs(data, 0).Buffers(0)), 0, "<H")
+
+
+def _table_size_4(data):
+    """A vtable that says its table is 4 bytes while its fields lie further: the verifier checks
+    each field against the file, not against the table's size."""
+    return _patched(data, _vtable(data, _subgraph(data).Tensors(0)) + 2, 4, "<H")
+
+
+def _options_vtable_outside(data):
+    """Builtin options, which the audit never reads, with a vtable outside the file."""
+    sg = _subgraph(data)
+    op = next(sg.Operators(i) for i in range(sg.OperatorsLength())
+              if sg.Operators(i).BuiltinOptions() is not None)
+    return _patched(data, op.BuiltinOptions().Pos, -len(data) * 2, "<i")
+
+
+def _misaligned_tensor(data):
+    entry = _tensor_list(data) + 4 + 4 * 3
+    return _patched(data, entry, struct.unpack_from("<I", data, entry)[0] + 1)
+
+
+def _zero_offset_name(data):
+    tensor = _subgraph(data).Tensors(0)
+    return _patched(data, tensor._tab.Pos + tensor._tab.Offset(10), 0)
+
+
+def _metadata_name_length(data):
+    """A string the audit never reads (metadata 0's name) claiming more bytes than the file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    metadata = schema.Model.GetRootAs(data, 0).Metadata(0)
+    field = metadata._tab.Pos + metadata._tab.Offset(4)
+    return _patched(data, field + struct.unpack_from("<I", data, field)[0], 0x10000000)
+
+
+VERIFIER_CASES = [  # (patch of the int8 model, None when both must load it, else the message)
+    pytest.param(_empty_buffer_vtable_size_0, None, id="vtable-size-0"),
+    pytest.param(_table_size_4, None, id="field-past-the-table-size"),
+    pytest.param(_options_vtable_outside, r"subgraph 0 operator \d+ builtin options vtable "
+                                          r"points outside the file", id="options-vtable"),
+    pytest.param(_misaligned_tensor, r"subgraph 0 tensor 3 is misaligned \(offset \d+ is not a "
+                                     r"multiple of 4\)", id="misaligned-table"),
+    pytest.param(_zero_offset_name, r"subgraph 0 tensor 0 name has an offset of 0",
+                 id="zero-offset"),
+    pytest.param(_metadata_name_length, r"metadata 0 name claims 268435456 elements",
+                 id="metadata-string-length"),
+]
+
+
+@pytest.mark.parametrize("patch, expected", VERIFIER_CASES)
+def test_the_reader_verifies_as_litert_does(tflite_files, patch, expected):
+    data = patch(tflite_files["int8"].read_bytes())
+    assert _litert_loads(data) is (expected is None)
+    if expected is None:
+        read_tflite(data)
+    else:
+        assert re.search(expected, _one_line_error(data)), _one_line_error(data)
+
+
+# -- the interpreter builder's checks, on models built by hand ---------------------------------
+
+def _built(change=lambda schema, model, w: None) -> bytes:
+    """y = ABS(x), float32 (1, 4), and an unused constant w (4,) float32 in buffer 1; `change`
+    edits the ModelT first."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    def tensor(name, shape, buffer=0):
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, shape, schema.TensorType.FLOAT32, buffer
+        return t
+
+    w = tensor("w", [4], buffer=1)
+    subgraph = schema.SubGraphT()
+    subgraph.tensors = [tensor("x", [1, 4]), tensor("y", [1, 4]), w]
+    subgraph.inputs, subgraph.outputs = [0], [1]
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    subgraph.operators = [op]
+    weights = schema.BufferT()
+    weights.data = list(struct.pack("<4f", 1, 2, 3, 4))
+    model = schema.ModelT()
+    model.version, model.subgraphs = 3, [subgraph]
+    model.operatorCodes = [schema.OperatorCodeT(deprecatedBuiltinCode=101, builtinCode=101)]
+    model.buffers = [schema.BufferT(), weights]
+    change(schema, model, w)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _quantized(scales, zero_points, dimension=0):
+    def change(schema, model, w):
+        w.quantization = schema.QuantizationParametersT()
+        w.quantization.scale, w.quantization.zeroPoint = scales, zero_points
+        w.quantization.quantizedDimension = dimension
+    return change
+
+
+def _set(obj: str, field: str, value):
+    def change(schema, model, w):
+        setattr({"model": model, "w": w, "subgraph": model.subgraphs[0],
+                 "weights": model.buffers[1]}[obj], field, value)
+    return change
+
+
+BUILDER_CASES = [
+    pytest.param(_set("model", "version", 4), r"the model has schema version 4; TFLite files "
+                                              r"have version 3", id="version"),
+    pytest.param(_set("model", "buffers", None), r"the model has no buffer list", id="no-buffers"),
+    pytest.param(_set("subgraph", "tensors", None), r"subgraph 0 has no tensor list",
+                 id="no-tensors"),
+    pytest.param(_set("w", "type", -1), r"subgraph 0 tensor 2 has an invalid type code \(-1\)",
+                 id="negative-type"),
+    pytest.param(_set("weights", "data", [0] * 8), r"subgraph 0 tensor 2 of shape \[4\] needs 16 "
+                                                   r"bytes of data, but buffer 1 holds 8",
+                 id="constant-too-short"),
+    pytest.param(_set("w", "isVariable", True), r"subgraph 0 tensor 2 is a variable but has "
+                                                r"constant data", id="variable-with-data"),
+    pytest.param(_quantized([0.5, 0.5], [0]), r"subgraph 0 tensor 2 quantization has 2 scales "
+                                              r"but 1 zero points", id="scales-vs-zero-points"),
+    pytest.param(_quantized([0.5], [0], 3), r"quantization is along dimension 3, but the tensor "
+                                            r"has 1 dimensions", id="quantized-dimension"),
+    pytest.param(_quantized([0.5] * 3, [0] * 3), r"quantization has 3 scales for dimension 0 of "
+                                                 r"size 4 \(expected 1 or 4\)", id="per-axis"),
+]
+
+
+def test_the_hand_built_model_loads():
+    data = _built()
+    assert _litert_loads(data)
+    assert read_tflite(data).op_names() == ("ABS",)
+
+
+@pytest.mark.parametrize("change, expected", BUILDER_CASES)
+def test_the_reader_refuses_what_the_interpreter_builder_refuses(change, expected):
+    data = _built(change)
+    assert not _litert_loads(data)
+    message = _one_line_error(data)
+    assert re.search(expected, message), message
+
+
+def test_float8_tensor_types():
+    data = _built(_set("w", "type", 21))
+    assert read_tflite(data).subgraphs[0].tensors[2].dtype == "float8_e4m3fn"
+    data = _built(_set("w", "type", 22))
+    assert read_tflite(data).subgraphs[0].tensors[2].dtype == "float8_e5m2"
 
 
 # -- fuzz: mutated files fail with TFLiteFormatError (or parse), and fast -----------------------
