@@ -89,11 +89,11 @@ class Subgraph:
     name: str
     tensors: tuple[Tensor, ...]
     operators: tuple[Operator, ...]
-    inputs: tuple[int, ...]
+    inputs: tuple[int, ...]  # tensor indices; -1 (absent) is legal here too
     outputs: tuple[int, ...]
 
     def tensors_at(self, indices: tuple[int, ...]) -> tuple[Tensor, ...]:
-        """The tensors at these indices, skipping -1 (an optional input that is absent)."""
+        """The tensors at these indices, skipping -1 (an optional tensor that is absent)."""
         return tuple(self.tensors[i] for i in indices if i >= 0)
 
 
@@ -155,17 +155,20 @@ def mapped_file(path: str | os.PathLike) -> Iterator:
     except OSError as e:
         raise _os_error(e, source) from None
     try:
-        info = os.fstat(fd)
-        _refuse_unless_regular(info.st_mode, source)
-        if info.st_size == 0:
-            yield b""  # mmap refuses empty files; the reader says "empty"
+        try:
+            info = os.fstat(fd)
+            _refuse_unless_regular(info.st_mode, source)
+            # A mapping sees the file as it is on disk; edgepipe replaces files by renaming a
+            # finished copy (models/files.py), so a file is never cut short under a reader.
+            # mmap refuses empty files: the reader is given b"" and says "empty".
+            data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if info.st_size else None
+        except OSError as e:
+            raise _os_error(e, source) from None
+        if data is None:
+            yield b""
             return
-        # A mapping sees the file as it is on disk; edgepipe replaces files by renaming a
-        # finished copy (models/files.py), so a file is never cut short under a reader.
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
+        with data:
             yield data
-    except OSError as e:
-        raise _os_error(e, source) from None
     finally:
         os.close(fd)
 
@@ -179,12 +182,15 @@ _FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"
 def _refuse_unless_regular(mode: int, source: str) -> None:
     if stat.S_ISREG(mode):
         return
-    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
-    raise TFLiteFormatError(f"{source} is {kind}, not a .tflite file: pass the path of a "
-                            "regular .tflite file")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+    raise TFLiteFormatError(f"{source} is {kind}, not a regular file: pass the path of a .tflite "
+                            "file")
 
 
 def _os_error(e: OSError, source: str) -> TFLiteFormatError:
+    if e.errno == errno.ENOENT and os.path.islink(source):
+        return TFLiteFormatError(f"{source} is a symbolic link to {os.readlink(source)}, which "
+                                 "does not exist: point it at a .tflite file")
     if e.errno == errno.ELOOP:
         return TFLiteFormatError(f"{source} is a symbolic link that loops (or a chain of more "
                                  "than 40 links): point it at a .tflite file")
@@ -242,6 +248,11 @@ _WIDTHS = {"bool": 1, "byte": 1, "ubyte": 1, "short": 2, "ushort": 2, "int": 4, 
 # TensorType codes of fixed-size elements -> bytes each: what a constant tensor's data must hold.
 _ELEMENT_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
                   15: 4, 16: 2, 18: 2}
+
+
+def _of(where: str, label: str) -> str:
+    """A field of the table named `where`: "subgraph 0 name", "the model's buffer list"."""
+    return f"the model's {label}" if where == "the model" else f"{where} {label}"
 
 
 def _label(name: str, kind: str) -> str:
@@ -379,11 +390,11 @@ class _Reader:
                 break  # written by an older schema: this field and the ones after it are absent
             field = self.u16(vtable + slot)
             if field:
-                self.field_at(pos, vtable, vtable_size, slot, pos + field, label, field_kind,
-                              f"{where} {label}")
+                self.field_at(pos, vtable, vtable_size, slot, pos + field, field_kind,
+                              _of(where, label))
 
     def field_at(self, table: int, vtable: int, vtable_size: int, slot: int, pos: int,
-                 label: str, kind: str, where: str) -> None:
+                 kind: str, where: str) -> None:
         if kind in _WIDTHS:
             self.scalar_at(pos, _WIDTHS[kind], where)
             return
@@ -401,7 +412,7 @@ class _Reader:
                 self.vector_at(target, _WIDTHS[item], where)
                 return
             start, length = self.vector_at(target, 4, where)
-            name = where.removeprefix("the model ").removesuffix(" list")  # "subgraph 0 tensor"
+            name = where.removeprefix("the model's ").removesuffix(" list")  # "subgraph 0 tensor"
             for i in range(length):
                 at = start + 4 * i
                 self.table_at(at + self.u32(at), item, f"{name} {i}")
@@ -443,23 +454,23 @@ class _Reader:
     def numbers(self, t: _Table, slot: int, code: str, name: str) -> tuple:
         """A vector of scalars (struct code "i", "f", "q") as a tuple of Python numbers."""
         start, length = self.vector(t, slot) or (0, 0)
-        self.spend(length, f"{t.where} {name}")
+        self.spend(length, _of(t.where, name))
         return struct.unpack_from(f"<{length}{code}", self.data, start)
 
     def string(self, t: _Table, slot: int, name: str) -> str:
         """A string field ("" when absent); bad UTF-8 is shown with U+FFFD, not an error."""
         start, length = self.vector(t, slot) or (0, 0)
-        self.spend(length // 8 + 1, f"{t.where} {name}")
+        self.spend(length // 8 + 1, _of(t.where, name))
         return bytes(self.data[start:start + length]).decode("utf-8", errors="replace")
 
     def subtable(self, t: _Table, slot: int, name: str) -> _Table | None:
         pos = self.field(t, slot)
-        return None if pos is None else self.table(pos + self.u32(pos), f"{t.where} {name}")
+        return None if pos is None else self.table(pos + self.u32(pos), _of(t.where, name))
 
     def tables(self, t: _Table, slot: int, name: str, item: str) -> list[_Table]:
         """A vector of tables ([] when absent); `item` names each one ("subgraph 0 tensor")."""
         start, length = self.vector(t, slot) or (0, 0)
-        self.spend(length, f"{t.where} {name}")
+        self.spend(length, _of(t.where, name))
         return [self.table(start + 4 * i + self.u32(start + 4 * i), f"{item} {i}")
                 for i in range(length)]
 
@@ -504,12 +515,16 @@ class _Reader:
         _, length = self.vector(t, 4) or (0, 0)
         if length:
             return length
-        # Models over 2 GB keep their weights after the flatbuffer: offset (from the start of
-        # the file) and size. The schema calls offsets <= 1 invalid (1 is a writer placeholder).
-        offset = self.scalar(t, 6, _U64, 0)
-        size = self.scalar(t, 8, _U64, 0)
+        return self.after_flatbuffer(t, 6, 8, "data")
+
+    def after_flatbuffer(self, t: _Table, offset_slot: int, size_slot: int, what: str) -> int:
+        """Bytes stored after the flatbuffer, as models over 2 GB keep their weights (and
+        custom ops their options): offset from the start of the file, and size; 0 when not
+        there. The schema calls offsets <= 1 invalid (1 is a writer's placeholder)."""
+        offset = self.scalar(t, offset_slot, _U64, 0)
+        size = self.scalar(t, size_slot, _U64, 0)
         if offset > 1 and offset + size > self.size:
-            raise self.corrupt(t.where, f"data lies outside the file (offset {offset} + {size} "
+            raise self.corrupt(t.where, f"{what} lies outside the file (offset {offset} + {size} "
                                         f"bytes > size {self.size})")
         return size if offset > 1 else 0
 
@@ -519,8 +534,8 @@ class _Reader:
             raise self.corrupt(where, "has no tensor list")
         tensors = tuple(self.tensor(tt, i, buffer_sizes) for i, tt in
                         enumerate(self.tables(t, 4, "tensor list", f"{where} tensor")))
-        inputs = self.indices(t, 6, "input list", len(tensors), allow_absent=False)
-        outputs = self.indices(t, 8, "output list", len(tensors), allow_absent=False)
+        inputs = self.indices(t, 6, "input list", len(tensors))
+        outputs = self.indices(t, 8, "output list", len(tensors))
         operators = []
         for i, ot in enumerate(self.tables(t, 10, "operator list", f"{where} operator")):
             opcode_index = self.scalar(ot, 4, _U32, 0)
@@ -528,20 +543,23 @@ class _Reader:
                 raise self.corrupt(ot.where, f"uses operator code {opcode_index}, but the model "
                                              f"has {len(opcodes)}")
             name, kind, version = opcodes[opcode_index]
+            if kind != "builtin" and self.field(ot, 14) is None:  # no options in the flatbuffer
+                self.after_flatbuffer(ot, 22, 24, "custom options")
             operators.append(Operator(
                 i, index, name, kind, version,
-                self.indices(ot, 6, "input list", len(tensors), allow_absent=True),
-                self.indices(ot, 8, "output list", len(tensors), allow_absent=True)))
+                self.indices(ot, 6, "input list", len(tensors)),
+                self.indices(ot, 8, "output list", len(tensors))))
         return Subgraph(index, self.string(t, 12, "name"), tensors, tuple(operators),
                         inputs, outputs)
 
-    def indices(self, t: _Table, slot: int, name: str, n_tensors: int, allow_absent: bool):
+    def indices(self, t: _Table, slot: int, name: str, n_tensors: int):
+        """Tensor indices; -1 is an absent optional tensor, for operators and subgraphs alike
+        (the interpreter accepts it in both)."""
         values = self.numbers(t, slot, "i", name)
-        low = -1 if allow_absent else 0
         for v in values:
-            if not low <= v < n_tensors:
-                raise self.corrupt(f"{t.where} {name}", f"refers to tensor {v}, but the subgraph "
-                                                        f"has {n_tensors} tensors")
+            if not -1 <= v < n_tensors:
+                raise self.corrupt(_of(t.where, name), f"refers to tensor {v}, but the "
+                                                       f"subgraph has {n_tensors} tensors")
         return values
 
     def tensor(self, t: _Table, index: int, buffer_sizes: list) -> Tensor:

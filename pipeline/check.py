@@ -4,9 +4,11 @@ A `.tflite` is read and verified by the stdlib reader, then, where LiteRT (ai-ed
 installed, also loaded by it: the reader proves the structure, but only the runtime knows which
 kernels exist and what their Prepare accepts, and `check` must never say "pass" for a file the
 runtime refuses to load. The load runs in a child process: a malformed model can crash the
-interpreter (SIGSEGV) or keep it busy, and that must end the child, not `check`.
+interpreter (SIGSEGV) or keep it busy, and that must end the child, not `check`; the child has a
+time limit and may allocate 2 GiB for the model's tensors (a model that needs more is refused).
 """
 
+import faulthandler
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -27,6 +29,8 @@ from ..models.errors import unknown_name
 # and seconds for a 2 GB one; a child still busy after this long is stuck.
 LOAD_TIMEOUT = 60.0
 REASON_CHARS = 300  # LiteRT joins every message of its error reporter into one exception
+# The memory LiteRT may allocate for a model's tensors in check: edge models need megabytes.
+ARENA_BYTES = 2 << 30
 
 
 def parse_targets(target: str | None) -> tuple[str, ...]:
@@ -45,21 +49,33 @@ def mode_from_filename(path: Path) -> QuantMode | None:
 
 def check_tflite(path: Path, targets: tuple[str, ...]) -> dict:
     # One open of the file for everything (a path is never opened twice, so it cannot be swapped
-    # for a FIFO in between); memory-mapped: a 2 GB model is not read into memory.
+    # for a FIFO in between); memory-mapped: reading a 2 GB model does not copy it (LiteRT's
+    # child does, as the parity runner does).
     with mapped_file(path) as data:
         model = read_tflite(data, str(path))
         sha256 = hashlib.sha256(data).hexdigest()
-        litert = load_in_litert(data)
+        # A custom or Flex op already fails the audit, and no stock LiteRT has its kernel:
+        # loading would only add LiteRT's long "unresolved custom op" to the reason.
+        custom = sorted({op.name for op in model.operators if op.kind != "builtin"})
+        litert = load_in_litert(data) if not custom else _not_loaded(custom)
     mode = mode_from_filename(path)
     report = audit(model, mode, targets, source=str(path))
     problems = list(report.problems)
-    if litert and not litert["loads"]:
+    if litert and litert["loads"] is False:
         problems.append(f"the structure is valid, but LiteRT refuses it (ai-edge-litert "
                         f"{litert['version']}): {litert['reason']}")
     return {"file": str(path), "bytes": model.size, "sha256": sha256,
             "mode": mode.value if mode else None,
             "status": "failed" if problems else "converted",
             "reason": "; ".join(problems), "audit": report.as_dict(), "litert": litert}
+
+
+def _not_loaded(custom: list) -> dict | None:
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        return None
+    return {"version": importlib.metadata.version("ai-edge-litert"), "loads": None,
+            "reason": f"it has custom or Flex ops ({', '.join(custom)}), which stock LiteRT has "
+                      "no kernels for"}
 
 
 def load_in_litert(data, timeout: float = LOAD_TIMEOUT) -> dict | None:
@@ -85,7 +101,8 @@ def load_in_litert(data, timeout: float = LOAD_TIMEOUT) -> dict | None:
                 child.kill()
                 child.join()
                 return {"version": version, "loads": False,
-                        "reason": f"it did not finish loading within {timeout:g} s (stopped)"}
+                        "reason": f"the interpreter did not finish loading it within {timeout:g} s "
+                                  "(stopped)"}
             answer = receive.recv()
         except EOFError:  # it died without answering
             pass
@@ -105,6 +122,7 @@ def _load(data, send, log_fd: int) -> None:
     # terminal (a crash's last words are read back from this log).
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
+    faulthandler.disable()  # on (pytest turns it on) it dumps the stack of a crash on its own fd
     _limit_memory(len(data))
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -120,21 +138,27 @@ def _load(data, send, log_fd: int) -> None:
 
 
 def _limit_memory(model_bytes: int) -> None:
-    """Cap the child's address space: a corrupt shape can ask for terabytes, which must fail
-    as an allocation error instead of driving the machine out of memory. A real model needs
-    its bytes (twice: the copy, the packed weights) plus its arena, which fits in the RAM."""
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    wanted = max(ram, 4 << 30) + 2 * model_bytes
+    """Cap the child's address space at what it uses now, plus the model twice (its copy and
+    the packed weights) and ARENA_BYTES for its tensors. A corrupt shape asks for gigabytes:
+    LiteRT then fails to allocate them at once, instead of zeroing them for many seconds and
+    taking the machine's memory, and the verdict does not depend on how much RAM it has."""
+    try:
+        with open("/proc/self/statm") as f:  # Linux; elsewhere RLIMIT_AS is not enforced anyway
+            used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return
+    cap = used + 2 * model_bytes + ARENA_BYTES
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
 def _death(exitcode: int) -> str:
     if exitcode < 0:
-        return (f"LiteRT crashed while loading it (killed by signal {-exitcode}, "
+        return (f"the interpreter crashed while loading it (killed by signal {-exitcode}, "
                 f"{signal_name(-exitcode)})")
-    return f"LiteRT's process ended with exit code {exitcode} while loading it"
+    return f"the interpreter's process ended with exit code {exitcode} while loading it"
 
 
 def _last_line(log) -> str:

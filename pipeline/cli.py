@@ -535,10 +535,14 @@ def _print_check(record: dict, targets, check_failed: bool) -> None:
                   highlight=False)
     if "litert" in record:  # a .tflite: did LiteRT load it (pipeline/check.py)?
         litert = record["litert"]
-        out.print("LiteRT load: " + (
-            "[yellow]not tried[/] (ai-edge-litert is not installed)" if litert is None
-            else f"[green]loads[/] (ai-edge-litert {litert['version']})" if litert["loads"]
-            else f"[red]refused[/] (ai-edge-litert {litert['version']})"), highlight=False)
+        if litert is None:
+            said = "[yellow]not tried[/] (ai-edge-litert is not installed)"
+        elif litert["loads"] is None:
+            said = f"[yellow]not tried[/]: {escape(litert['reason'])}"
+        else:
+            said = (f"{'[green]loads[/]' if litert['loads'] else '[red]refused[/]'} "
+                    f"(ai-edge-litert {litert['version']})")
+        out.print(f"LiteRT load: {said}", highlight=False)
     grads = record.get("custom_gradients")
     if grads:
         carried = ", ".join(g["op_type"] for g in grads["saved_model"]) or "none"

@@ -9,11 +9,15 @@ problem is one line; the runner turns each mutated entry into pass/fail/unsuppor
 
 `edgepipe check` is run in-process (`check_tflite`, all the command does with a .tflite before
 printing) on every case, and as the command (a subprocess) on every 4th (default) or 5th (slow)
-case: 48 + 12 by default, 1,000 + 200 in the slow test. The runner runs every case as one entry
-of one bundle, in one invocation of `python -m edgepipe.device_tests.runner`, under a 4 GiB
-address-space limit: some mutations turn a tensor dimension into ~10^8, and an unlimited
-interpreter then allocates 16 GB (a small board would kill it; here the allocation fails
-instead). 48 cases by default; slow: 10,000 on each kind of kernels and 60 on TFLite Micro.
+case: 48 + 12 by default, 1,000 + 200 in the slow test. Where LiteRT is installed, check also
+loads each file in it, in a child process (a crash there must not reach check); whether check's
+verdicts then match LiteRT's is tests/test_check_vs_litert.py.
+
+The runner runs every case as one entry of one bundle, in one invocation of
+`python -m edgepipe.device_tests.runner`, under a 4 GiB address-space limit: some mutations turn
+a tensor dimension into ~10^8, and an unlimited interpreter then allocates 16 GB (a small board
+would kill it; here the allocation fails instead). 48 cases by default; slow: 10,000 on each
+kind of kernels and 60 on TFLite Micro.
 
 The figures are printed (pytest -s) and the slow tests' kept as test properties (junit).
 """
@@ -45,6 +49,7 @@ MEMORY_LIMIT = 4 << 30
 ENTRY_TIMEOUT = 10
 STATUSES = ("pass", "fail", "unsupported", "error")
 HAVE_TFLM = importlib.util.find_spec("tflite_micro") is not None
+HAVE_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
 
 
 def _originals(bundle: Path) -> dict:
@@ -77,12 +82,15 @@ def _case_file(folder: Path, case: tuple) -> Path:
 
 
 def _check_in_process(path: Path, case: tuple) -> str:
-    """"converted" / "failed" (the audit's verdict) or "refused" (one-line EdgepipeError)."""
+    """"converted" / "failed" (the audit's verdict), "failed: LiteRT refuses" (check's load in
+    LiteRT) or "refused" (one-line EdgepipeError)."""
     started = time.perf_counter()
     try:
         record = check_tflite(path, TARGETS)
         json.dumps(record)  # what --json prints
         outcome = record["status"]
+        if record["litert"] and record["litert"]["loads"] is False:
+            outcome = "failed: LiteRT refuses"
     except EdgepipeError as exc:
         assert "\n" not in str(exc), (case[:3], str(exc))
         outcome = "refused"
@@ -111,6 +119,8 @@ def _check_cli(path: Path, case: tuple) -> int:
 
 
 def _fuzz_check(tiny_bundle, tmp_path, seed: str, count: int, cli_every: int) -> dict:
+    if HAVE_LITERT:  # check's LiteRT child is a fork of this process: import it here once
+        importlib.import_module("ai_edge_litert.interpreter")
     started = time.monotonic()
     cases = _cases(_originals(tiny_bundle[0]), seed, count)
     paths = [_case_file(tmp_path, case) for case in cases]

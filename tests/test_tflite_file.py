@@ -2,7 +2,10 @@
 
 The models are converted once per module; everything else (bad inputs, patched offsets, the
 fuzz) starts from their bytes. Synthetic files for what TF does not write (old schema op codes,
-shared vectors) are built with the FlatBuffers object API of ai-edge-litert's generated schema.
+shared vectors, what the interpreter builder refuses) are built with the FlatBuffers object API
+of ai-edge-litert's generated schema. Where the reader refuses or accepts a file for a rule of
+the flatbuffers verifier or of the interpreter builder, LiteRT's own load (in a child process,
+pipeline/check.py) must say the same.
 """
 
 import inspect
@@ -216,10 +219,10 @@ def _schema_of_generated_python(schema) -> tuple[dict, dict]:
     """(TABLES, UNIONS) as builtin_ops.py writes them, read from a flatc-generated Python
     schema module: each table class's accessors say a field's slot and what it holds."""
     tables, unions = {}, {}
+    module = inspect.getsource(schema)
     for name, cls in vars(schema).items():
         if not (inspect.isclass(cls) and hasattr(cls, "GetRootAs")):
             continue
-        object_api = inspect.getsource(getattr(schema, name + "T", object))
         fields = {}
         for method, fn in vars(cls).items():
             source = inspect.getsource(fn) if inspect.isfunction(fn) else ""
@@ -230,9 +233,10 @@ def _schema_of_generated_python(schema) -> tuple[dict, dict]:
                 kind = _SCALARS[scalar.group(1)]
             elif "self._tab.String(" in source:
                 kind = "string"
-            elif "self._tab.Union(" in source:  # the object API names the union's type
-                kind = re.search(rf"(\w+)Creator\(self\.\w+, \w+\.{method}\(\)\)",
-                                 object_api).group(1)
+            elif "self._tab.Union(" in source:  # the object API's unpacking names its union
+                reader = name[0].lower() + name[1:]  # "quantizationParameters.Details()"
+                kind = re.search(rf"(\w+)Creator\(self\.\w+, {reader}\.{method}\(\)\)",
+                                 module).group(1)
             else:
                 kind = re.search(r"obj = (\w+)\(\)", source).group(1)
             if "j" in inspect.signature(fn).parameters:  # an element of a vector
@@ -534,15 +538,16 @@ def _make(kind: str, path) -> None:
 
 
 FILE_KINDS = [
-    pytest.param("fifo", r"model\.tflite is a FIFO \(named pipe\), not a \.tflite file: pass the "
-                         r"path of a regular \.tflite file", id="fifo"),
-    pytest.param("folder", r"model\.tflite is a folder, not a \.tflite file", id="folder"),
-    pytest.param("dev-zero-link", r"model\.tflite is a character device, not a \.tflite file",
+    pytest.param("fifo", r"model\.tflite is a FIFO \(named pipe\), not a regular file: pass the "
+                         r"path of a \.tflite file", id="fifo"),
+    pytest.param("folder", r"model\.tflite is a folder, not a regular file", id="folder"),
+    pytest.param("dev-zero-link", r"model\.tflite is a character device, not a regular file",
                  id="dev-zero-link"),
-    pytest.param("socket", r"model\.tflite is a socket, not a \.tflite file", id="socket"),
+    pytest.param("socket", r"model\.tflite is a socket, not a regular file", id="socket"),
     pytest.param("link-loop", r"model\.tflite is a symbolic link that loops", id="link-loop"),
-    pytest.param("dangling-link", r"cannot read .*model\.tflite: No such file or directory; "
-                                  r"check the path", id="dangling-link"),
+    pytest.param("dangling-link", r"model\.tflite is a symbolic link to .*gone\.tflite, which "
+                                  r"does not exist: point it at a \.tflite file",
+                 id="dangling-link"),
     pytest.param("missing", r"cannot read .*model\.tflite: No such file or directory",
                  id="missing"),
     pytest.param("empty", r"model\.tflite is empty \(0 bytes\)", id="empty"),
@@ -690,6 +695,14 @@ def _set(obj: str, field: str, value):
     return change
 
 
+def _custom_options_outside(schema, model, w):
+    """A custom op whose options are stored after the flatbuffer, past the end of the file."""
+    model.operatorCodes = [schema.OperatorCodeT(deprecatedBuiltinCode=32, builtinCode=32,
+                                                customCode="MyOp")]
+    op = model.subgraphs[0].operators[0]
+    op.largeCustomOptionsOffset, op.largeCustomOptionsSize = 1 << 20, 16
+
+
 BUILDER_CASES = [
     pytest.param(_set("model", "version", 4), r"the model has schema version 4; TFLite files "
                                               r"have version 3", id="version"),
@@ -709,6 +722,9 @@ BUILDER_CASES = [
                                             r"has 1 dimensions", id="quantized-dimension"),
     pytest.param(_quantized([0.5] * 3, [0] * 3), r"quantization has 3 scales for dimension 0 of "
                                                  r"size 4 \(expected 1 or 4\)", id="per-axis"),
+    pytest.param(_custom_options_outside, r"subgraph 0 operator 0 custom options lies outside the "
+                                          r"file \(offset 1048576 \+ 16 bytes > size \d+\)",
+                 id="custom-options-offset"),
 ]
 
 
