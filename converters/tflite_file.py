@@ -29,13 +29,13 @@ import contextlib
 import errno
 import mmap
 import os
-import stat
 import struct
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..models.errors import EdgepipeError
+from ..models.files import file_kind
 from .builtin_ops import BUILTIN_OPERATORS, CUSTOM, TABLES, TENSOR_TYPES, UNIONS
 
 FILE_IDENTIFIER = b"TFL3"
@@ -173,18 +173,10 @@ def mapped_file(path: str | os.PathLike) -> Iterator:
         os.close(fd)
 
 
-# What a path can name besides a regular file, as the message says it.
-_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISSOCK, "a socket"))
-
-
 def _refuse_unless_regular(mode: int, source: str) -> None:
-    if stat.S_ISREG(mode):
-        return
-    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
-    raise TFLiteFormatError(f"{source} is {kind}, not a regular file: pass the path of a .tflite "
-                            "file")
+    if file_kind(mode):
+        raise TFLiteFormatError(f"{source} is {file_kind(mode)}, not a regular file: pass the "
+                                "path of a .tflite file")
 
 
 def _os_error(e: OSError, source: str) -> TFLiteFormatError:

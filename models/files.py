@@ -54,6 +54,20 @@ def own_name(name: str) -> str:
     return f"edgepipe-{os.getpid()}-{_started(os.getpid()) or 0}-{secrets.token_hex(8)}.{name}"
 
 
+# What a path can name besides a regular file, as a message says it.
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+
+
+def file_kind(mode: int) -> str | None:
+    """None for a regular file, else what it is ("a FIFO (named pipe)"): opening a FIFO blocks
+    for ever and /dev/zero never ends, so readers refuse them from a stat first."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
 def _link_error(path: Path) -> EdgepipeError:
     return EdgepipeError(
         f"{path} is a symbolic link (to {os.readlink(path)}); edgepipe keeps its own files "
@@ -81,24 +95,38 @@ def _open_folder(folder: Path, create: bool) -> int | None:
         raise
 
 
-def remove_leftovers(folder: Path) -> None:
-    """Remove the files that killed edgepipe writers left in `folder` (own names, dead
-    writers, regular files only); then the folder itself if that leaves it empty."""
+def _remove_files(folder: Path, chosen) -> None:
+    """Remove the regular files in `folder` whose names `chosen(name)` picks, the folder opened
+    without following a link; links and anything else are left alone."""
     fd = _open_folder(Path(folder), create=False)
     if fd is None:
         return
     try:
         for name in os.listdir(fd):
-            match = OWN_NAME.match(name)
-            if not match or _alive(int(match["pid"]), match["start"]):
-                continue
             try:
-                if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
+                if chosen(name) and stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
                     os.unlink(name, dir_fd=fd)
             except FileNotFoundError:
                 pass  # another clean-up was first
     finally:
         os.close(fd)
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the files that killed edgepipe writers left in `folder`: own names of writers
+    that are no longer running."""
+
+    def dead_writers(name: str) -> bool:
+        match = OWN_NAME.match(name)
+        return bool(match) and not _alive(int(match["pid"]), match["start"])
+
+    _remove_files(folder, dead_writers)
+
+
+def prune(folder: Path, names: re.Pattern, keep: set[str]) -> None:
+    """Remove the files in `folder` whose whole name matches `names` (a shape only edgepipe
+    gives its files there) and is not in `keep`."""
+    _remove_files(folder, lambda name: bool(names.fullmatch(name)) and name not in keep)
 
 
 def check_run_folder(folder: Path) -> None:
@@ -111,27 +139,9 @@ def check_run_folder(folder: Path) -> None:
             mode = path.lstat().st_mode
             if stat.S_ISLNK(mode):
                 raise _link_error(path)
-            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                raise EdgepipeError(f"{path} is not a regular file or folder (a FIFO, socket or "
-                                    "device); a run folder holds none: remove it.")
-
-
-def prune(folder: Path, names: re.Pattern, keep: set[str]) -> None:
-    """Remove the regular files in `folder` whose whole name matches `names` (a shape only
-    edgepipe gives its files there) and is not in `keep`."""
-    fd = _open_folder(Path(folder), create=False)
-    if fd is None:
-        return
-    try:
-        for name in os.listdir(fd):
-            if names.fullmatch(name) and name not in keep:
-                try:
-                    if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
-                        os.unlink(name, dir_fd=fd)
-                except FileNotFoundError:
-                    pass
-    finally:
-        os.close(fd)
+            if not stat.S_ISDIR(mode) and file_kind(mode):
+                raise EdgepipeError(f"{path} is not a regular file or folder but "
+                                    f"{file_kind(mode)}; a run folder holds none: remove it.")
 
 
 @contextmanager

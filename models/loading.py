@@ -13,13 +13,13 @@ import contextvars
 import json
 import os
 import re
-import stat
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgepipeError
+from .files import file_kind
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,6 @@ def load_options(options: LoadOptions):
         _OPTIONS.reset(token)
 
 
-_NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                (stat.S_ISSOCK, "a socket"))
-
-
 def regular_file(path: Path, what: str, hint: str) -> None:
     """Refuse `path` unless it is a regular file (a link to one is fine), from its stat alone:
     opening a FIFO blocks for ever and /dev/zero never ends. `what` names the file in the
@@ -67,9 +62,8 @@ def regular_file(path: Path, what: str, hint: str) -> None:
         raise EdgepipeError(f"{what} {path} does not exist. {hint}") from None
     except OSError as e:
         raise EdgepipeError(f"Cannot read {what.lower()} {path}: {e.strerror}. {hint}") from None
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
-        raise EdgepipeError(f"{what} {path} is {kind}, not a regular file. {hint}")
+    if file_kind(mode):
+        raise EdgepipeError(f"{what} {path} is {file_kind(mode)}, not a regular file. {hint}")
 
 
 def not_an_archive(path: Path, error: Exception) -> str:
