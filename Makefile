@@ -50,4 +50,4 @@ distclean: clean
 
 # docs/bad-inputs.md from the bad-input cases (tests/bad_inputs_*.py), each run as the real command.
 bad-inputs-table: setup
-	EDGEPIPE_BAD_INPUTS_TABLE=docs/bad-inputs.md $(BIN)/python -m pytest -q -m "" tests/test_bad_input_table.py -k test_bad_input
+	EDGEPIPE_BAD_INPUTS_TABLE=docs/bad-inputs.md $(BIN)/python -m pytest -q -m "" tests/test_bad_input_table.py::test_bad_input
