@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= artifacts
 
-.PHONY: setup pipeline test lint bench emulator device-test bad-inputs-table clean distclean
+.PHONY: setup pipeline test test-all lint bench emulator device-test bad-inputs-table clean distclean
 
 setup: $(STAMP)
 
@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml
 pipeline: setup
 	$(BIN)/edgepipe run --out $(OUT)/run
 
+# What a contributor runs before each commit (a few minutes): every test but those marked slow.
 test: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+# All of it: also the slow tests (full trainings, kills, large fuzz runs, the bench). CI runs
+# this with the target packages installed and EDGEPIPE_REQUIRE_TARGETS=1 (.ci/run).
+test-all: setup
 	$(BIN)/python -m pytest
 
 # The emulated Arm board: an arm64 Debian sysroot with Python 3.11, numpy and ai-edge-litert, in

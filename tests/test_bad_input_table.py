@@ -1,7 +1,7 @@
 """Every bad-input case (tests/bad_inputs.py) as the real command: its exit code, one line, no
 traceback, no "internal error", no hang, nothing outside its folder touched; and
-docs/bad-inputs.md lists exactly these cases (`make bad-inputs-table` regenerates it: this test file, with
-EDGEPIPE_BAD_INPUTS_TABLE naming the file to write, once every case has run).
+docs/bad-inputs.md lists exactly these cases (`make bad-inputs-table` regenerates it: this test
+file, with EDGEPIPE_BAD_INPUTS_TABLE naming the file to write, once every case has run).
 
 The counts over all cases that ran are printed at the end of the test run (conftest.py).
 """

@@ -105,6 +105,7 @@ def _metrics(out: Path) -> dict:
             for r in merged["results"]}
 
 
+@pytest.mark.slow  # five runs of the pipeline (~70 s)
 def test_killed_runs_leave_no_partial_artifact_and_the_next_run_completes(tmp_path):
     """...and completes it exactly: the same seed gives byte-identical .tflite files and the
     same metrics as a run that was never interrupted."""

@@ -252,6 +252,7 @@ def test_a_killed_runner_takes_its_worker_with_it(broken, tmp_path, how):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow  # waits out a hang (~17 s)
 def test_tflm_hang_is_cut_with_the_probes_of_the_worker(broken, tmp_path, monkeypatch):
     """On tflm the model is first run in probe processes (device_tests/tflm.py): the crash is a
     probe's (contained there), the hang is inside a probe, a child of the worker, and the time
@@ -272,6 +273,7 @@ def test_tflm_hang_is_cut_with_the_probes_of_the_worker(broken, tmp_path, monkey
     assert not _processes_naming(str(probes))
 
 
+@pytest.mark.slow  # the emulated board (~11 s)
 @pytest.mark.emulator
 def test_the_emulated_board_contains_both(broken, tmp_path):
     """Under qemu-user the guest cannot exec its own Python (no binfmt_misc): the worker is a

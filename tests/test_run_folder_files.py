@@ -9,8 +9,15 @@ import sys
 import pytest
 
 from edgepipe.models.errors import EdgepipeError
-from edgepipe.models.files import (PARTIAL, atomic_path, check_run_folder, own_name, prune,
-                                   remove_leftovers, write_json)
+from edgepipe.models.files import (
+    PARTIAL,
+    atomic_path,
+    check_run_folder,
+    own_name,
+    prune,
+    remove_leftovers,
+    write_json,
+)
 
 SHAPES = ("2023.jpg", "20231201.csv", "1.x", "12345.tmp", "4194305.json", "package.json",
           "edgepipe-1-2-notours.json", "edgepipe-x.partial")

@@ -39,6 +39,7 @@ FLOORS = [
 ]
 
 
+@pytest.mark.slow  # trains six zoo models in full (~60 s)
 @pytest.mark.parametrize("name, metric, floor", FLOORS)
 def test_quality_floor_with_default_settings(default_training, name, metric, floor):
     _, records = default_training
@@ -55,6 +56,7 @@ def _initial_weights(spec, data, seed, **activation_config):
     pytest.param("mlp_step", ["hidden"], id="mlp_step"),
     pytest.param("cnn_step", ["conv", "depthwise", "pointwise"], id="cnn_step"),
 ])
+@pytest.mark.slow  # needs the full trainings above
 def test_step_with_plain_autodiff_does_not_learn(default_training, tmp_path, name, frozen):
     """The contrast: without a surrogate no gradient crosses the step, so every layer below it
     keeps its random initial weights bit for bit, and the model is worse than with STE."""
@@ -77,6 +79,7 @@ def test_step_with_plain_autodiff_does_not_learn(default_training, tmp_path, nam
     assert not np.array_equal(ste[0], init[0])
 
 
+@pytest.mark.slow  # two trainings in fresh processes (~20 s)
 def test_same_seed_same_weights_across_processes(tmp_path):
     def run(out, seed):
         done = subprocess.run(
