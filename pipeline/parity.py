@@ -18,10 +18,13 @@ from ..models.errors import EdgepipeError
 from ..models.files import remove_leftovers, scratch_file, sha256_file, write_json
 from ..models.versions import versions
 from .budgets import apply_budgets
-from .junit import STATUSES
+from .junit import RECORD, STATUSES, check_shape
 from .stages import Stages, code_version, digest
 from .targets import TargetOptions, check_target, is_ssh, results_path, run_target, runner_said
 
+# One target's results document (runner, Vela, a board): the merge reads model and mode too.
+TARGET_RESULTS = {"target": "!string",
+                  "results": [{**RECORD, "model": "!string", "mode": "!string"}]}
 # The code a result depends on: the runner, and how the pipeline reaches each target.
 RUNNER_CODE = ("device_tests", "pipeline/targets.py", "pipeline/emulator.py",
                "pipeline/ssh_target.py", "pipeline/npu.py")
@@ -57,26 +60,23 @@ def _chunks(ids: list, count: int) -> list:
 
 
 def read_results(path: Path) -> dict:
-    """One target's results file, checked as far as merging reads it: a run folder travels,
+    """One target's results file, checked as far as merging and the reports read it (the
+    records' shape is junit.py's, the one results.json is checked with): a run folder travels,
     and a file edited by hand or cut short must be one line, not a crash."""
-    where = f"{path}: "
+    fix = "Rerun `edgepipe parity` on the run folder."
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise EdgepipeError(f"{where}not a results file (not JSON: {one_line(e)}); rerun "
-                            "`edgepipe parity` on the run folder.") from None
-    if not (isinstance(doc, dict) and isinstance(doc.get("target"), str)
-            and isinstance(doc.get("results"), list)):
-        raise EdgepipeError(f"{where}expected an object with a 'target' string and a "
-                            "'results' list; rerun `edgepipe parity` on the run folder.")
+        raise EdgepipeError(f"{path}: not a results file (not JSON: {one_line(e)}). {fix}"
+                            ) from None
+    check_shape(doc, TARGET_RESULTS, path, fix)
+    if not isinstance(doc.get("results"), list):  # a list spec allows null: this one may not
+        raise EdgepipeError(f"Expected results in {path} to be a list. Received: nothing "
+                            f"(absent or null). {fix}")
     for i, r in enumerate(doc["results"]):
-        if not (isinstance(r, dict) and all(isinstance(r.get(k), str)
-                                            for k in ("id", "model", "mode", "status"))
-                and r["status"] in STATUSES
-                and isinstance(r.get("outputs"), (str, type(None)))):
-            raise EdgepipeError(f"{where}results[{i}] is not a result record (id, model, "
-                                f"mode as strings, status one of {', '.join(STATUSES)}); rerun "
-                                "`edgepipe parity` on the run folder.")
+        if r["status"] not in STATUSES:  # an unknown status would count as neither ok nor bad
+            raise EdgepipeError(f"Expected results[{i}].status in {path} to be one of "
+                                f"{', '.join(STATUSES)}. Received: {r['status']!r}. {fix}")
     return doc
 
 

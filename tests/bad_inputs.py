@@ -211,9 +211,12 @@ def _text(data) -> str:
 
 
 def _normal(text: str, work: Path) -> str:
-    """Paths of the case's folder shown as the user typed them: relative."""
+    """Paths of the case's folder shown as the user typed them: relative (the victim folder
+    beside it as ../victim), so that the table is the same from one run to the next."""
     for prefix in {str(work.resolve()), str(work)}:
         text = text.replace(prefix + "/", "").replace(prefix, ".")
+    for prefix in {str(work.parent.resolve()), str(work.parent)}:
+        text = text.replace(prefix + "/", "../")
     return text
 
 

@@ -75,10 +75,10 @@ CASES += [
          COMMANDS["parity"], 2, "run/results/board.json: not a results file (not JSON",
          _results_file('{"target": "board", "resu')),
     Case("folder-parity-results-no-target", "a results file without its target",
-         COMMANDS["parity"], 2, "expected an object with a 'target' string",
+         COMMANDS["parity"], 2, "Expected target in run/results/board.json to be a string",
          _results_file('{"results": []}')),
     Case("folder-parity-results-bad-record", "a results file whose record has status 'ok'",
-         COMMANDS["parity"], 2, "results[0] is not a result record",
-         _results_file('{"target": "board", "results": [{"id": "mlp-float32", "model": "mlp", '
-                       '"mode": "float32", "status": "ok"}]}')),
+         COMMANDS["parity"], 2, "Expected results[0].status in run/results/board.json to be one of",
+         _results_file('{"target": "board", "results": [{"id": "mlp-float32", "target": '
+                       '"board", "model": "mlp", "mode": "float32", "status": "ok"}]}')),
 ]
