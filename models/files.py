@@ -144,6 +144,27 @@ def check_run_folder(folder: Path) -> None:
                                     f"{file_kind(mode)}; a run folder holds none: remove it.")
 
 
+def _create(folder: Path, name: str) -> tuple[int, int]:
+    """(folder's fd, new file's fd) for `name`, made in `folder` (created when missing). Another
+    writer's clean-up removes the folder when it finds it empty (atomic_path), possibly between
+    our mkdir and our create: the create then finds the folder gone, and is tried again; once
+    our file is in it, the folder is not empty and stays."""
+    for _ in range(100):
+        fd = _open_folder(folder, create=True)
+        if fd is None:  # removed between our mkdir and our open
+            continue
+        try:
+            return fd, os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                               0o644, dir_fd=fd)
+        except FileNotFoundError:
+            os.close(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    raise EdgepipeError(f"{folder} keeps disappearing while edgepipe writes in it; is another "
+                        "program removing it?")
+
+
 @contextmanager
 def scratch_file(folder: Path, name: str):
     """Yield the path of a new, empty regular file of this process in `folder` (made there, not
@@ -151,11 +172,9 @@ def scratch_file(folder: Path, name: str):
     was renamed away. Leftovers of killed writers in `folder` are removed first."""
     folder = Path(folder)
     remove_leftovers(folder)
-    fd = _open_folder(folder, create=True)
     mine = own_name(name)
+    fd, handle = _create(folder, mine)
     try:
-        handle = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                         dir_fd=fd)
         made = os.fstat(handle)
         os.close(handle)
         try:

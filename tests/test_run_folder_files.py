@@ -115,3 +115,24 @@ def test_a_run_folder_with_a_link_or_fifo_anywhere_is_refused(tmp_path, make):
         os.mkfifo(deep / "host")
     with pytest.raises(EdgepipeError, match=re.escape(str(deep / "host"))):
         check_run_folder(tmp_path / "run")
+
+
+WRITERS = """
+import sys
+from pathlib import Path
+from edgepipe.models.files import write_json
+for i in range(int(sys.argv[2])):
+    write_json(Path(sys.argv[1]) / f"{sys.argv[3]}-{i}.json", {"i": i})
+"""
+
+
+def test_writers_in_one_folder_at_once_all_succeed(tmp_path):
+    """Each writer removes `.partial` when it finds it empty; another may be just about to
+    create its file there (as two model jobs writing into tflite/ at once): both must succeed,
+    and no `.partial` is left."""
+    writers = [subprocess.Popen([sys.executable, "-c", WRITERS, str(tmp_path), "300", name],
+                                stderr=subprocess.PIPE, text=True) for name in "abc"]
+    errors = [w.communicate(timeout=300)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0, 0], errors
+    assert len(list(tmp_path.glob("*.json"))) == 900
+    assert not (tmp_path / PARTIAL).exists()
