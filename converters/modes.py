@@ -2,7 +2,7 @@
 
 from enum import Enum
 
-from ..models.errors import EdgepipeError, unknown_name
+from ..core.errors import EdgepipeError, unknown_name
 
 
 class QuantMode(str, Enum):

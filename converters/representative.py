@@ -6,7 +6,7 @@ to a NaN scale); here each problem is named with the sample that has it.
 
 import numpy as np
 
-from ..models.errors import EdgepipeError
+from ..core.errors import EdgepipeError
 
 
 def check_representative(x, input_shape, source: str = "representative data"):

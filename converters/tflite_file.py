@@ -34,8 +34,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..models.errors import EdgepipeError
-from ..models.files import file_kind
+from ..core.errors import EdgepipeError
+from ..core.files import file_kind
 from .builtin_ops import BUILTIN_OPERATORS, CUSTOM, TABLES, TENSOR_TYPES, UNIONS
 
 FILE_IDENTIFIER = b"TFL3"
@@ -159,7 +159,7 @@ def mapped_file(path: str | os.PathLike) -> Iterator:
             info = os.fstat(fd)
             _refuse_unless_regular(info.st_mode, source)
             # A mapping sees the file as it is on disk; edgepipe replaces files by renaming a
-            # finished copy (models/files.py), so a file is never cut short under a reader.
+            # finished copy (core/files.py), so a file is never cut short under a reader.
             # mmap refuses empty files: the reader is given b"" and says "empty".
             data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if info.st_size else None
         except OSError as e:

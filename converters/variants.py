@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.files import atomic_path, write_json
-from ..models.versions import versions
+from ..core.files import atomic_path, write_json
+from ..core.versions import versions
 from .convert import (
     ConversionFailure,
     convert_saved_model,

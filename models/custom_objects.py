@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import EdgepipeError
+from ..core.errors import EdgepipeError
 from .loading import regular_file
 
 

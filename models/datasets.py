@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgepipeError, unknown_name
+from ..core.errors import EdgepipeError, unknown_name
 from .loading import not_an_archive, regular_file
 
 TEST_FRACTION = 0.2

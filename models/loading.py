@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EdgepipeError
-from .files import file_kind
+from ..core.errors import EdgepipeError
+from ..core.files import file_kind
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import importlib
 from dataclasses import dataclass
 from enum import Enum
 
-from .errors import unknown_name
+from ..core.errors import unknown_name
 
 
 class GradientKind(str, Enum):

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from .errors import EdgepipeError
+from ..core.errors import EdgepipeError
 
 
 @dataclass(frozen=True)

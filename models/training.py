@@ -14,11 +14,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..core.files import atomic_path, write_json
+from ..core.versions import versions
 from .architectures import build_model
 from .datasets import Dataset, Task
-from .files import atomic_path, write_json
 from .train_config import TrainConfig
-from .versions import versions
 from .zoo import ModelSpec
 
 RECORD_SCHEMA_VERSION = 1

@@ -6,8 +6,8 @@ The Keras architectures themselves are in `architectures.py`.
 
 from dataclasses import dataclass
 
+from ..core.errors import EdgepipeError, unknown_name
 from .datasets import Task
-from .errors import EdgepipeError, unknown_name
 from .registry import ACTIVATIONS
 
 

@@ -7,7 +7,7 @@ use. A variant over budget fails, with the figure and the budget in its checks a
     max_latency_ms = 5.0          # median single-sample invoke (ethos-u: Vela's estimate)
 """
 
-from ..models.errors import EdgepipeError
+from ..core.errors import EdgepipeError
 from .values import check_table, number
 
 # [budgets.<target>] key -> what it must be (a budget of inf or nan would pass or fail all)

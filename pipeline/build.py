@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..converters.modes import QuantMode
-from ..models.errors import EdgepipeError
-from ..models.files import sha256_file
-from ..models.versions import versions
+from ..core.errors import EdgepipeError
+from ..core.files import sha256_file
+from ..core.versions import versions
 from ..models.zoo import ZOO
 from .config import RunConfig
 from .stages import code_version, digest

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 
 from ..converters.modes import QuantMode
+from ..core.files import atomic_path, sha256_file, write_json
+from ..core.versions import versions
 from ..models.datasets import Dataset, Task
-from ..models.files import atomic_path, sha256_file, write_json
 from ..models.loading import training_record
-from ..models.versions import versions
 from .tolerances import derive, simulate
 
 SCHEMA_VERSION = 1

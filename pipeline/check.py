@@ -22,8 +22,8 @@ from pathlib import Path
 from ..converters.modes import QuantMode
 from ..converters.op_audit import TARGETS, audit
 from ..converters.tflite_file import mapped_file, read_tflite
+from ..core.errors import unknown_name
 from ..device_tests.isolation import signal_name
-from ..models.errors import unknown_name
 
 # Creating the interpreter and allocating its tensors takes well under a second for edge models
 # and seconds for a 2 GB one; a child still busy after this long is stuck.

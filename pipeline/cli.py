@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..models.errors import EdgepipeError
-from ..models.files import check_run_folder
+from ..core.errors import EdgepipeError
+from ..core.files import check_run_folder
 from ..models.zoo import ZOO, check_input_shape, get_model_spec
 from .quiet import import_tensorflow, quiet_tensorflow
 from .values import COUNT, SECONDS, SEED, Rule, number

@@ -46,7 +46,7 @@ from pathlib import Path
 import tomllib
 
 from ..converters.modes import QuantMode
-from ..models.errors import EdgepipeError, unknown_name
+from ..core.errors import EdgepipeError, unknown_name
 from ..models.zoo import ZOO
 from .budgets import BUDGET_KEYS, check_budget
 from .targets import TARGET_RULES, TargetOptions, check_target

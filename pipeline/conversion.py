@@ -7,8 +7,8 @@ import numpy as np
 
 from ..converters.modes import QuantMode
 from ..converters.representative import check_representative
+from ..core.errors import EdgepipeError
 from ..models.datasets import Dataset
-from ..models.errors import EdgepipeError
 
 DEFAULT_REP_SAMPLES = 200
 RANDOM_CHECK_SAMPLES = 256

@@ -32,7 +32,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..models.errors import EdgepipeError
+from ..core.errors import EdgepipeError
 from .targets import device_tests_dir
 
 SUITE = "bookworm"

@@ -12,8 +12,8 @@ import reprlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..models.errors import EdgepipeError
-from ..models.files import atomic_path
+from ..core.errors import EdgepipeError
+from ..core.files import atomic_path
 
 STATUSES = ("pass", "fail", "unsupported", "error")
 

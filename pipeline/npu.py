@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..converters.tflite_file import read_tflite_file
-from ..models.errors import EdgepipeError, unknown_name
+from ..core.errors import EdgepipeError, unknown_name
 
 INTEGER_MODES = ("int8", "int16x8")
 # Vela 5.2.0's --accelerator-config choices: checked before a run, so that a typo is one error

@@ -12,11 +12,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from ..core.errors import EdgepipeError
+from ..core.files import remove_leftovers, scratch_file, sha256_file, write_json
+from ..core.versions import versions
 from ..device_tests.bundle import BundleError, load_bundle, one_line
 from ..device_tests.runner import SCHEMA_VERSION
-from ..models.errors import EdgepipeError
-from ..models.files import remove_leftovers, scratch_file, sha256_file, write_json
-from ..models.versions import versions
 from .budgets import apply_budgets
 from .junit import RECORD, STATUSES, check_shape
 from .stages import Stages, code_version, digest

@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..converters.modes import QuantMode
-from ..models.errors import EdgepipeError
-from ..models.files import atomic_path, prune, write_json
+from ..core.errors import EdgepipeError
+from ..core.files import atomic_path, prune, write_json
 from .junit import (
     STATUSES,
     TOLERANCE,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import EdgepipeError
+from ..core.files import sha256_file, write_json
 from ..device_tests.bundle import BundleError, load_bundle, one_line
-from ..models.errors import EdgepipeError
-from ..models.files import sha256_file, write_json
 from .boundary import analyse
 from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, stage_name
 from .bundle import write_manifest

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+from ..core.errors import EdgepipeError
 from ..device_tests.bundle import BundleError, load_bundle, resolve_inside
 from ..device_tests.runner import target_folder
-from ..models.errors import EdgepipeError
 from .targets import device_tests_dir
 
 FORM = "ssh://user@host[:port]"

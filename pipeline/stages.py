@@ -13,7 +13,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from ..models.files import sha256_file, write_json
+from ..core.files import sha256_file, write_json
 
 CACHE = Path(".edgepipe") / "stages.json"
 CACHE_SCHEMA = 1

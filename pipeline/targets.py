@@ -12,8 +12,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..core.errors import EdgepipeError, unknown_name
 from ..device_tests.runner import target_folder
-from ..models.errors import EdgepipeError, unknown_name
 from .npu import ACCELERATORS
 from .values import SECONDS, TEXT, Rule, check_table, is_text
 

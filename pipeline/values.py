@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..models.errors import EdgepipeError
+from ..core.errors import EdgepipeError
 
 # The longest a target may be given, in seconds: Python's clocks overflow near 1e300, and a wait
 # longer than a week is a hang, not a slow board.

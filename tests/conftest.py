@@ -115,7 +115,7 @@ def one_line(result, code: int, *fragments: str, prefix: str = "error: ") -> str
 
 def config_error(folder, text: str) -> str:
     """The error `load_config` raises on a config file holding `text`, checked to be one line."""
-    from edgepipe.models.errors import EdgepipeError
+    from edgepipe.core.errors import EdgepipeError
     from edgepipe.pipeline.config import load_config
 
     path = folder / "c.toml"

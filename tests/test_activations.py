@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from keras.ops import convert_to_numpy as to_numpy
 
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.models import activations as A
-from edgepipe.models.errors import EdgepipeError
 from edgepipe.models.registry import ACTIVATIONS, GradientKind, get_activation
 
 X = np.concatenate([np.linspace(-8, 8, 401), [0.0, -3.0, 3.0, 1e-7, -1e-7]]).astype(np.float32)

@@ -23,7 +23,7 @@ from conftest import one_line
 from tiny_bundle import REPO, put_array, read_manifest, write_manifest
 from typer.testing import CliRunner
 
-from edgepipe.models.files import sha256_file
+from edgepipe.core.files import sha256_file
 from edgepipe.pipeline.cli import app, guarded
 
 runner = CliRunner()

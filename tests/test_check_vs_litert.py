@@ -36,8 +36,8 @@ from test_tflite_file import _built
 
 from edgepipe.converters.op_audit import TARGETS
 from edgepipe.converters.tflite_file import read_tflite_file
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.device_tests.isolation import run_isolated
-from edgepipe.models.errors import EdgepipeError
 from edgepipe.pipeline.check import ARENA_BYTES, check_tflite, load_in_litert
 
 HAVE_LITERT = importlib.util.find_spec("ai_edge_litert") is not None

@@ -11,7 +11,7 @@ import pytest
 from conftest import imported_modules
 from typer.testing import CliRunner
 
-from edgepipe.models.errors import EdgepipeError
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.pipeline.cli import app, main
 
 runner = CliRunner()

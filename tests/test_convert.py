@@ -13,8 +13,8 @@ from edgepipe.converters.convert import explain_failure
 from edgepipe.converters.modes import QuantMode, parse_modes
 from edgepipe.converters.representative import check_representative
 from edgepipe.converters.variants import convert_model
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.models.activations import PiecewiseLinear, Step
-from edgepipe.models.errors import EdgepipeError
 from edgepipe.models.registry import ACTIVATIONS
 from edgepipe.models.zoo import ZOO
 from edgepipe.pipeline.cli import app

@@ -7,8 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.models.datasets import Task, load_builtin, load_npz, load_npz_as_given, sha256_arrays
-from edgepipe.models.errors import EdgepipeError
 
 
 @pytest.mark.parametrize("name, n, shape, task", [

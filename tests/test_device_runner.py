@@ -574,7 +574,7 @@ def test_cli_exit_2_on_a_bad_bundle_without_traceback_unless_debug(copy, tmp_pat
 
 def test_the_pipeline_shows_the_runners_own_error_line(copy, tmp_path):
     """`edgepipe parity` reports what the runner said when it refused (exit 2), in one line."""
-    from edgepipe.models.errors import EdgepipeError
+    from edgepipe.core.errors import EdgepipeError
     from edgepipe.pipeline.targets import TargetOptions, run_target
 
     (copy / "results" / "outputs").mkdir(parents=True)

@@ -13,7 +13,7 @@ import pytest
 from conftest import needs
 from tiny_bundle import by_id
 
-from edgepipe.models.errors import EdgepipeError
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.pipeline import emulator
 
 pytestmark = pytest.mark.emulator

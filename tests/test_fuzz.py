@@ -41,7 +41,7 @@ from mutations import KINDS, add_entry, mutate
 from tiny_bundle import by_id, read_manifest, write_manifest
 
 from edgepipe.converters.op_audit import TARGETS
-from edgepipe.models.errors import EdgepipeError
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.pipeline.check import check_tflite
 
 EDGEPIPE = str(Path(sys.executable).with_name("edgepipe"))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgepipe.converters.tflite_file import read_tflite_file
-from edgepipe.models.files import OWN_NAME, PARTIAL
+from edgepipe.core.files import OWN_NAME, PARTIAL
 
 EDGEPIPE = str(Path(sys.executable).with_name("edgepipe"))
 CONFIG = ('[run]\nmodels = ["mlp_piecewise", "cnn_step"]\nmodes = ["float32", "int8"]\n'
@@ -132,7 +132,7 @@ def test_killed_runs_leave_no_partial_artifact_and_the_next_run_completes(tmp_pa
 WRITER = """
 import sys, time
 from pathlib import Path
-from edgepipe.models.files import atomic_path
+from edgepipe.core.files import atomic_path
 with atomic_path(Path(sys.argv[1])) as tmp:
     tmp.write_bytes(b"half of the new model")
     print("writing", flush=True)
@@ -154,7 +154,7 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_and_its_leftover_is_clean
     assert [p.name for p in tmp_path.glob("*.tflite")] == ["m.tflite"]
     leftovers = list((tmp_path / PARTIAL).iterdir())
     assert len(leftovers) == 1 and leftovers[0].name.endswith(".m.tflite")
-    from edgepipe.models.files import write_json
+    from edgepipe.core.files import write_json
 
     write_json(tmp_path / "other.json", {"ok": True})
     assert not (tmp_path / PARTIAL).exists()

@@ -16,8 +16,8 @@ from conftest import needs
 from tiny_bundle import by_id, entry_of, read_manifest, sha256_file, write_manifest
 
 from edgepipe.converters.tflite_file import read_tflite_file
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.device_tests.bundle import sha256_bytes
-from edgepipe.models.errors import EdgepipeError
 from edgepipe.pipeline import npu
 
 HAVE_VELA = npu.vela_available()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import imported_modules
 
-from edgepipe.models.errors import EdgepipeError
-from edgepipe.models.files import PARTIAL
+from edgepipe.core.errors import EdgepipeError
+from edgepipe.core.files import PARTIAL
 from edgepipe.pipeline import report
 from edgepipe.pipeline.junit import write_junit
 from edgepipe.pipeline.report import target_differences, write_report

@@ -6,7 +6,7 @@ import pytest
 from conftest import config_error
 
 from edgepipe.converters.modes import QuantMode
-from edgepipe.models.errors import EdgepipeError
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.models.zoo import ZOO
 from edgepipe.pipeline.config import RunConfig, load_config, with_target_options
 from edgepipe.pipeline.targets import TargetOptions

@@ -1,4 +1,4 @@
-"""models/files.py in a folder that may be hostile: nothing outside it is written or removed,
+"""core/files.py in a folder that may be hostile: nothing outside it is written or removed,
 and a clean-up removes only what edgepipe's naming proves it made, for writers that are dead."""
 
 import os
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from edgepipe.models.errors import EdgepipeError
-from edgepipe.models.files import (
+from edgepipe.core.errors import EdgepipeError
+from edgepipe.core.files import (
     PARTIAL,
     atomic_path,
     check_run_folder,
@@ -36,7 +36,7 @@ def _state(folder):
 
 def _dead_writer_name(name: str) -> str:
     """An own name of a process that has ended (a child that printed its own_name)."""
-    code = f"from edgepipe.models.files import own_name; print(own_name({name!r}))"
+    code = f"from edgepipe.core.files import own_name; print(own_name({name!r}))"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip()
 
@@ -120,7 +120,7 @@ def test_a_run_folder_with_a_link_or_fifo_anywhere_is_refused(tmp_path, make):
 WRITERS = """
 import sys
 from pathlib import Path
-from edgepipe.models.files import write_json
+from edgepipe.core.files import write_json
 for i in range(int(sys.argv[2])):
     write_json(Path(sys.argv[1]) / f"{sys.argv[3]}-{i}.json", {"i": i})
 """

@@ -19,8 +19,8 @@ import sshd
 from conftest import needs
 from tiny_bundle import by_id, entry_of, read_manifest, write_manifest
 
+from edgepipe.core.errors import EdgepipeError
 from edgepipe.device_tests.runner import run_bundle, target_folder
-from edgepipe.models.errors import EdgepipeError
 from edgepipe.pipeline.ssh_target import (
     SshTarget,
     _remote_command,
