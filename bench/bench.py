@@ -28,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.device_tests.schema import ConversionStatus, RunFolder
+
 REPO = Path(__file__).resolve().parents[1]
+BENCH_SCHEMA_VERSION = 1  # bench/results.json's own
 PACKAGES = ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "numpy", "keras")
 IMPORT_TF = "import tensorflow"
 QUICK_CONFIG = """[run]
@@ -217,14 +220,14 @@ BATCHED_SETS = (("digits", 10), ("diabetes", None))
 def batched_parity(run_dir: Path, repeats: int) -> tuple[dict, list]:
     from edgepipe.device_tests.interpreters import KERNELS, ModelError, find_runtime
 
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = json.loads(RunFolder(run_dir).manifest.read_text())
     raw, figures, runtimes, samples = {}, [], {}, {}
     for (dataset, target), kernels in ((s, k) for s in BATCHED_SETS for k in KERNELS):
         if dataset not in manifest["datasets"]:
             continue
         x = np.load(run_dir / manifest["datasets"][dataset]["inputs"])
         samples[dataset] = int(len(x))
-        entries = [e for e in manifest["entries"] if e["status"] == "converted" and
+        entries = [e for e in manifest["entries"] if e["status"] == ConversionStatus.CONVERTED and
                    manifest["models"][e["model"]]["dataset"] == dataset]
         runtime = find_runtime(None, kernels)
         runtimes[kernels] = runtime.label
@@ -257,11 +260,11 @@ def batched_parity(run_dir: Path, repeats: int) -> tuple[dict, list]:
 
 def _tflite_hashes(run_dir: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((run_dir / "tflite").glob("*.tflite"))}
+            for p in sorted(RunFolder(run_dir).tflite_dir.glob("*.tflite"))}
 
 
 def _statuses(run_dir: Path) -> dict:
-    results = json.loads((run_dir / "results.json").read_text())["results"]
+    results = json.loads(RunFolder(run_dir).results.read_text())["results"]
     return {f"{r['id']} {r['target']}": r["status"] for r in results}
 
 
@@ -311,8 +314,9 @@ def runs(edgepipe: str, work: Path, config: Path | None) -> tuple[dict, list, Pa
 
 def int8_vs_float32(run_dir: Path) -> tuple[dict, list]:
     """Per model: host latency and .tflite size of int8 over float32, and the medians."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    results = json.loads((run_dir / "results.json").read_text())["results"]
+    folder = RunFolder(run_dir)
+    manifest = json.loads(folder.manifest.read_text())
+    results = json.loads(folder.results.read_text())["results"]
     size = {(e["model"], e["mode"]): e["bytes"] for e in manifest["entries"] if e.get("bytes")}
     latency = {(r["model"], r["mode"]): r["metrics"]["latency_ms"] for r in results
                if r["target"] == "host" and (r.get("metrics") or {}).get("latency_ms")}
@@ -374,7 +378,8 @@ def main(argv=None) -> int:
     parser.add_argument("--run", type=Path, help="bench this run folder (its report is "
                         "rewritten by `edgepipe report`) instead of making three runs")
     parser.add_argument("--repeats", type=int, help="repeats of each timing (7; --quick 3)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "bench" / "results.json")  # not a run folder
     parser.add_argument("--keep", action="store_true", help="keep the runs' temporary folder")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
@@ -395,7 +400,8 @@ def main(argv=None) -> int:
                 config.write_text(QUICK_CONFIG)
             sections["runs"], figures, run_dir = runs(edgepipe, work, config)
         tflite = next(run_dir / e["tflite"] for e in json.loads(
-            (run_dir / "manifest.json").read_text())["entries"] if e["status"] == "converted")
+            RunFolder(run_dir).manifest.read_text())["entries"]
+            if e["status"] == ConversionStatus.CONVERTED)
         for name, (info, rows) in (
                 ("cli_start", cli_start(edgepipe, run_dir, tflite, repeats, work)),
                 ("batched_parity", batched_parity(run_dir, repeats)),
@@ -410,7 +416,7 @@ def main(argv=None) -> int:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    document = {"schema_version": 1, "machine": machine(), "git": git_commit(),
+    document = {"schema_version": BENCH_SCHEMA_VERSION, "machine": machine(), "git": git_commit(),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "options": {"quick": args.quick, "run": str(args.run) if args.run else None,
                             "repeats": repeats}, "figures": figures, "sections": sections}

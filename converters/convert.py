@@ -1,10 +1,14 @@
 """Keras model -> `.tflite` in each quantization mode, builtin ops only.
 
 Path: `model.export()` to a SavedModel once, then `TFLiteConverter.from_saved_model` per mode.
-With Keras 3, TF 2.21's `from_keras_model` makes the same SavedModel export internally (and
-prints "Saved artifact at ..." to stdout each time); doing it explicitly exports once for all
-five modes, keeps stdout clean, and leaves the SavedModel to inspect: it still carries the
-custom gradients (`registered_gradients`), which the `.tflite` files must not.
+With Keras 3, TF 2.21's `from_keras_model` also exports a SavedModel internally (and prints
+"Saved artifact at ..." to stdout each time), but not the same one: it keeps a fixed batch size
+(`keras.Input(batch_size=1)`), which `model.export()` makes dynamic, and some ops then lower
+differently (RESHAPE gains SHAPE/STRIDED_SLICE/PACK, tf.where gives SELECT_V2 not SELECT).
+Exporting explicitly serves all five modes from one export, keeps stdout clean, and leaves the
+SavedModel to inspect: it still carries the custom gradients (`registered_gradients`), which the
+`.tflite` files must not. `make_converter` is the one way to convert (the TFLM op table's tool
+uses it too).
 SELECT_TF_OPS (Flex) is never enabled: a model that needs it fails with the op and layer named.
 """
 
@@ -15,9 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
+from ..device_tests.schema import ConversionStatus
 from .modes import QuantMode
 from .native_output import captured_native_output
 
@@ -27,7 +31,7 @@ class ConversionFailure(Exception):
     """A variant that could not be produced: `unsupported` (a documented limit of TFLite, e.g.
     no int16 kernel for an op) or `failed` (the model needs something TFLite builtins lack)."""
 
-    status: str
+    status: ConversionStatus
     reason: str
     ops: tuple[str, ...] = ()
     layers: tuple[str, ...] = ()
@@ -63,18 +67,25 @@ def converter_options(mode: QuantMode) -> dict:
     return opts
 
 
-def _converter(saved_model: Path, mode: QuantMode, representative: np.ndarray | None):
+def configure(conv, mode: QuantMode, representative_dataset=None):
+    """`conv` (a TFLiteConverter) set as `converter_options(mode)` says: the one table of
+    converter settings (tools/measure_tflm_ops.py uses it too). `representative_dataset` (a
+    generator function, as TFLiteConverter takes it) serves the modes that need one."""
     opts = converter_options(mode)
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     conv.target_spec.supported_ops = [getattr(tf.lite.OpsSet, s) for s in opts["supported_ops"]]
     conv.optimizations = [getattr(tf.lite.Optimize, o) for o in opts["optimizations"]]
     conv.target_spec.supported_types = [tf.dtypes.as_dtype(t) for t in opts["supported_types"]]
     if mode.needs_representative_data:
-        samples = representative
-        conv.representative_dataset = lambda: ([s[None]] for s in samples)
+        conv.representative_dataset = representative_dataset
         conv.inference_input_type = tf.dtypes.as_dtype(opts["inference_input_type"])
         conv.inference_output_type = tf.dtypes.as_dtype(opts["inference_output_type"])
     return conv
+
+
+def make_converter(saved_model: Path, mode: QuantMode, representative_dataset=None):
+    """The converter edgepipe converts a SavedModel with in `mode` (see `configure`)."""
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    return configure(conv, mode, representative_dataset)
 
 
 def convert_saved_model(saved_model: Path, mode: QuantMode, representative=None,
@@ -85,7 +96,8 @@ def convert_saved_model(saved_model: Path, mode: QuantMode, representative=None,
     start = time.perf_counter()
     try:
         with captured_native_output(not debug) as log:
-            flatbuffer = _converter(saved_model, mode, representative).convert()
+            flatbuffer = make_converter(saved_model, mode, lambda: (
+                [sample[None]] for sample in representative)).convert()
     except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError
         raise explain_failure(e, mode, layer_names, "".join(log)) from e
     return flatbuffer, time.perf_counter() - start
@@ -102,8 +114,8 @@ def explain_failure(error: Exception, mode: QuantMode, layer_names=(), log: str 
     int16_ops = tuple(dict.fromkeys(_INT16_UNSUPPORTED.findall(text)))
     if int16_ops:
         return ConversionFailure(
-            "unsupported", f"unsupported: op {', '.join(int16_ops)} has no int16 kernel "
-            f"(TFLite cannot quantize it to {mode.value})", int16_ops, (),
+            ConversionStatus.UNSUPPORTED, f"unsupported: op {', '.join(int16_ops)} has no "
+            f"int16 kernel (TFLite cannot quantize it to {mode.value})", int16_ops, (),
             "Expected outcome for this activation; deploy int8 instead, or write the forward "
             "with builtins that have int16 kernels.", log)
     tf_ops = _select_ops(error, text)
@@ -111,11 +123,12 @@ def explain_failure(error: Exception, mode: QuantMode, layer_names=(), log: str 
     if tf_ops:
         where = f" in layer {', '.join(map(repr, layers))}" if layers else ""
         return ConversionFailure(
-            "failed", f"needs TF op {', '.join(tf_ops)}{where}, which no TFLite builtin "
-            "implements (it would need Flex/SELECT_TF_OPS, which edgepipe never enables)",
+            ConversionStatus.FAILED, f"needs TF op {', '.join(tf_ops)}{where}, which no TFLite "
+            "builtin implements (it would need Flex/SELECT_TF_OPS, which edgepipe never enables)",
             tf_ops, layers, "Rewrite that layer's call() with ops TFLite has as builtins.", log)
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-    return ConversionFailure("failed", f"converter error: {first[:300]}", (), layers, "", log)
+    return ConversionFailure(ConversionStatus.FAILED, f"converter error: {first[:300]}", (), layers,
+                             "", log)
 
 
 def _select_ops(error: Exception, text: str) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.files import atomic_path, write_json
 from ..core.versions import versions
+from ..device_tests.schema import ConversionStatus
 from .convert import (
     ConversionFailure,
     convert_saved_model,
@@ -22,7 +23,7 @@ from .convert import (
 )
 from .forward_check import forward_equality, run_tflite
 from .modes import QuantMode
-from .op_audit import TARGETS, audit
+from .op_audit import OP_SETS, audit
 from .tflite_file import read_tflite
 
 RECORD_SCHEMA_VERSION = 1
@@ -32,7 +33,7 @@ RECORD_SCHEMA_VERSION = 1
 class Variant:
     model: str
     mode: QuantMode
-    status: str  # converted, unsupported, failed
+    status: ConversionStatus
     reason: str
     record: dict
     path: Path | None = None
@@ -75,8 +76,9 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                 results.append(Variant(name, mode, f.status, str(f), record))
                 continue
             parsed = read_tflite(flatbuffer, source=tflite_path.name)
-            report = audit(parsed, mode, targets=TARGETS, source=tflite_path.name)
-            record = {**base, "status": "converted" if report.ok else "failed",
+            report = audit(parsed, mode, op_sets=OP_SETS, source=tflite_path.name)
+            record = {**base, "status": (ConversionStatus.CONVERTED if report.ok
+                                         else ConversionStatus.FAILED),
                       "reason": "; ".join(report.problems),
                       "file": tflite_path.name, "bytes": len(flatbuffer),
                       "sha256": hashlib.sha256(flatbuffer).hexdigest(),
@@ -93,7 +95,7 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                                          check_source)
                 record["forward_check"] = check
                 if not check["ok"]:
-                    record["status"] = "failed"
+                    record["status"] = ConversionStatus.FAILED
                     record["reason"] = (f"float32 forward differs from Keras: max relative "
                                         f"error {check['max_rel_error']:.3g} > {check['bound']:g}")
             with atomic_path(tflite_path) as tmp:

@@ -15,7 +15,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -230,3 +232,22 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def writable_folder(folder: Path) -> None:
+    """Refuse an output folder that cannot be created or written, or is full, before any work;
+    a disk that fills up later is caught by the CLI (files are written whole or not at all)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgepipeError(f"Cannot create output folder {folder}: {e.strerror}. "
+                            "Choose another --out.") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".edgepipe-probe-"):
+            pass
+    except OSError as e:
+        raise EdgepipeError(f"Output folder {folder} is not writable: {e.strerror}. "
+                            "Choose another --out.") from None
+    if shutil.disk_usage(folder).free == 0:
+        raise EdgepipeError(f"Output folder {folder} is on a full file system (0 bytes free). "
+                            "Free some space or choose another --out.")

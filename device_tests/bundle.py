@@ -19,15 +19,19 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .metrics import ToleranceError, finite_number, read_bounds
+from .schema import (
+    MANIFEST_SCHEMA_VERSION,
+    SAFE_ID,
+    ConversionStatus,
+    RunFolder,
+    leads_out,
+    resolved_inside,
+)
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-ENTRY_STATUSES = ("converted", "unsupported", "failed")
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")  # converters' QuantMode values
 TASKS = ("classification", "regression")
 MAX_MANIFEST_BYTES = 64 * 2 ** 20
 MAX_DEPTH = 32  # lists and objects inside one another; edgepipe's manifest nests 6 at most
-_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}")  # whole string: fullmatch
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -74,7 +78,7 @@ class Bundle:
         known = self.manifest.get(section) or {}
         if name not in known:
             raise BundleError(
-                f"{MANIFEST}: {section[:-1]} {name!r} is not in {section!r} (known: "
+                f"{RunFolder.MANIFEST}: {section[:-1]} {name!r} is not in {section!r} (known: "
                 f"{', '.join(sorted(known)) or 'none'}); fix the manifest or rebuild the bundle")
         return known[name]
 
@@ -86,8 +90,8 @@ class Bundle:
         """The bytes of `rel` after checking them against `sha256`."""
         if not isinstance(sha256, str) or not sha256:
             raise BundleError(
-                f"{MANIFEST}: {where} has no sha256 for {rel!r}; every file a target runs must "
-                f"carry one, rebuild the bundle")
+                f"{RunFolder.MANIFEST}: {where} has no sha256 for {rel!r}; every file a target "
+                f"runs must carry one, rebuild the bundle")
         path = self.path(rel, where)
         if not path.is_file():
             raise BundleError(
@@ -131,11 +135,10 @@ def check_relative(rel: object, where: str) -> PurePosixPath:
         raise BundleError(f"{where} = {_shown(rel)} holds a NUL character; {fix}")
     if "\\" in rel:
         raise BundleError(f"{where} = {_shown(rel)} uses a backslash; {fix}")
+    how = leads_out(rel, "the bundle")
+    if how is not None:
+        raise BundleError(f"{where} = {_shown(rel)} {how}; {fix}")
     pure = PurePosixPath(rel)
-    if pure.is_absolute() or (len(rel) > 1 and rel[1] == ":"):
-        raise BundleError(f"{where} = {_shown(rel)} is an absolute path; {fix}")
-    if ".." in pure.parts:
-        raise BundleError(f"{where} = {_shown(rel)} contains '..' (leaves the bundle); {fix}")
     if any(len(part.encode("utf-8", "replace")) > 255 for part in pure.parts):
         raise BundleError(f"{where} = {_shown(rel)} has a name longer than 255 bytes, which no "
                           f"file system holds; rebuild the bundle")
@@ -146,13 +149,11 @@ def resolve_inside(root: Path, rel: object, where: str) -> Path:
     """`root / rel`, refused when `rel` is unsafe or resolves (through symlinks) outside root."""
     pure = check_relative(rel, where)
     candidate = root.joinpath(*pure.parts)
-    resolved = Path(os.path.realpath(candidate))
-    try:
-        resolved.relative_to(root)
-    except ValueError:
+    resolved, inside = resolved_inside(root, candidate)
+    if not inside:
         raise BundleError(
             f"{where} = {_shown(rel)} resolves to {resolved}, outside the bundle {root} "
-            f"(a symlink leads out); copy the file into the bundle instead of linking it") from None
+            f"(a symlink leads out); copy the file into the bundle instead of linking it")
     return candidate
 
 
@@ -334,8 +335,8 @@ def _check_model(fields: _Fields, root: Path, datasets: dict) -> None:
 def _check_entry(fields: _Fields, root: Path, models: dict, datasets: dict) -> None:
     model = fields.get("model", _key_of("models", models), required=True)
     fields.get("mode", _one_of(MODES), required=True)
-    status = fields.get("status", _one_of(ENTRY_STATUSES), required=True)
-    converted = status == "converted"
+    status = fields.get("status", _one_of(ConversionStatus.values()), required=True)
+    converted = status == ConversionStatus.CONVERTED
     fields.get("reason", _text)
     fields.get("tflite", _inside(root), required=converted)
     fields.get("sha256", _sha256, required=converted)
@@ -364,11 +365,11 @@ def _check_manifest(manifest: object, root: Path) -> None:
         _refuse("the top level", "a JSON object", manifest)
     top = _Fields(manifest, "")
     version = manifest.get("schema_version")
-    if type(version) is not int or version != SCHEMA_VERSION:
+    if type(version) is not int or version != MANIFEST_SCHEMA_VERSION:
         raise BundleError(
             f"schema_version {_shown(version)} is not supported; this runner reads schema "
-            f"version {SCHEMA_VERSION} only: rebuild the bundle with a matching edgepipe, or use "
-            f"the device_tests that came with it")
+            f"version {MANIFEST_SCHEMA_VERSION} only: rebuild the bundle with a matching "
+            f"edgepipe, or use the device_tests that came with it")
     top.get("created_by", _text)
     top.get("versions", _strings_object)
     top.get("seed", _integer)
@@ -387,7 +388,7 @@ def _check_manifest(manifest: object, root: Path) -> None:
     for i, entry in enumerate(manifest["entries"]):
         fields = _Fields(entry, f"entries[{i}]")
         entry_id = fields.get("id", _text, required=True)
-        if not _SAFE_ID.fullmatch(entry_id):
+        if not SAFE_ID.fullmatch(entry_id):
             raise BundleError(f"entries[{i}].id {_shown(entry_id)} must be 1 to 200 letters, "
                               f"digits, '.', '_' or '-' (it names output files); rebuild the "
                               f"bundle")
@@ -407,13 +408,13 @@ def load_bundle(bundle_dir: str | os.PathLike) -> Bundle:
     """Read and check `bundle_dir/manifest.json`; raises BundleError on anything unusable."""
     given = Path(bundle_dir)
     if not given.is_dir():
-        raise BundleError(f"{given}: not a folder; pass the bundle folder that holds {MANIFEST}")
+        raise BundleError(f"{given}: not a folder; pass the bundle folder that holds "
+                          f"{RunFolder.MANIFEST}")
     root = Path(os.path.realpath(given))
-    manifest_path = root / MANIFEST
-    shown = given / MANIFEST
+    manifest_path, shown = RunFolder(root).manifest, RunFolder(given).manifest
     if manifest_path.is_symlink() or not manifest_path.is_file():
-        raise BundleError(f"{given}: no {MANIFEST} (a regular file) in this folder; pass the "
-                          f"bundle folder itself")
+        raise BundleError(f"{given}: no {RunFolder.MANIFEST} (a regular file) in this folder; "
+                          f"pass the bundle folder itself")
     try:
         size = manifest_path.stat().st_size
         if size > MAX_MANIFEST_BYTES:

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import re
 import secrets
 import signal
 import sys
@@ -36,8 +35,15 @@ from .bundle import Bundle, BundleError, load_bundle, one_line
 from .interpreters import KERNELS, KernelMissing, Runtime, RuntimeUnavailable, find_runtime
 from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, run_isolated
 from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
+from .schema import (
+    ResultStatus,
+    base_record,
+    count_statuses,
+    not_run,
+    results_document,
+    target_folder,
+)
 
-SCHEMA_VERSION = 1
 INTEGER_MODES = ("int8", "int16x8")
 
 
@@ -53,13 +59,6 @@ def default_target(kernels: str, runtime: str | None = None) -> str:
     if runtime == "tflite_micro":
         return "tflm"
     return "host-ref" if kernels == "reference" else "host"
-
-
-def target_folder(target: str) -> str:
-    """A target name as one safe folder name (`ssh://pi@board` -> `ssh___pi_board`; `..` ->
-    `__`: never a name that leads up)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", target) or "target"
-    return "_" * len(name) if set(name) == {"."} else name
 
 
 def output_folder(outputs_dir: Path, target: str) -> Path:
@@ -110,12 +109,6 @@ def _platform() -> dict:
             "python": platform.python_version(), "numpy": np.__version__}
 
 
-def _base_record(entry: dict, target: str) -> dict:
-    return {"id": entry["id"], "model": entry.get("model"), "mode": entry.get("mode"),
-            "target": target, "status": "error", "reason": "", "invoke": None, "seconds": 0.0,
-            "metrics": None, "checks": [], "tolerance": entry.get("tolerance")}
-
-
 def _reference_sha(entry: dict, model: dict, rel: str) -> object:
     """The reference's sha256: the entry's own, or the model's when it names the same file."""
     if entry.get("reference_sha256"):
@@ -150,12 +143,10 @@ def _load_data(bundle: Bundle, entry: dict) -> tuple:
 
 def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
                outputs_dir: Path | None) -> dict:
-    record = _base_record(entry, target)
-    status = entry["status"]  # one of ENTRY_STATUSES: load_bundle checked every field
-    if status != "converted":
-        record["status"] = "unsupported" if status == "unsupported" else "error"
-        record["reason"] = entry.get("reason") or f"manifest marks it {status} (no reason given)"
+    record = not_run(entry, target)  # entry["status"]: load_bundle checked every field
+    if record is not None:
         return record
+    record = base_record(entry, target)
     bounds = read_bounds(entry.get("tolerance"))
     dataset, inputs, labels, reference = _load_data(bundle, entry)
     mode = entry.get("mode")
@@ -190,7 +181,7 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     record["metrics"] = metrics
     record["checks"] = check_bounds(bounds, metrics)
     failed = fail_reason(record["checks"])
-    record["status"] = "fail" if failed else "pass"
+    record["status"] = ResultStatus.FAIL if failed else ResultStatus.PASS
     record["reason"] = failed
     if outputs_dir is not None:
         folder = output_folder(outputs_dir, target)
@@ -214,17 +205,17 @@ def _checked_only(bundle: Bundle, only) -> list:
 
 def _run_one(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
              outputs_dir: Path | None, debug: bool) -> dict:
-    """One entry's record; a problem with the entry never raises (status "error")."""
+    """One entry's record; a problem with the entry never raises (its status is an error)."""
     started = time.perf_counter()
     try:
         record = _run_entry(bundle, entry, runtime, target, outputs_dir)
     except KernelMissing as exc:
-        record = _base_record(entry, target)
-        record["status"], record["reason"] = "unsupported", one_line(exc)
+        record = base_record(entry, target)
+        record["status"], record["reason"] = ResultStatus.UNSUPPORTED, one_line(exc)
     except Exception as exc:  # one entry's failure must not stop the run
         if debug:
             traceback.print_exc()
-        record = _base_record(entry, target)
+        record = base_record(entry, target)
         record["reason"] = one_line(exc)
     record["seconds"] = round(time.perf_counter() - started, 4)
     return record
@@ -271,7 +262,7 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
         return _run_one(bundle, entries[i], chosen, target, out_dir, debug)
 
     def failed(i: int, reason: str, seconds: float) -> dict:
-        record = _base_record(entries[i], target)
+        record = base_record(entries[i], target)
         record["reason"], record["seconds"] = reason, round(seconds, 4)
         return record
 
@@ -279,9 +270,8 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
         results = run_isolated(len(entries), run_one, failed, limit, fault_dumps=debug)
     else:
         results = [run_one(i) for i in range(len(entries))]
-    return {"schema_version": SCHEMA_VERSION, "manifest_sha256": bundle.manifest_sha256,
-            "target": target, "runtime": chosen.describe(), "platform": _platform(),
-            "seconds": round(time.perf_counter() - started, 4), "results": results}
+    return results_document(target, bundle.manifest_sha256, results, runtime=chosen.describe(),
+                            platform=_platform(), seconds=time.perf_counter() - started)
 
 
 def _json_safe(value):
@@ -306,7 +296,7 @@ def write_json_atomic(document: dict, path) -> None:
 
 
 def exit_code(document: dict) -> int:
-    bad = [r for r in document["results"] if r["status"] not in ("pass", "unsupported")]
+    bad = [r for r in document["results"] if not ResultStatus(r["status"]).ok]
     return 1 if bad else 0
 
 
@@ -341,11 +331,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _summary_line(document: dict) -> str:
-    counts: dict = {}
-    for record in document["results"]:
-        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    counts = count_statuses(document["results"])
     runtime = document["runtime"]
-    parts = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "unsupported", "error"))
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
     return (f"{document['target']} ({runtime['name']} {runtime['version']}, {runtime['kernels']} "
             f"kernels): {parts}")
 
@@ -400,7 +388,7 @@ def _main(args) -> int:
         print(f"error: {one_line(exc, limit=1000)}", file=sys.stderr)
         return 2
     for record in document["results"]:
-        if record["status"] not in ("pass", "unsupported") or args.debug:
+        if not ResultStatus(record["status"]).ok or args.debug:
             print(f"{record['id']}: {record['status']} {record['reason']}".rstrip(),
                   file=sys.stderr)
     print(_summary_line(document), file=sys.stderr)

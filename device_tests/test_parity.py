@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from .schema import ResultStatus
+
 HOW_TO_RUN = ("no --bundle given: run `python -m pytest device_tests --bundle BUNDLE_DIR "
               "[--runtime ai_edge_litert|tflite_runtime|tensorflow] [--kernels default|reference]`")
 
@@ -35,12 +37,12 @@ def test_parity(entry_id, parity_results, record_property):
     record_property("status", record["status"])
     if record.get("metrics"):
         record_property("max_abs_error", record["metrics"].get("max_abs_error"))
-    if record["status"] == "unsupported":
+    if record["status"] == ResultStatus.UNSUPPORTED:
         reason = record["reason"]
         pytest.skip(reason if reason.startswith("unsupported") else f"unsupported: {reason}")
-    if record["status"] == "error":
+    if record["status"] == ResultStatus.ERROR:
         pytest.fail(f"{where}: error: {record['reason']}", pytrace=False)
-    if record["status"] == "fail":
+    if record["status"] == ResultStatus.FAIL:
         pytest.fail(f"{where}: {record['reason']}; {_worst(record)}", pytrace=False)
-    assert record["status"] == "pass", record
+    assert record["status"] == ResultStatus.PASS, record
     assert all(check["ok"] for check in record["checks"]), record["checks"]

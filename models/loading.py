@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..core.errors import EdgepipeError
 from ..core.files import file_kind
+from ..device_tests.schema import leads_out
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,6 @@ def not_an_archive(path: Path, error: Exception) -> str:
 KERAS_HINT = "Save the model with model.save('name.keras')."
 
 
-def _leaves_folder(name: str) -> bool:
-    """A member name that, extracted into a folder, lands outside it ("zip slip")."""
-    name = name.replace("\\", "/")
-    return name.startswith("/") or re.match(r"[A-Za-z]:", name) is not None \
-        or ".." in name.split("/")
-
-
 def check_keras_file(path: Path) -> None:
     """What can be seen of a .keras file without Keras: a regular file, a zip archive, with a
     config.json and no member whose name leads out of the folder it is extracted into (Keras
@@ -107,7 +101,7 @@ def check_keras_file(path: Path) -> None:
     except (zipfile.BadZipFile, ValueError, EOFError) as e:
         raise EdgepipeError(f"{path} is not a .keras file (a .keras file is a zip archive; "
                             f"{not_an_archive(path, e)}). {KERAS_HINT}") from None
-    escaping = [name for name in names if _leaves_folder(name)]
+    escaping = [name for name in names if leads_out(name)]  # "zip slip"
     if escaping:
         raise EdgepipeError(f"{path} holds {len(escaping)} member(s) whose names lead out of the "
                             f"folder it is extracted into ({escaping[0]!r}); Keras never writes "

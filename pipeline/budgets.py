@@ -8,6 +8,7 @@ use. A variant over budget fails, with the figure and the budget in its checks a
 """
 
 from ..core.errors import EdgepipeError
+from ..device_tests.schema import ResultStatus
 from .values import check_table, number
 
 # [budgets.<target>] key -> what it must be (a budget of inf or nan would pass or fail all)
@@ -44,7 +45,7 @@ def apply_budgets(document: dict, manifest: dict, budget: dict) -> int:
     entries = {e["id"]: e for e in manifest.get("entries", [])}
     over = 0
     for record in document.get("results", []):
-        if record.get("status") not in ("pass", "fail"):
+        if record.get("status") not in (ResultStatus.PASS, ResultStatus.FAIL):  # did not run
             continue
         figures = _figures(record, entries.get(record.get("id"), {}))
         failed = []
@@ -61,7 +62,7 @@ def apply_budgets(document: dict, manifest: dict, budget: dict) -> int:
                               else f"{name} {value:,.6g} > budget {budget[key]:,.6g}")
         if failed:
             over += 1
-            record["status"] = "fail"
+            record["status"] = ResultStatus.FAIL
             record["reason"] = "; ".join(filter(None, [record.get("reason"),
                                                        "over budget: " + ", ".join(failed)]))
     return over

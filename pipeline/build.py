@@ -1,63 +1,65 @@
 """One model's way into the bundle: train (zoo) -> convert every mode -> its bundle blocks.
 
 Each model is one job (`build_model`), run in a worker process under `--jobs N`: its modes share
-one SavedModel export, and its stages must run in order. The stage keys (stages.py) are computed
-without TensorFlow, so a run whose stages are all fresh never imports it.
+one SavedModel export, and its stages must run in order. The stage keys are computed without
+TensorFlow, so a run whose stages are all fresh never imports it.
+
+Where the code of a stage is. A stage's key hashes the import closure of the modules it declares
+(`stage_modules`, `stages.code_key`), so each stage's work lives in its own module
+(stage_train.py, stage_convert.py, stage_bundle.py) that imports only what that stage runs:
+editing the converter or pipeline/conversion.py redoes the convert stage (and the bundle stage,
+whose key holds the convert key), not training. This module is the orchestration that calls
+them (the job, the loop, the key): it is declared by every stage, so an edit here redoes every
+build stage. For that to cost no more than it must, it imports no stage module (it reaches
+them by name: a static import would put every stage's code into every stage's closure), no
+RunConfig (pipeline/config.py imports the converters' modes and the targets) and nothing only
+one stage needs.
+
+A stage module has `key_parts(config, out, name)`: what besides the code decides its outputs
+(settings, data, upstream artifacts; it may read them, they must exist), and
+`run(job, shared) -> StageRun`; `shared` holds what a job's stages load once (the model).
 """
 
-import json
+import importlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from ..device_tests.schema import RunFolder
+from .stages import code_key, digest
 
-from ..converters.modes import QuantMode
-from ..core.errors import EdgepipeError
-from ..core.files import sha256_file
-from ..core.versions import versions
-from ..models.zoo import ZOO
-from .config import RunConfig
-from .stages import code_version, digest
+# Each stage, in order, and the module that does its work.
+STAGE_MODULES = {stage: f"{__package__}.stage_{stage}" for stage in ("train", "convert", "bundle")}
+STAGES = tuple(STAGE_MODULES)
 
-STAGES = ("train", "convert", "bundle")
+
+def stage_modules(stage: str) -> tuple[str, str]:
+    """The modules whose import closure is the stage's code: its own and this one."""
+    return (STAGE_MODULES[stage], __name__)
 
 
 def stage_name(stage: str, model: str) -> str:
     return f"{stage}:{model}"
 
 
-def keras_path(config: RunConfig, out: Path, name: str) -> Path:
-    return Path(config.user_models[name]) if config.keras else out / "models" / f"{name}.keras"
+def keras_path(config, out: Path | None, name: str) -> Path:
+    """The model's .keras file: the user's, or the one the train stage writes."""
+    return Path(config.user_models[name]) if config.keras else RunFolder(out).keras(name)
 
 
-def _data_key(config: RunConfig, out: Path, name: str) -> list:
-    """What decides the model's data: the training record (zoo: it names the dataset and the
-    seed), or the user's .npz and the seed."""
-    if config.keras:
-        return [sha256_file(Path(config.data)), config.seed]
-    return [sha256_file(out / "models" / f"{name}.json")]
-
-
-def stage_key(stage: str, config: RunConfig, out: Path, name: str) -> str:
+def stage_key(stage: str, config, out: Path, name: str) -> str:
     """The key of one of the model's stages; reads its upstream artifacts, which must exist."""
-    if stage == "train":
-        return digest("train", code_version("models"), name, config.epochs, config.seed,
-                      versions())
-    if stage == "convert":
-        return digest("convert", code_version("models", "converters"),
-                      sha256_file(keras_path(config, out, name)), _data_key(config, out, name),
-                      [m.value for m in config.modes], config.rep_samples,
-                      [sha256_file(Path(f)) for f in config.custom_objects], config.unsafe,
-                      versions())
-    # What each conversion made (its time aside): a byte-identical redo changes nothing.
-    records = [{k: v for k, v in json.loads(
-        (out / "tflite" / f"{name}.{m.value}.json").read_text()).items() if k != "seconds"}
-        for m in config.modes]
-    return digest("bundle", stage_key("convert", config, out, name), records,
-                  code_version("models", "converters", "pipeline/bundle.py",
-                               "pipeline/tolerances.py"),
-                  config.tolerances.get(name, {}))
+    return digest(stage, code_key(*stage_modules(stage)),
+                  _module(stage).key_parts(config, out, name))
+
+
+def check_user_models(config, names) -> None:
+    """Refuse, before any work starts, a user's model that its data does not fit."""
+    _module("convert").check_user_models(config, names)
+
+
+def _module(stage: str):
+    return importlib.import_module(STAGE_MODULES[stage])
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,19 @@ class BuildJob:
 
     name: str
     first: str
-    config: RunConfig
+    config: object  # the RunConfig (not imported: see the module's docstring)
     out: Path
     debug: bool = False
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What a stage's `run` did: the files it wrote (relative to the run folder), its value for
+    the stage record, and its part of the job's summary."""
+
+    outputs: tuple
+    value: object = None
+    summary: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,124 +94,13 @@ class StageDone:
 def build_model(job: BuildJob) -> tuple[list[StageDone], dict]:
     """Run the job's stages; return what each did (for the stage record) and a summary for
     the console ({"trained": training record, "converted": [...modes], "seconds": ...})."""
-    from ..models.loading import load_keras
-
     started = time.perf_counter()
-    config, out, name = job.config, job.out, job.name
-    done, summary = [], {}
-    todo = STAGES[STAGES.index(job.first):]
-    if "train" in todo:
-        summary["trained"] = _train(config, out, name)
-        done.append(StageDone(stage_name("train", name), stage_key("train", config, out, name),
-                              (f"models/{name}.keras", f"models/{name}.json")))
-    model = load_keras(keras_path(config, out, name))
-    data, rep, rep_source = _model_data(config, out, name, model)
-    if "convert" in todo:
-        variants = _convert(config, out, name, model, data, rep, rep_source, job.debug)
-        summary["converted"] = [(v.mode.value, v.status) for v in variants]
-        files = [f"tflite/{name}.{v.mode.value}.json" for v in variants] + [
-            v.path.relative_to(out).as_posix() for v in variants if v.path is not None]
-        done.append(StageDone(stage_name("convert", name),
-                              stage_key("convert", config, out, name), tuple(files)))
-    value, files = _bundle(config, out, name, model, data, rep)
-    done.append(StageDone(stage_name("bundle", name), stage_key("bundle", config, out, name),
-                          tuple(files), value))
+    done, summary, shared = [], {}, {}
+    for stage in STAGES[STAGES.index(job.first):]:
+        ran = _module(stage).run(job, shared)
+        summary.update(ran.summary)
+        done.append(StageDone(stage_name(stage, job.name),
+                              stage_key(stage, job.config, job.out, job.name), ran.outputs,
+                              ran.value))
     summary["seconds"] = time.perf_counter() - started
     return done, summary
-
-
-def _train(config: RunConfig, out: Path, name: str) -> dict:
-    from ..models.datasets import load_builtin
-    from ..models.training import TrainConfig, train
-
-    spec = ZOO[name]
-    return train(spec, load_builtin(spec.dataset, config.seed),
-                 TrainConfig(epochs=config.epochs, seed=config.seed), out / "models")
-
-
-def _model_data(config: RunConfig, out: Path, name: str, model) -> tuple:
-    """(dataset, representative samples, where they came from) for one model."""
-    if not config.keras:
-        from .conversion import model_data
-
-        md = model_data(model, keras_path(config, out, name), None, config.rep_samples,
-                        need_rep=True)
-        return md.dataset, md.representative, md.representative_source
-    from ..converters.representative import check_representative
-    from ..models.datasets import load_npz_as_given
-
-    data = load_npz_as_given(Path(config.data), config.seed)
-    order = np.random.default_rng(config.seed).permutation(len(data.x_train))
-    rep, _ = check_representative(data.x_train[order][:config.rep_samples], data.input_shape,
-                                  f"{config.data} x_train")
-    check_fits(config, name, model, data)
-    return data, rep, f"{data.name} x_train (seed {config.seed})"
-
-
-def check_user_models(config: RunConfig, names) -> None:
-    """Refuse, before any work starts, a user's model that its data does not fit."""
-    from ..models.loading import load_keras
-
-    for name in names:
-        _model_data(config, None, name, load_keras(keras_path(config, None, name)))
-
-
-def check_fits(config: RunConfig, name: str, model, data) -> None:
-    from ..models.datasets import Task
-    from ..models.loading import single_io
-
-    path = config.user_models[name]
-    in_shape, out_shape = single_io(model, path)
-    if len(in_shape) != len(data.input_shape) or any(
-            a is not None and a != b for a, b in zip(in_shape, data.input_shape, strict=True)):
-        raise EdgepipeError(f"{path} takes samples of shape {in_shape} but x_train in "
-                            f"{config.data} has samples of shape {data.input_shape}; give "
-                            "data shaped as the model's input.")
-    width = int(np.prod([d or 1 for d in out_shape]))
-    if data.task is Task.CLASSIFICATION and (len(out_shape) != 1 or width < data.num_outputs):
-        raise EdgepipeError(f"{path} outputs shape {out_shape} per sample but the integer "
-                            f"labels in {config.data} name {data.num_outputs} classes; a "
-                            "classifier needs one output per class (float labels mean "
-                            "regression).")
-    if data.task is Task.REGRESSION and width != 1:
-        raise EdgepipeError(f"{path} outputs shape {out_shape} per sample but the float "
-                            f"targets in {config.data} are one number per sample; integer "
-                            "labels would mean classification.")
-
-
-def _convert(config, out, name, model, data, rep, rep_source, debug) -> list:
-    from ..converters.variants import convert_model
-
-    return convert_model(model, name, config.modes, out / "tflite", rep, rep_source,
-                         data.x_test, f"{data.name} test split ({len(data.x_test)} samples)",
-                         debug)
-
-
-def _recorded_variants(config: RunConfig, out: Path, name: str) -> list:
-    """The variants a previous convert stage wrote, from their conversion records."""
-    from ..converters.variants import Variant
-
-    variants = []
-    for mode in config.modes:
-        record = json.loads((out / "tflite" / f"{name}.{mode.value}.json").read_text())
-        path = out / "tflite" / record["file"] if record.get("file") else None
-        variants.append(Variant(name, QuantMode(mode), record["status"],
-                                record.get("reason", ""), record, path))
-    return variants
-
-
-def _bundle(config, out, name, model, data, rep) -> tuple[dict, list]:
-    """The model's manifest blocks and entries (the stage's value), and the files written."""
-    from .bundle import dataset_block, entry, model_block
-
-    family = "user" if config.keras else ZOO[name].family.name
-    activation = "custom" if config.keras else ZOO[name].activation
-    dataset = dataset_block(out, data)
-    block, reference = model_block(out, name, activation, family, model, data,
-                                   keras_path(config, out, name), rep)
-    entries = [entry(out, v, model, data, reference, rep, config.tolerances.get(name, {}))
-               for v in _recorded_variants(config, out, name)]
-    files = [dataset["inputs"], dataset["labels"], block["reference"],
-             *block.get("boundary", {}).get("preact", [])]
-    return {"dataset": data.name, "dataset_block": dataset, "model": block,
-            "entries": entries}, files

@@ -7,25 +7,26 @@ import numpy as np
 from ..converters.modes import QuantMode
 from ..core.files import atomic_path, sha256_file, write_json
 from ..core.versions import versions
+from ..device_tests.schema import MANIFEST_SCHEMA_VERSION, ConversionStatus, RunFolder
 from ..models.datasets import Dataset, Task
 from ..models.loading import training_record
 from .tolerances import derive, simulate
 
-SCHEMA_VERSION = 1
 KINKS = {"Step": 0.0, "PiecewiseLinear": 0.0}  # activations whose error concentrates at a kink
 
 
-def save_npy(root: Path, rel: str, array: np.ndarray) -> dict:
-    path = root / rel
+def save_npy(folder: RunFolder, path: Path, array: np.ndarray) -> dict:
+    """`array` saved at `path` in the run folder; its manifest path (relative) and sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         np.save(tmp, array)
-    return {"path": rel, "sha256": sha256_file(path)}
+    return {"path": folder.rel(path), "sha256": sha256_file(path)}
 
 
 def dataset_block(root: Path, data: Dataset) -> dict:
-    inputs = save_npy(root, f"data/{data.name}.inputs.npy", data.x_test.astype(np.float32))
-    labels = save_npy(root, f"data/{data.name}.labels.npy", data.y_test)
+    folder = RunFolder(root)
+    inputs = save_npy(folder, folder.inputs(data.name), data.x_test.astype(np.float32))
+    labels = save_npy(folder, folder.labels(data.name), data.y_test)
     classification = data.task is Task.CLASSIFICATION
     return {"task": data.task.value, "inputs": inputs["path"], "inputs_sha256": inputs["sha256"],
             "labels": labels["path"], "labels_sha256": labels["sha256"],
@@ -53,8 +54,9 @@ def boundary_block(root: Path, name: str, model, x_test, representative) -> dict
     calib = probe(representative) if representative is not None else None
     preacts = preacts if isinstance(preacts, (list, tuple)) else [preacts]
     calib = calib if isinstance(calib, (list, tuple)) or calib is None else [calib]
-    files = [save_npy(root, f"reference/{name}.{layer.name}.npy",
-                      np.asarray(p, np.float32)) for layer, p in zip(layers, preacts, strict=True)]
+    folder = RunFolder(root)
+    files = [save_npy(folder, folder.reference(name, layer.name), np.asarray(p, np.float32))
+             for layer, p in zip(layers, preacts, strict=True)]
     block = {"kink": KINKS[type(layers[0]).__name__], "layers": [layer.name for layer in layers],
              "preact": [f["path"] for f in files], "preact_sha256": [f["sha256"] for f in files]}
     if calib is not None:
@@ -68,7 +70,8 @@ def model_block(root: Path, name: str, activation: str, family: str, model, data
     """`activation`/`family`: the zoo's (e.g. "step", "mlp"), or "custom", "user" for a user's
     own model."""
     reference = np.asarray(model(data.x_test, training=False), np.float32)
-    ref = save_npy(root, f"reference/{name}.npy", reference)
+    folder = RunFolder(root)
+    ref = save_npy(folder, folder.reference(name), reference)
     block = {"dataset": data.name, "activation": activation, "family": family,
              "reference": ref["path"], "reference_sha256": ref["sha256"],
              "keras_sha256": sha256_file(keras_path)}
@@ -84,12 +87,12 @@ def model_block(root: Path, name: str, activation: str, family: str, model, data
 
 def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, representative,
           overrides: dict) -> dict:
-    record, mode = variant.record, variant.mode
+    record, mode, folder = variant.record, variant.mode, RunFolder(root)
     base = {"id": f"{variant.model}-{mode.value}", "model": variant.model, "mode": mode.value,
             "status": record["status"], "reason": record.get("reason", ""),
-            "dataset": data.name, "reference": f"reference/{variant.model}.npy",
+            "dataset": data.name, "reference": folder.rel(folder.reference(variant.model)),
             "converter": record.get("converter")}  # the options that made it, to reproduce it
-    if variant.path is None or record["status"] != "converted":
+    if variant.path is None or record["status"] != ConversionStatus.CONVERTED:
         return base
     out_scale = record["outputs"][0]["scale"]
     metric = "accuracy" if data.task is Task.CLASSIFICATION else "r2"
@@ -98,16 +101,16 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
     for key, value in overrides.get(mode.value, {}).items():
         tolerance[key] = value
         tolerance["derivation"] += f"; {key} set to {value} by the config"
-    rel = variant.path.relative_to(root).as_posix()
-    return {**base, "tflite": rel, "sha256": record["sha256"], "bytes": record["bytes"],
+    return {**base, "tflite": folder.rel(variant.path), "sha256": record["sha256"],
+            "bytes": record["bytes"],
             "expected_ops": sorted({op["op"] for op in record["audit"]["ops"]}),
             "tolerance": tolerance}
 
 
 def write_manifest(root: Path, datasets: dict, models: dict, entries: list, seed: int) -> dict:
-    manifest = {"schema_version": SCHEMA_VERSION,
+    manifest = {"schema_version": MANIFEST_SCHEMA_VERSION,
                 "created_by": f"edgepipe {versions().get('edgepipe', '?')}",
                 "versions": versions(), "seed": seed,
                 "datasets": datasets, "models": models, "entries": entries}
-    write_json(root / "manifest.json", manifest)
+    write_json(RunFolder(root).manifest, manifest)
     return manifest

@@ -20,10 +20,11 @@ import warnings
 from pathlib import Path
 
 from ..converters.modes import QuantMode
-from ..converters.op_audit import TARGETS, audit
+from ..converters.op_audit import OP_SETS, audit
 from ..converters.tflite_file import mapped_file, read_tflite
 from ..core.errors import unknown_name
 from ..device_tests.isolation import signal_name
+from ..device_tests.schema import ConversionStatus
 
 # Creating the interpreter and allocating its tensors takes well under a second for edge models
 # and seconds for a 2 GB one; a child still busy after this long is stuck.
@@ -34,10 +35,11 @@ ARENA_BYTES = 2 << 30
 
 
 def parse_targets(target: str | None) -> tuple[str, ...]:
+    """The op sets `check --target` names (all when None); the option predates the name."""
     if target is None:
-        return TARGETS
-    if target not in TARGETS:
-        raise unknown_name("target", target, TARGETS)
+        return OP_SETS
+    if target not in OP_SETS:
+        raise unknown_name("target", target, OP_SETS)
     return (target,)
 
 
@@ -47,7 +49,7 @@ def mode_from_filename(path: Path) -> QuantMode | None:
     return QuantMode(suffix) if suffix in {m.value for m in QuantMode} else None
 
 
-def check_tflite(path: Path, targets: tuple[str, ...]) -> dict:
+def check_tflite(path: Path, op_sets: tuple[str, ...]) -> dict:
     # One open of the file for everything (a path is never opened twice, so it cannot be swapped
     # for a FIFO in between); memory-mapped: reading a 2 GB model does not copy it (LiteRT's
     # child does, as the parity runner does).
@@ -59,14 +61,14 @@ def check_tflite(path: Path, targets: tuple[str, ...]) -> dict:
         custom = sorted({op.name for op in model.operators if op.kind != "builtin"})
         litert = load_in_litert(data) if not custom else _not_loaded(custom)
     mode = mode_from_filename(path)
-    report = audit(model, mode, targets, source=str(path))
+    report = audit(model, mode, op_sets, source=str(path))
     problems = list(report.problems)
     if litert and litert["loads"] is False:
         problems.append(f"the structure is valid, but LiteRT refuses it (ai-edge-litert "
                         f"{litert['version']}): {litert['reason']}")
     return {"file": str(path), "bytes": model.size, "sha256": sha256,
             "mode": mode.value if mode else None,
-            "status": "failed" if problems else "converted",
+            "status": ConversionStatus.FAILED if problems else ConversionStatus.CONVERTED,
             "reason": "; ".join(problems), "audit": report.as_dict(), "litert": litert}
 
 
@@ -180,11 +182,11 @@ def check_keras(path: Path, modes: list[QuantMode], rep_data, rep_samples: int,
     return [v.record for v in variants]
 
 
-def failed(record: dict, targets: tuple[str, ...], strict_target: bool) -> bool:
-    """A check fails on a failed conversion or audit, and, when one target was named, on any op
-    that target cannot run."""
-    if record["status"] == "failed":
+def failed(record: dict, op_sets: tuple[str, ...], strict_target: bool) -> bool:
+    """A check fails on a failed conversion or audit, and, when one op set was named (--target),
+    on any op that op set cannot run."""
+    if record["status"] == ConversionStatus.FAILED:
         return True
     audit_ = record.get("audit")
     return bool(strict_target and audit_ and any(
-        audit_["targets"][t]["unsupported_ops"] for t in targets))
+        audit_["targets"][t]["unsupported_ops"] for t in op_sets))

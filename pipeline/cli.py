@@ -8,10 +8,8 @@ import errno
 import functools
 import inspect
 import json
-import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -22,11 +20,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.errors import EdgepipeError
-from ..core.files import check_run_folder
+from ..core.files import writable_folder
+from ..device_tests.schema import ConversionStatus, RunFolder
 from ..models.zoo import ZOO, check_input_shape, get_model_spec
 from .quiet import import_tensorflow, quiet_tensorflow
+from .report.console import ops_table, parity_table, trained_table, variants_table
 from .values import COUNT, SECONDS, SEED, Rule, number
-from .views import ops_table, parity_table, trained_table, variants_table
 
 app = typer.Typer(
     help="Train Keras models with custom activations, convert them to TFLite and prove that "
@@ -35,7 +34,6 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-_state = {"debug": False, "out": None}
 JOBS = number(1, 1024, whole=True)  # more processes than that is a typo, not a machine
 
 
@@ -62,11 +60,15 @@ Unsafe = Annotated[bool, typer.Option(
 
 
 @app.callback()
-def _options(debug: Annotated[bool, typer.Option(
+def _options(ctx: typer.Context, debug: Annotated[bool, typer.Option(
         "--debug", help="Show tracebacks and TensorFlow's own logs.")] = False) -> None:
-    _state["debug"] = debug
-    _state["out"] = None
+    ctx.obj = {"debug": debug}
     quiet_tensorflow(debug)
+
+
+def _debug(ctx: typer.Context | None) -> bool:
+    """--debug, as given before the command (the commands' contexts inherit its `obj`)."""
+    return bool(ctx is not None and (ctx.obj or {}).get("debug"))
 
 
 def _elsewhere(fn) -> str | None:
@@ -81,9 +83,9 @@ def _elsewhere(fn) -> str | None:
     return None
 
 
-def _os_error(e: OSError, elsewhere: str | None, run_dir: Path | None = None) -> str | None:
+def _os_error(e: OSError, elsewhere: str | None, folder: Path | None = None) -> str | None:
     """One line for the write errors a user can fix (a full or read-only folder)."""
-    where = _state["out"] or run_dir or e.filename or "the output folder"
+    where = folder or e.filename or "the output folder"
     also = f" or {elsewhere}" if elsewhere else ""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"No space left on the device while writing to {where}: free some space{also}."
@@ -105,7 +107,7 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if _state["debug"]:
+        if _debug(kwargs.get("ctx")):
             return fn(*args, **kwargs)
         try:
             return fn(*args, **kwargs)
@@ -118,7 +120,7 @@ def guarded(fn):
         except (typer.Exit, typer.Abort):
             raise
         except OSError as e:
-            message = _os_error(e, elsewhere, kwargs.get("run_dir"))
+            message = _os_error(e, elsewhere, kwargs.get("out_dir") or kwargs.get("run_dir"))
             if message is None:
                 raise _internal(e) from None
             _error_line(message)
@@ -141,10 +143,11 @@ def command(fn):
 
 @command
 def activations(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List the activation registry with each gradient-audit verdict (exit 1 if one fails)."""
-    import_tensorflow(_state["debug"])
+    import_tensorflow(_debug(ctx))
     from ..models.gradient_audit import audit_all
     from ..models.registry import ACTIVATIONS
 
@@ -175,6 +178,7 @@ def activations(
 
 @command
 def train(
+    ctx: typer.Context,
     models: Annotated[list[str] | None, typer.Argument(
         metavar="[MODEL]...", show_default=False,
         help=f"Zoo models to train (default: all): {', '.join(ZOO)}.")] = None,
@@ -208,9 +212,9 @@ def train(
                            else load_builtin(spec.dataset, seed))
         check_input_shape(spec, loaded[key].input_shape)
         jobs.append((spec, loaded[key]))
-    _writable(out_dir)
+    writable_folder(out_dir)
 
-    import_tensorflow(_state["debug"])
+    import_tensorflow(_debug(ctx))
     from .training_progress import train_with_progress
 
     records = train_with_progress(jobs, config, out_dir, err)
@@ -219,6 +223,7 @@ def train(
 
 @command
 def convert(
+    ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
         metavar="MODEL.keras...", show_default=False,
         help=".keras files, or folders of them (e.g. the output of `edgepipe train`).")],
@@ -245,21 +250,21 @@ def convert(
 
     modes = parse_modes(mode)
     files = custom_object_files(custom_objects)
-    _writable(out_dir)
-    import_tensorflow(_state["debug"])
+    writable_folder(out_dir)
+    import_tensorflow(_debug(ctx))
     from ..models.loading import load_options
     from .conversion import convert_files
 
     with load_options(_load_options(files, unsafe)), err.status("converting...") as status:
         variants, notes = convert_files(
-            models, modes, out_dir, rep_data, rep_samples, _state["debug"],
+            models, modes, out_dir, rep_data, rep_samples, _debug(ctx),
             on_variant=lambda v: status.update(f"converted {v.model}.{v.mode.value}"))
     for note in notes:
         err.print(f"note: {note}", highlight=False)
     out.print(variants_table([v.record for v in variants], out_dir))
     failed = {}  # one line per model and reason, with the modes it failed in
     for v in variants:
-        if v.status == "failed":
+        if v.status == ConversionStatus.FAILED:
             failed.setdefault((v.model, v.reason), []).append(v.mode.value)
     for (model, reason), failed_modes in failed.items():
         err.print(f"failed: {model} ({', '.join(failed_modes)}): {reason}", markup=False,
@@ -270,6 +275,7 @@ def convert(
 
 @command
 def check(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="A .tflite file, or a .keras model.")],
     target: Annotated[str | None, typer.Option(
         help="Judge against one target's op set: litert or tflm (default: show both).")] = None,
@@ -306,11 +312,11 @@ def check(
         check_keras_file(path)  # a wrong path is answered before TensorFlow's import (~15 s)
         modes = parse_modes(mode)
         files = custom_object_files(custom_objects)
-        import_tensorflow(_state["debug"])
+        import_tensorflow(_debug(ctx))
         from ..models.loading import load_options
 
         with load_options(_load_options(files, unsafe)):
-            records = check_keras(path, modes, rep_data, rep_samples, _state["debug"])
+            records = check_keras(path, modes, rep_data, rep_samples, _debug(ctx))
     else:
         raise EdgepipeError(f"Expected a .tflite or .keras file. Received: {path}")
     if as_json:
@@ -349,6 +355,7 @@ def _with_targets(config, ssh_identity: Path | None, ssh_python: str | None,
 
 @command
 def run(
+    ctx: typer.Context,
     config_path: Annotated[Path | None, typer.Option(
         "--config", help="A TOML run config (every key optional; see README).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="The run folder.")] = Path(
@@ -383,8 +390,8 @@ def run(
     Exit 0 only when every expected check passed (unsupported variants are documented TFLite
     limits); 1 when a variant failed or errored; 2 on bad input.
     """
-    from ..models.custom_objects import custom_object_files
     from .config import load_config
+    from .run import RunContext, run
 
     config = _with_targets(
         load_config(config_path, epochs=epochs, targets=targets.split(",") if targets else None,
@@ -393,33 +400,12 @@ def run(
                     custom_objects=list(custom_objects) if custom_objects else None,
                     unsafe=True if unsafe else None),
         ssh_identity, ssh_python, timeout)
-    from .parity import parity_stage
-    from .run import build_stage, collect
-    from .stages import Stages
-    from .workers import default_jobs
-
-    custom_object_files(config.custom_objects)
-    if config.keras:  # the user's files, checked before TensorFlow is imported
-        from ..models.datasets import load_npz_as_given
-        from ..models.loading import check_keras_file
-
-        for path in config.keras:
-            check_keras_file(Path(path))
-        load_npz_as_given(Path(config.data), config.seed)
-    _writable(out_dir)
-    check_run_folder(out_dir)
-    if config.unsafe:
-        _unsafe_warning()
-    workers = jobs or default_jobs()
-    stages = Stages(out_dir, force)
-    build_stage(config, out_dir, err, _state["debug"], stages, workers)
-    parity_stage(out_dir, config.targets, err, _state["debug"], config.target_options,
-                 config.budgets, stages, workers)
-    _finish(collect(out_dir, stages), out_dir)
+    _finish(run(RunContext.for_run(config, out_dir, err, _debug(ctx), jobs, force)), out_dir)
 
 
 @command
 def parity(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `edgepipe run`.")],
     target: Annotated[str | None, typer.Option(
         help="Comma-separated targets (default: the config's, else host,host-ref); "
@@ -433,32 +419,22 @@ def parity(
 ) -> None:
     """Run parity on an existing run folder (any targets), and rewrite its reports."""
     from .config import load_config
-    from .parity import parity_stage
-    from .run import collect
-    from .stages import Stages
-    from .workers import default_jobs
+    from .run import RunContext, parity
 
     config = _with_targets(load_config(config_path, targets=target.split(",") if target else None),
                            ssh_identity, ssh_python, timeout)
-    _require_run_dir(run_dir)
-    # Every entry runs again (a board may have changed); the results are recorded, so that a
-    # later `edgepipe run` in this folder reuses them.
-    stages = Stages(run_dir, force=True)
-    parity_stage(run_dir, config.targets, err, _state["debug"], config.target_options,
-                 config.budgets, stages, jobs or default_jobs())
-    _finish(collect(run_dir, stages), run_dir)
+    _finish(parity(RunContext.for_folder(config, run_dir, err, _debug(ctx), jobs)), run_dir)
 
 
 @command
-def targets() -> None:
+def targets(ctx: typer.Context) -> None:
     """List the parity targets and whether each can run on this machine."""
-    from .targets import TARGETS, availability
+    from .targets import listing
 
     table = Table(title="Parity targets")
     for col in ("target", "what it is", "here"):
         table.add_column(col)
-    for name, what in TARGETS.items():
-        why = availability(name)
+    for name, what, why in listing():
         table.add_row(name, what, "[green]ready[/]" if why is None else f"[yellow]{why}[/]")
     out.print(table)
 
@@ -471,42 +447,35 @@ app.add_typer(emulator_app, name="emulator")
 @emulator_app.command("setup")
 @guarded
 def emulator_setup(
+    ctx: typer.Context,
     force: Annotated[bool, typer.Option(help="Rebuild even when the cache is ready.")] = False,
 ) -> None:
     """Build the emulated board's arm64 sysroot in the cache (once; then it says it is ready)."""
-    from .emulator import setup
+    from .targets.emulator import setup
 
     setup(say=lambda text: err.print(text, highlight=False), force=force)
 
 
 @command
 def report(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `edgepipe run`.")],
 ) -> None:
     """Regenerate report.html (and junit.xml) from a run folder's results.json."""
     from .report import write_report
+    from .run import require_run_folder
 
-    _require_run_dir(run_dir)
-    if not (run_dir / "results.json").is_file():
+    require_run_folder(run_dir)
+    if not RunFolder(run_dir).results.is_file():
         raise EdgepipeError(f"{run_dir} has no results.json: run `edgepipe parity {run_dir}` "
                             "first.")
     out.print(f"wrote {write_report(run_dir, junit=True)}", highlight=False)
 
 
-def _require_run_dir(run_dir: Path) -> None:
-    if not (run_dir / "manifest.json").is_file():
-        raise EdgepipeError(f"{run_dir} is not a run folder (no manifest.json). Make one with "
-                            "`edgepipe run --out DIR`.")
-    check_run_folder(run_dir)
-    # parity and report write into it: a read-only folder is said before any work (`guarded`)
-    with tempfile.TemporaryFile(dir=run_dir, prefix=".edgepipe-probe-"):
-        pass
-
-
 def _finish(merged: dict, run_dir: Path) -> None:
+    folder = RunFolder(run_dir)
     out.print(parity_table(merged))
-    out.print(f"wrote {run_dir / 'results.json'}, {run_dir / 'junit.xml'}, "
-              f"{run_dir / 'report.html'}", highlight=False)
+    out.print(f"wrote {folder.results}, {folder.junit}, {folder.report}", highlight=False)
     if not merged["summary"]["ok"]:
         raise typer.Exit(1)
 
@@ -516,7 +485,7 @@ def _check_name(record: dict) -> str:
 
 
 def _check_reason(record: dict, targets) -> str:
-    if record["status"] == "failed":
+    if record["status"] == ConversionStatus.FAILED:
         return record["reason"]
     bad = [u for t in targets for u in record["audit"]["targets"][t]["unsupported_ops"]]
     return f"{', '.join(targets)} cannot run every op: {'; '.join(bad)}"
@@ -560,26 +529,6 @@ def _print_check(record: dict, targets, check_failed: bool) -> None:
     out.print(f"{name}: {verdict}", highlight=False)
 
 
-def _writable(folder: Path) -> None:
-    """Refuse an output folder that cannot be created or written, or is full, before any work;
-    a disk that fills up later is caught by `guarded` (files are written whole or not at all)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgepipeError(f"Cannot create output folder {folder}: {e.strerror}. "
-                            "Choose another --out.") from None
-    try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".edgepipe-probe-"):
-            pass
-    except OSError as e:
-        raise EdgepipeError(f"Output folder {folder} is not writable: {e.strerror}. "
-                            "Choose another --out.") from None
-    if shutil.disk_usage(folder).free == 0:
-        raise EdgepipeError(f"Output folder {folder} is on a full file system (0 bytes free). "
-                            "Free some space or choose another --out.")
-    _state["out"] = folder
-
-
 def _load_options(files, unsafe: bool):
     """Import the --custom-objects files (TensorFlow is imported by now); warn about --unsafe."""
     from ..models.loading import LoadOptions
@@ -591,9 +540,9 @@ def _load_options(files, unsafe: bool):
 
 
 def _unsafe_warning() -> None:
-    from ..models.loading import UNSAFE_WARNING
+    from .run import warn_unsafe
 
-    err.print(Text.assemble(("warning: ", "yellow"), UNSAFE_WARNING), soft_wrap=True)
+    warn_unsafe(err)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -33,12 +33,12 @@
 
 Unknown keys are errors that suggest the nearest valid key. Every value's type and range is
 checked before any work, by the rule its key has in RUN_RULES, TOLERANCE_RULES, TARGET_RULES
-(pipeline/targets.py) or BUDGET_RULES (pipeline/budgets.py): lists hold distinct names, seed is
-0 ... 2**32 - 1, every float is finite (NaN and inf are refused), timeouts are at most a week.
+(pipeline/targets/options.py) or BUDGET_RULES (pipeline/budgets.py): lists hold distinct names,
+seed is 0 ... 2**32 - 1, every float is finite (NaN and inf are refused), timeouts are at most a
+week.
 """
 
 import dataclasses
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +46,7 @@ from pathlib import Path
 import tomllib
 
 from ..converters.modes import QuantMode
-from ..core.errors import EdgepipeError, unknown_name
+from ..core.errors import EdgepipeError, unknown_key, unknown_name
 from ..models.zoo import ZOO
 from .budgets import BUDGET_KEYS, check_budget
 from .targets import TARGET_RULES, TargetOptions, check_target
@@ -144,12 +144,6 @@ class RunConfig:
             seen[name] = path
 
 
-def _unknown_key(key: str, valid, where: str) -> EdgepipeError:
-    near = difflib.get_close_matches(key, valid, n=1)
-    hint = f" Did you mean {near[0]!r}?" if near else f" Valid keys: {', '.join(valid)}."
-    return EdgepipeError(f"Unknown key {key!r} in {where}.{hint}")
-
-
 def load_config(path: Path | None, **overrides) -> RunConfig:
     """Read `path` (or nothing), then apply command-line overrides that are not None. Every
     value's type and range is checked here, before any work, with the file and key named."""
@@ -157,12 +151,12 @@ def load_config(path: Path | None, **overrides) -> RunConfig:
     where = str(path)
     for key, value in data.items():
         if key not in SECTIONS:
-            raise _unknown_key(key, SECTIONS, where)
+            raise unknown_key(key, SECTIONS, where)
         TABLE.check(f"[{key}]", value, where)
     run = dict(data.get("run", {}))
     for key in run:
         if key not in RUN_KEYS:
-            raise _unknown_key(key, RUN_KEYS, f"{where} [run]")
+            raise unknown_key(key, RUN_KEYS, f"{where} [run]")
     check_table(RUN_RULES, run, f"{where} [run]")
     if "keras" in run and "models" in run:
         raise EdgepipeError(f"{where} [run] has both models (zoo) and keras (your own models); "
@@ -227,12 +221,12 @@ def _check_tolerances(tolerances: dict, names: list[str], where: str) -> None:
         TABLE.check(f"[tolerances.{model}]", per_mode, where)
         for mode, bounds in per_mode.items():
             if mode not in modes:
-                raise _unknown_key(mode, modes, f"{where} [tolerances.{model}]")
+                raise unknown_key(mode, modes, f"{where} [tolerances.{model}]")
             table = f"[tolerances.{model}.{mode}]"
             TABLE.check(table, bounds, where)
             for key in bounds:
                 if key not in TOLERANCE_RULES:
-                    raise _unknown_key(key, TOLERANCE_KEYS, f"{where} {table}")
+                    raise unknown_key(key, TOLERANCE_KEYS, f"{where} {table}")
             check_table(TOLERANCE_RULES, bounds, f"{where} {table}")
 
 
@@ -260,7 +254,7 @@ def with_target_options(config: RunConfig, **overrides) -> RunConfig:
 def _target_options(table: dict, where: str) -> TargetOptions:
     for key in table:
         if key not in TARGET_RULES:
-            raise _unknown_key(key, TARGET_KEYS, f"{where} [targets]")
+            raise unknown_key(key, TARGET_KEYS, f"{where} [targets]")
     check_table(TARGET_RULES, table, f"{where} [targets]")
     return TargetOptions(**{k: tuple(v) if isinstance(v, list) else v
                             for k, v in table.items()})
@@ -272,6 +266,6 @@ def _budgets(table: dict, where: str) -> dict:
         TABLE.check(f'[budgets."{target}"]', budget, where)
         for key in budget:
             if key not in BUDGET_KEYS:
-                raise _unknown_key(key, BUDGET_KEYS, f"{where} [budgets.{target}]")
+                raise unknown_key(key, BUDGET_KEYS, f"{where} [budgets.{target}]")
         check_budget(target, budget, f"{where} [budgets.{target}]")
     return dict(table)

@@ -1,30 +1,112 @@
-"""`edgepipe run`: train -> audit and convert every mode -> bundle -> parity -> reports.
+"""The one run flow: `edgepipe run` and `edgepipe parity` are `run(ctx)` and `parity(ctx)`.
 
-The run folder is the bundle (docs/bundle.md) plus the results of every target.
+    run(ctx)     build (train -> audit and convert every mode -> bundle) -> parity -> collect
+    parity(ctx)  parity -> collect, on a run folder made before
+
+The run folder is the bundle (docs/bundle.md) plus the results of every target. A `RunContext`
+is made once, after every input was checked, and carries what each stage needs.
 """
 
-import json
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from rich.text import Text
 
 from ..core.errors import EdgepipeError
-from ..core.files import sha256_file, write_json
-from ..device_tests.bundle import BundleError, load_bundle, one_line
-from .boundary import analyse
+from ..core.files import check_run_folder, writable_folder
+from ..device_tests.schema import ConversionStatus, RunFolder
 from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, stage_name
 from .bundle import write_manifest
 from .config import RunConfig
-from .parity import read_results
-from .stages import Stages, code_version, digest
-from .targets import order_key
-from .workers import in_context, prepare, run_jobs
+from .parity import parity_stage
+from .results import check_other_results, collect
+from .stages import Stages
+from .workers import default_jobs, in_context, prepare, run_jobs
 
 
-def build_stage(config: RunConfig, out: Path, console, debug: bool, stages: Stages,
-                workers: int) -> dict:
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage of one run needs."""
+
+    config: RunConfig
+    folder: RunFolder
+    console: object  # a rich Console: the progress lines (stderr)
+    stages: Stages
+    debug: bool = False
+    workers: int = 1
+
+    @property
+    def out(self) -> Path:
+        return self.folder.root
+
+    @classmethod
+    def for_run(cls, config: RunConfig, out_dir: Path, console, debug: bool = False,
+                jobs: int | None = None, force: bool = False) -> "RunContext":
+        """A new or earlier run folder for `run`: the user's files are checked before
+        TensorFlow is imported and before the folder is made, then the folder."""
+        from ..models.custom_objects import custom_object_files
+
+        custom_object_files(config.custom_objects)
+        if config.keras:
+            from ..models.datasets import load_npz_as_given
+            from ..models.loading import check_keras_file
+
+            for path in config.keras:
+                check_keras_file(Path(path))
+            load_npz_as_given(Path(config.data), config.seed)
+        writable_folder(out_dir)
+        check_run_folder(out_dir)
+        if config.unsafe:
+            warn_unsafe(console)
+        return cls(config, RunFolder(out_dir), console, Stages(out_dir, force), debug,
+                   jobs or default_jobs())
+
+    @classmethod
+    def for_folder(cls, config: RunConfig, run_dir: Path, console, debug: bool = False,
+                   jobs: int | None = None) -> "RunContext":
+        """An existing run folder for `parity`. Every entry runs again (a board may have
+        changed); the results are recorded, so that a later `run` in it reuses them."""
+        require_run_folder(run_dir)
+        return cls(config, RunFolder(run_dir), console, Stages(run_dir, force=True), debug,
+                   jobs or default_jobs())
+
+
+def run(ctx: RunContext) -> dict:
+    """Build every model, run parity on every target, collect; the merged results."""
+    build_stage(ctx)
+    return parity(ctx)
+
+
+def parity(ctx: RunContext) -> dict:
+    """Parity on every target of the config, then the merged results and the reports."""
+    check_other_results(ctx.folder, ctx.config.targets)
+    parity_stage(ctx)
+    return collect(ctx.out, ctx.stages)
+
+
+def require_run_folder(run_dir: Path) -> None:
+    """A run folder made by `edgepipe run`, safe to read, and writable (parity and report
+    write into it: a read-only folder is said before any work)."""
+    if not RunFolder(run_dir).manifest.is_file():
+        raise EdgepipeError(f"{run_dir} is not a run folder (no manifest.json). Make one with "
+                            "`edgepipe run --out DIR`.")
+    check_run_folder(run_dir)
+    with tempfile.TemporaryFile(dir=run_dir, prefix=".edgepipe-probe-"):
+        pass
+
+
+def warn_unsafe(console) -> None:
+    from ..models.loading import UNSAFE_WARNING
+
+    console.print(Text.assemble(("warning: ", "yellow"), UNSAFE_WARNING), soft_wrap=True)
+
+
+def build_stage(ctx: RunContext) -> dict:
     """Train (zoo), convert and bundle every model whose stages are not fresh, `workers` models
     at a time; write the manifest from every model's blocks; return it."""
+    config, out, console, stages = ctx.config, ctx.out, ctx.console, ctx.stages
+    debug, workers = ctx.debug, ctx.workers
     names = list(config.user_models) if config.keras else list(config.models)
     jobs = [BuildJob(name, first, config, out, debug) for name in names
             if (first := _first_stale(config, out, name, stages))]
@@ -72,127 +154,8 @@ def _built_line(job: BuildJob, summary: dict) -> str:
                      f"{', early stop' if t['early_stopped'] else ''})")
     if "converted" in summary:
         bad = [f"{mode} {status}" for mode, status in summary["converted"]
-               if status != "converted"]
+               if status != ConversionStatus.CONVERTED]
         parts.append(f"converted {len(summary['converted'])} modes"
                      + (f" ({', '.join(bad)})" if bad else ""))
     parts.append("bundled")
     return f"{job.name}: {', '.join(parts)}, {summary['seconds']:.1f} s"
-
-
-def level_difference(a: np.ndarray, b: np.ndarray, step: float) -> int:
-    """The largest difference in quantization levels between two dequantized outputs of the
-    same integer tensor: (q - zero_point) * step is an integer multiple of the step, so
-    rounding recovers the level exactly despite float32 noise."""
-    return int(np.max(np.abs(np.rint(a / step) - np.rint(b / step))))
-
-
-def compare_targets(out: Path, results: list, target: str, baseline: str) -> None:
-    """Add `vs_<baseline>` metrics to each of `target`'s records: the largest difference from
-    the baseline's outputs, in output steps for integer variants, where both were saved. Two
-    implementations of the same reference kernels may differ by one rounding: an integer
-    variant more than one step apart fails."""
-    saved = {(r["id"], r["target"]): r.get("outputs") for r in results}
-    for r in results:
-        other = saved.get((r["id"], baseline))
-        if r["target"] != target or r["status"] not in ("pass", "fail") or not (
-                r.get("outputs") and other):
-            continue
-        mine = np.load(out / r["outputs"], allow_pickle=False).astype(np.float64)
-        theirs = np.load(out / other, allow_pickle=False).astype(np.float64)
-        if mine.shape != theirs.shape:
-            continue
-        diff = float(np.max(np.abs(mine - theirs))) if mine.size else 0.0
-        step = (r.get("tolerance") or {}).get("output_step")
-        block = {"max_abs": diff, "steps": None}
-        r["metrics"][f"vs_{baseline}"] = block
-        if step and r["mode"] in ("int8", "int16x8") and mine.size:
-            block["steps"] = level_difference(mine, theirs, step)
-            ok = block["steps"] <= 1
-            r["checks"].append({"name": f"vs {baseline} (steps)", "value": block["steps"],
-                                "bound": 1.0, "ok": ok})
-            if not ok:
-                r["status"] = "fail"
-                r["reason"] = "; ".join(filter(None, [
-                    r.get("reason"), f"{block['steps']} output steps from {baseline} "
-                    f"(bound 1)"]))
-
-
-def _boundary(bundle, out: Path, r: dict, boundary: dict, steps: list) -> dict:
-    """The boundary analysis of one result: the bundle's files verified by sha256, the
-    variant's outputs of the reference's shape."""
-    try:
-        preacts = [bundle.array(p, sha, f"models.{r['model']}.boundary.preact")
-                   for p, sha in zip(boundary["preact"], boundary["preact_sha256"], strict=True)]
-        model = bundle.model(r["model"])
-        ref = bundle.array(model["reference"], model["reference_sha256"],
-                           f"models.{r['model']}.reference")
-    except BundleError as exc:
-        raise EdgepipeError(str(exc)) from None
-    try:
-        variant = np.load(out / r["outputs"], allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise EdgepipeError(f"{out / r['outputs']}: not a readable .npy ({one_line(e)}); rerun "
-                            "`edgepipe parity` on the run folder.") from None
-    n = len(ref)
-    if variant.shape != ref.shape or any(p.ndim == 0 or len(p) != n for p in preacts):
-        raise EdgepipeError(f"{out / r['outputs']} holds shape {variant.shape} where the "
-                            f"reference holds {ref.shape} (or a boundary file disagrees); it is "
-                            "not this bundle's output: rerun `edgepipe parity --force`.")
-    return analyse(preacts, steps, boundary["kink"], variant, ref)
-
-
-def collect(out: Path, stages: Stages | None = None) -> dict:
-    """Merge per-target results, add the boundary analysis, write results.json, junit.xml and
-    report.html; return the merged document. With `stages`, reuse them when neither the
-    manifest, the results nor the code changed."""
-    manifest_path = out / "manifest.json"
-    key = digest("collect", code_version("pipeline", "device_tests"), sha256_file(manifest_path),
-                 {p.name: sha256_file(p) for p in sorted((out / "results").glob("*.json"))})
-    if stages is not None and stages.fresh("collect", key):
-        return json.loads((out / "results.json").read_text())
-    merged = _merge(out, manifest_path)
-    if stages is not None:
-        stages.record("collect", key, ["results.json", "junit.xml", "report.html"])
-        stages.save()
-    return merged
-
-
-def _merge(out: Path, manifest_path: Path) -> dict:
-    from .junit import write_junit
-    from .report import write_report
-
-    try:
-        bundle = load_bundle(out)  # every field checked, every file verified as it is read
-    except BundleError as exc:
-        raise EdgepipeError(str(exc)) from None
-    manifest = bundle.manifest
-    targets, results = {}, []
-    loaded = [(read_results(p), p) for p in sorted((out / "results").glob("*.json"))]
-    for doc, path in sorted(loaded, key=lambda pair: order_key(pair[0]["target"])):
-        targets[doc["target"]] = {k: doc.get(k) for k in ("runtime", "platform", "seconds")}
-        for r in doc["results"]:
-            if r.get("outputs"):  # relative to the results file: make it relative to the run
-                try:
-                    r["outputs"] = (path.parent / r["outputs"]).resolve().relative_to(
-                        out.resolve()).as_posix()
-                except ValueError:  # a results file may come from a board: trust no path
-                    r["outputs"] = None
-        results += doc["results"]
-    for r in results:
-        boundary = manifest["models"].get(r["model"], {}).get("boundary")
-        steps = (boundary or {}).get("input_steps", {}).get(r["mode"])
-        if boundary and steps and r.get("outputs") and isinstance(r.get("metrics"), dict):
-            r["metrics"]["boundary"] = _boundary(bundle, out, r, boundary, steps)
-    compare_targets(out, results, "tflm", "host-ref")
-    counts = {s: sum(r["status"] == s for r in results)
-              for s in ("pass", "fail", "unsupported", "error")}
-    # An entry with no result on a target that ran is not a pass: the run is incomplete.
-    have = {(r["id"], r["target"]) for r in results}
-    counts["missing"] = sum((e["id"], t) not in have for e in manifest["entries"] for t in targets)
-    ok = counts["fail"] == 0 and counts["error"] == 0 and counts["missing"] == 0
-    merged = {"schema_version": 1, "manifest_sha256": sha256_file(manifest_path),
-              "targets": targets, "results": results, "summary": {**counts, "ok": ok}}
-    write_json(out / "results.json", merged)
-    write_junit(out, merged)
-    write_report(out)
-    return merged

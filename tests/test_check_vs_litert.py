@@ -34,7 +34,7 @@ from mutations import recursive_while
 from test_fuzz import _case_file, _cases, _originals
 from test_tflite_file import _built
 
-from edgepipe.converters.op_audit import TARGETS
+from edgepipe.converters.op_audit import OP_SETS
 from edgepipe.converters.tflite_file import read_tflite_file
 from edgepipe.core.errors import EdgepipeError
 from edgepipe.device_tests.isolation import run_isolated
@@ -72,7 +72,7 @@ def _check_verdict(path) -> tuple[str, bool]:
     the file loads: it passed the reader and LiteRT loaded it in check's child; a file with
     custom ops, which check does not load, is not said to load)."""
     try:
-        record = check_tflite(path, TARGETS)
+        record = check_tflite(path, OP_SETS)
     except EdgepipeError:
         return "refused", False
     verdict = "pass" if record["status"] == "converted" else "fail"
@@ -185,7 +185,7 @@ def test_a_crash_of_litert_is_a_failed_check(tmp_path):
     needs(HAVE_LITERT, "ai-edge-litert is not installed: nothing to crash")
     path = tmp_path / "recursive.float32.tflite"
     path.write_bytes(recursive_while())
-    record = check_tflite(path, TARGETS)
+    record = check_tflite(path, OP_SETS)
     assert record["status"] == "failed"
     assert record["reason"].startswith("the structure is valid, but LiteRT refuses it "
                                        "(ai-edge-litert ")
@@ -216,7 +216,7 @@ def test_a_custom_op_fails_the_audit_and_is_not_loaded(tmp_path):
     path.write_bytes(_built(lambda schema, model, w: setattr(
         model, "operatorCodes", [schema.OperatorCodeT(deprecatedBuiltinCode=32, builtinCode=32,
                                                       customCode="MyOp")])))
-    record = check_tflite(path, TARGETS)
+    record = check_tflite(path, OP_SETS)
     assert record["status"] == "failed"
     assert record["reason"] == ("op 0 (MyOp) in subgraph 0 is a custom op: no target has a kernel "
                                 "for it unless you register one")

@@ -575,12 +575,13 @@ def test_cli_exit_2_on_a_bad_bundle_without_traceback_unless_debug(copy, tmp_pat
 def test_the_pipeline_shows_the_runners_own_error_line(copy, tmp_path):
     """`edgepipe parity` reports what the runner said when it refused (exit 2), in one line."""
     from edgepipe.core.errors import EdgepipeError
-    from edgepipe.pipeline.targets import TargetOptions, run_target
+    from edgepipe.device_tests.schema import RunFolder
+    from edgepipe.pipeline.targets import TargetOptions, get_target
 
     (copy / "results" / "outputs").mkdir(parents=True)
     (copy / "results" / "outputs" / "host").symlink_to(tmp_path, target_is_directory=True)
     with pytest.raises(EdgepipeError) as caught:
-        run_target("host", copy, TargetOptions())
+        get_target("host").run(copy, RunFolder(copy).target_results("host"), TargetOptions())
     assert str(caught.value).startswith("The parity runner failed on host (exit 2): "
                                         f"{copy}/results/outputs/host is a symbolic link")
     assert "\n" not in str(caught.value)

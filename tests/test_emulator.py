@@ -1,4 +1,5 @@
-"""The qemu-aarch64 target: the parity runner on an emulated Arm board (pipeline/emulator.py).
+"""The qemu-aarch64 target: the parity runner on an emulated Arm board
+(pipeline/targets/emulator.py).
 
 The tests that run the emulator need the sysroot built by `edgepipe emulator setup`; without it
 they skip with the reason (and fail under EDGEPIPE_REQUIRE_TARGETS=1).
@@ -14,7 +15,7 @@ from conftest import needs
 from tiny_bundle import by_id
 
 from edgepipe.core.errors import EdgepipeError
-from edgepipe.pipeline import emulator
+from edgepipe.pipeline.targets import emulator
 
 pytestmark = pytest.mark.emulator
 

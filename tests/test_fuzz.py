@@ -40,7 +40,7 @@ from conftest import needs
 from mutations import KINDS, add_entry, mutate
 from tiny_bundle import by_id, read_manifest, write_manifest
 
-from edgepipe.converters.op_audit import TARGETS
+from edgepipe.converters.op_audit import OP_SETS
 from edgepipe.core.errors import EdgepipeError
 from edgepipe.pipeline.check import check_tflite
 
@@ -86,7 +86,7 @@ def _check_in_process(path: Path, case: tuple) -> str:
     LiteRT) or "refused" (one-line EdgepipeError)."""
     started = time.perf_counter()
     try:
-        record = check_tflite(path, TARGETS)
+        record = check_tflite(path, OP_SETS)
         json.dumps(record)  # what --json prints
         outcome = record["status"]
         if record["litert"] and record["litert"]["loads"] is False:

@@ -278,7 +278,7 @@ def test_tflm_hang_is_cut_with_the_probes_of_the_worker(broken, tmp_path, monkey
 def test_the_emulated_board_contains_both(broken, tmp_path):
     """Under qemu-user the guest cannot exec its own Python (no binfmt_misc): the worker is a
     fork, and the guest's SIGSEGV reaches the runner as a signal."""
-    from edgepipe.pipeline import emulator
+    from edgepipe.pipeline.targets import emulator
 
     why = emulator.ready()
     needs(why is None, f"qemu-aarch64: {why}")

@@ -1,4 +1,5 @@
-"""The `ethos-u` target (pipeline/npu.py): Vela's report on real int8/int16x8 files.
+"""The `ethos-u` target (pipeline/targets/ethos_u.py, vela.py): Vela's report on real int8/int16x8
+files.
 
 Two tiny models are converted here, cheaper than the zoo: a step MLP (GREATER + SELECT_V2, which
 Vela leaves on the CPU of an Ethos-U55) and a swish MLP (LOGISTIC + MUL, all on the NPU).
@@ -18,14 +19,15 @@ from tiny_bundle import by_id, entry_of, read_manifest, sha256_file, write_manif
 from edgepipe.converters.tflite_file import read_tflite_file
 from edgepipe.core.errors import EdgepipeError
 from edgepipe.device_tests.bundle import sha256_bytes
-from edgepipe.pipeline import npu
+from edgepipe.pipeline.targets import vela as vela_tool  # `vela` is the fixture below
+from edgepipe.pipeline.targets.ethos_u import run_vela
 
-HAVE_VELA = npu.vela_available()
+HAVE_VELA = vela_tool.vela_available()
 
 
 @pytest.fixture
 def vela():
-    needs(HAVE_VELA, f"Vela is not installed ({npu.INSTALL_HINT})")
+    needs(HAVE_VELA, f"Vela is not installed ({vela_tool.INSTALL_HINT})")
 
 
 def _convert(model, x, mode):
@@ -70,7 +72,7 @@ def small(tmp_path_factory):
 def test_cpu_fallback_is_named_and_counts_add_up(vela, small, tmp_path):
     model = read_tflite_file(small["step.int8"])
     assert model.op_counts() == {"FULLY_CONNECTED": 2, "GREATER": 1, "SELECT_V2": 1}
-    report = npu.vela_report(small["step.int8"], tmp_path)
+    report = vela_tool.vela_report(small["step.int8"], tmp_path)
     assert report["npu_ops"] + report["cpu_ops"] == len(model.operators)
     assert (report["npu_ops"], report["cpu_ops"]) == (2, 2)
     assert [(c["op"], c["count"]) for c in report["cpu_fallback"]] == [
@@ -84,28 +86,28 @@ def test_cpu_fallback_is_named_and_counts_add_up(vela, small, tmp_path):
     assert report["system_config"] == "Ethos_U55_High_End_Embedded"
     assert report["memory_mode"] == "Shared_Sram"
     assert report["weights_area"] == "Off-chip Flash"
-    reason = npu.summary_reason(report)
+    reason = vela_tool.summary_reason(report)
     assert reason.startswith("report only: 2/4 ops on the NPU; CPU: GREATER x1, SELECT_V2 x1")
 
 
 def test_swish_goes_entirely_to_the_npu(vela, small, tmp_path):
     model = read_tflite_file(small["swish.int8"])
     assert model.op_counts() == {"FULLY_CONNECTED": 2, "LOGISTIC": 1, "MUL": 1}
-    report = npu.vela_report(small["swish.int8"], tmp_path)
+    report = vela_tool.vela_report(small["swish.int8"], tmp_path)
     assert (report["npu_ops"], report["cpu_ops"], report["cpu_fallback"]) == (4, 0, [])
     assert report["cycles"] > 0 and report["sram_bytes"] > 0 and report["flash_bytes"] > 0
 
 
 def test_int16x8_runs_on_the_npu_but_float_io_stays_on_the_cpu(vela, small, tmp_path):
     model = read_tflite_file(small["swish.int16x8"])
-    report = npu.vela_report(small["swish.int16x8"], tmp_path)
+    report = vela_tool.vela_report(small["swish.int16x8"], tmp_path)
     assert report["npu_ops"] + report["cpu_ops"] == len(model.operators)
     assert {c["op"] for c in report["cpu_fallback"]} == {"QUANTIZE", "DEQUANTIZE"}
     assert report["npu_ops"] == 4  # FULLY_CONNECTED x2, LOGISTIC, MUL in int16
 
 
 def test_ethos_u85_runs_the_step_on_the_npu(vela, small, tmp_path):
-    report = npu.vela_report(small["step.int8"], tmp_path, "ethos-u85-256")
+    report = vela_tool.vela_report(small["step.int8"], tmp_path, "ethos-u85-256")
     assert (report["npu_ops"], report["cpu_ops"]) == (4, 0)
     assert report["accelerator"] == "ethos-u85-256" and report["cycles"] > 0
 
@@ -114,7 +116,7 @@ def test_corrupt_tflite_is_one_line(vela, tmp_path):
     bad = tmp_path / "bad.int8.tflite"
     bad.write_bytes(b"not a model at all")
     with pytest.raises(EdgepipeError) as info:
-        npu.vela_report(bad, tmp_path)
+        vela_tool.vela_report(bad, tmp_path)
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in message and str(bad) in message
 
@@ -128,9 +130,9 @@ def test_corrupt_tflite_is_one_line(vela, tmp_path):
 def test_vela_failure_is_one_line(small, tmp_path, monkeypatch, script, timeout, words):
     fake = tmp_path / "fake_vela.py"
     fake.write_text(script)
-    monkeypatch.setattr(npu, "vela_command", lambda: [sys.executable, str(fake)])
+    monkeypatch.setattr(vela_tool, "vela_command", lambda: [sys.executable, str(fake)])
     with pytest.raises(EdgepipeError) as info:
-        npu.vela_report(small["step.int8"], tmp_path, timeout=timeout)
+        vela_tool.vela_report(small["step.int8"], tmp_path, timeout=timeout)
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in message
     for word in words:
@@ -138,9 +140,9 @@ def test_vela_failure_is_one_line(small, tmp_path, monkeypatch, script, timeout,
 
 
 def test_missing_vela_names_the_install(small, tmp_path, monkeypatch):
-    monkeypatch.setattr(npu, "vela_command", lambda: None)
+    monkeypatch.setattr(vela_tool, "vela_command", lambda: None)
     with pytest.raises(EdgepipeError, match=r"pip install 'edgepipe\[npu\]'"):
-        npu.vela_report(small["step.int8"], tmp_path)
+        vela_tool.vela_report(small["step.int8"], tmp_path)
 
 
 # ------------------------------------------------------------------------------- run_target
@@ -155,7 +157,7 @@ def copy(tiny_bundle, tmp_path):
 
 def test_run_target_on_the_tiny_bundle(vela, copy, tmp_path):
     out = tmp_path / "results" / "ethos-u.json"
-    document = npu.run_target(copy, out)
+    document = run_vela(copy, out)
     assert json.loads(out.read_text()) == document
     assert not list(out.parent.glob(".*.tmp"))  # the atomic write left no temp file
     assert document["schema_version"] == 1 and document["target"] == "ethos-u"
@@ -173,7 +175,8 @@ def test_run_target_on_the_tiny_bundle(vela, copy, tmp_path):
         assert report["cpu_fallback"] == []  # FULLY_CONNECTED, TANH / SOFTMAX: all on the NPU
         assert report["cycles"] > 0 and report["sram_bytes"] > 0 and report["flash_bytes"] > 0
         assert record["reason"].startswith("report only: 3/3 ops on the NPU")
-        assert record["checks"] == [] and record["tolerance"] is None
+        assert record["checks"] == []
+        assert record["tolerance"] == entry_of(read_manifest(copy), record["id"]).get("tolerance")
         assert record["invoke"] is None and record["target"] == "ethos-u"
         record = records[f"{model}-float32"]
         assert record["status"] == "unsupported" and record["metrics"] is None
@@ -193,7 +196,7 @@ def test_run_target_bad_entries_are_errors_of_their_own(vela, copy, tmp_path):
                                 "status": "failed", "reason": "converter crashed",
                                 "tflite": None, "sha256": None})
     write_manifest(copy, manifest)
-    records = by_id(npu.run_target(copy, tmp_path / "ethos-u.json"))
+    records = by_id(run_vela(copy, tmp_path / "ethos-u.json"))
     assert records["mlp-int8"]["status"] == "error"
     assert "sha256" in records["mlp-int8"]["reason"]
     assert "tflite/mlp.int8.tflite" in records["mlp-int8"]["reason"]
@@ -207,12 +210,12 @@ def test_run_target_bad_entries_are_errors_of_their_own(vela, copy, tmp_path):
 
 
 def test_run_target_without_vela_says_what_to_install(copy, tmp_path, monkeypatch):
-    monkeypatch.setattr(npu, "vela_command", lambda: None)
+    monkeypatch.setattr(vela_tool, "vela_command", lambda: None)
     with pytest.raises(EdgepipeError, match="ethos-u-vela"):
-        npu.run_target(copy, tmp_path / "ethos-u.json")
+        run_vela(copy, tmp_path / "ethos-u.json")
     assert not (tmp_path / "ethos-u.json").exists()
 
 
 def test_run_target_refuses_an_unknown_accelerator_up_front(copy, tmp_path):
     with pytest.raises(EdgepipeError, match="Unknown accelerator 'ethos-u55-512'"):
-        npu.run_target(copy, tmp_path / "ethos-u.json", accelerator="ethos-u55-512")
+        run_vela(copy, tmp_path / "ethos-u.json", accelerator="ethos-u55-512")

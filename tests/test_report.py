@@ -14,9 +14,7 @@ from conftest import imported_modules
 
 from edgepipe.core.errors import EdgepipeError
 from edgepipe.core.files import PARTIAL
-from edgepipe.pipeline import report
-from edgepipe.pipeline.junit import write_junit
-from edgepipe.pipeline.report import target_differences, write_report
+from edgepipe.pipeline.report import entries, target_differences, write_junit, write_report
 
 N_CLS, CLASSES, N_REG = 40, 4, 30
 STEP8 = 1 / 256
@@ -444,7 +442,7 @@ def test_verdict_pass_and_incomplete(run_dir):
 
 
 def test_plot_budget_goes_to_failing_variants_first(run_dir, monkeypatch):
-    monkeypatch.setattr(report, "MAX_PLOTTED", 2)
+    monkeypatch.setattr(entries, "MAX_PLOTTED", 2)
     page = write_report(run_dir).read_text(encoding="utf-8")
     for entry_id in ("mlp_step-int8", "mlp_step-dynamic"):
         assert _section(page, entry_id).count("data:image/png;base64,") == 2
@@ -485,7 +483,7 @@ def test_a_report_of_unchanged_results_draws_no_plot_again(run_dir):
 
 
 def test_report_and_junit_modules_do_not_import_tensorflow():
-    code = "import edgepipe.pipeline.report, edgepipe.pipeline.junit"
+    code = "import edgepipe.pipeline.report"
     # matplotlib too: it is only imported when a report is drawn
     assert imported_modules(code, ("tensorflow", "keras", "matplotlib")) == []
 

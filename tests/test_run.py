@@ -96,7 +96,7 @@ def test_parity_on_a_folder_that_is_not_a_run(tmp_path):
 def test_a_result_missing_on_one_target_makes_the_run_incomplete(run_dir, tmp_path):
     import shutil
 
-    from edgepipe.pipeline.run import collect
+    from edgepipe.pipeline.results import collect
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir[0], copy)

@@ -20,8 +20,9 @@ from conftest import needs
 from tiny_bundle import by_id, entry_of, read_manifest, write_manifest
 
 from edgepipe.core.errors import EdgepipeError
-from edgepipe.device_tests.runner import run_bundle, target_folder
-from edgepipe.pipeline.ssh_target import (
+from edgepipe.device_tests.runner import run_bundle
+from edgepipe.device_tests.schema import target_folder
+from edgepipe.pipeline.targets.ssh import (
     SshTarget,
     _remote_command,
     _runner_files,

@@ -17,7 +17,7 @@ from tiny_bundle import by_id
 from edgepipe.device_tests.runner import run_bundle
 from edgepipe.device_tests.tflm import PROBE, refusal
 from edgepipe.pipeline.budgets import apply_budgets
-from edgepipe.pipeline.run import level_difference
+from edgepipe.pipeline.results import output_steps
 
 HAVE_TFLM = importlib.util.find_spec("tflite_micro") is not None
 NO_TFLM = "tflite-micro is not installed (pip install 'edgepipe[micro]'; x86-64 Linux only)"
@@ -74,7 +74,7 @@ def test_int8_outputs_are_within_one_step_of_the_reference_kernels(tflm, tflm_ru
         theirs = np.load(tmp_path / by_id(reference)[rid]["outputs"])
         step = (record["tolerance"] or {}).get("output_step")
         if step:
-            assert level_difference(mine, theirs, step) <= 1, rid
+            assert output_steps(mine, theirs, step) <= 1, rid
         else:
             np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 

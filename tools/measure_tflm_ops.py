@@ -322,18 +322,19 @@ def _error_line(exc: Exception) -> str:
     return line[:300]
 
 
-def convert(model, mode: str, rng: np.random.Generator, low: float, high: float) -> bytes:
+def convert(model, mode: str, rng: np.random.Generator, low: float, high: float,
+            fixed_batch: bool = False) -> bytes:
+    """`model` converted exactly as the pipeline converts it (converters/convert.py: a
+    SavedModel export, then the mode's settings), so that the table measures what edgepipe
+    makes. `<mode>-floatio` is `<mode>` with float input and output, a variant the pipeline
+    does not make: only the I/O types differ. `fixed_batch` (the API checks only) converts the
+    Keras model directly, with the same settings: the export makes every batch size dynamic."""
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode == "float32":
-        return conv.convert()
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
-        conv.target_spec.supported_types = [tf.float16]
-        return conv.convert()
-    if mode == "dynamic":
-        return conv.convert()
+    from edgepipe.converters.convert import configure, make_converter, temporary_export
+    from edgepipe.converters.modes import QuantMode
+
+    base = QuantMode(mode.removesuffix("-floatio"))
     # Keyed by input name: a list is matched to the .tflite file's input order, which for a
     # two-input Keras model is not the Keras order (it changes with the auto-generated names).
     shapes = {t.name: tuple(1 if d is None else d for d in t.shape) for t in model.inputs}
@@ -343,18 +344,16 @@ def convert(model, mode: str, rng: np.random.Generator, low: float, high: float)
             yield {name: rng.uniform(low, high, s).astype(np.float32)
                    for name, s in shapes.items()}
 
-    conv.representative_dataset = representative
-    base = mode.removesuffix("-floatio")
-    if base == "int8":
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io_type = tf.int8
-    else:
-        conv.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        io_type = tf.int16
-    if not mode.endswith("-floatio"):
-        conv.inference_input_type = conv.inference_output_type = io_type
-    return conv.convert()
+    with contextlib.ExitStack() as stack:
+        if fixed_batch:
+            conv = configure(tf.lite.TFLiteConverter.from_keras_model(model), base,
+                             representative)
+        else:
+            saved_model = stack.enter_context(temporary_export(model))
+            conv = make_converter(saved_model, base, representative)
+        if mode.endswith("-floatio"):
+            conv.inference_input_type = conv.inference_output_type = tf.float32
+        return conv.convert()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -852,7 +851,6 @@ def write_block(path: Path, block: str, version: str, when: str) -> None:
 
 def api_checks(workdir: Path) -> None:
     import keras
-    import tensorflow as tf
 
     models = {}
     rng = np.random.default_rng(0)
@@ -860,10 +858,9 @@ def api_checks(workdir: Path) -> None:
         inp = keras.Input((8,), batch_size=batch)
         m = keras.Model(inp, keras.layers.Dense(3)(inp))
         with contextlib.redirect_stdout(io.StringIO()):
-            data = tf.lite.TFLiteConverter.from_keras_model(m).convert()
-            models[f"dense_batch_{batch}"] = data
+            models[f"dense_batch_{batch}"] = convert(m, "float32", rng, -4.0, 4.0, True)
             if batch == 4:
-                models["dense_batch_4_int8"] = convert(m, "int8", rng, -4.0, 4.0)
+                models["dense_batch_4_int8"] = convert(m, "int8", rng, -4.0, 4.0, True)
     script = r'''
 import sys, numpy as np
 from tflite_micro import runtime
@@ -935,7 +932,7 @@ def main(argv=None) -> int:
                     for o in saved["outcomes"]]
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        models_dir = args.out / "models"
+        models_dir = args.out / "models"  # not a run folder: the tool's own --out
         models_dir.mkdir(exist_ok=True)
         if args.api_checks:
             api_checks(models_dir)
@@ -966,7 +963,8 @@ def main(argv=None) -> int:
                "kernels": {k: sorted(v) for k, v in sorted(runs.items())}, "notes": note_map,
                "converter_notes": conv_notes}
     if not args.from_results:
-        (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        out = args.out / "results.json"  # not a run folder: the tool's own --out
+        out.write_text(json.dumps(results, indent=1, default=str))
     print_table(outcomes)
     print(f"\ntflite-micro {version}; {when}")
     if args.write:

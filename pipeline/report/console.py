@@ -2,7 +2,12 @@
 
 from rich.table import Table
 
-STATUS_STYLE = {"converted": "green", "unsupported": "yellow", "failed": "red"}
+from ...device_tests.schema import ConversionStatus, ResultStatus
+
+STATUS_STYLE = {ConversionStatus.CONVERTED: "green", ConversionStatus.UNSUPPORTED: "yellow",
+                ConversionStatus.FAILED: "red"}
+RESULT_STYLE = {ResultStatus.PASS: "green", ResultStatus.FAIL: "red",
+                ResultStatus.UNSUPPORTED: "yellow", ResultStatus.ERROR: "bold red"}
 
 
 def trained_table(records: list[dict], out_dir) -> Table:
@@ -50,9 +55,6 @@ def ops_table(record: dict) -> Table:
     return table
 
 
-RESULT_STYLE = {"pass": "green", "fail": "red", "unsupported": "yellow", "error": "bold red"}
-
-
 def _cell(r: dict) -> str:
     style = RESULT_STYLE.get(r["status"], "white")
     m = r.get("metrics") or {}
@@ -80,13 +82,12 @@ def parity_table(merged: dict) -> Table:
         # reason in full is in results.json and the report.
         where: dict = {}  # one reason, every target that gave it
         for t, r in by_target.items():
-            if r.get("reason") and r["status"] in ("fail", "error"):
+            if r.get("reason") and r["status"] in (ResultStatus.FAIL, ResultStatus.ERROR):
                 where.setdefault(r["reason"].split(" (")[0], []).append(t)
         reasons = [f"{', '.join(ts)}: {why}" for why, ts in where.items()]
         table.add_row(model, mode, *[_cell(by_target[t]) if t in by_target else "-"
                                      for t in targets], "; ".join(reasons)[:120])
     s = merged["summary"]
-    table.caption = (f"{s['pass']} pass, {s['fail']} fail, {s['unsupported']} unsupported, "
-                     f"{s['error']} error" + (f", {s['missing']} missing" if s.get("missing")
-                                              else ""))
+    table.caption = (", ".join(f"{s[status]} {status}" for status in ResultStatus)
+                     + (f", {s['missing']} missing" if s.get("missing") else ""))
     return table

@@ -1,8 +1,7 @@
-"""The `ethos-u` target: what Arm's Vela compiler makes of the int8 and int16x8 variants.
-
-Report only: there is no Ethos-U simulator here, so nothing runs and nothing is compared. Vela
-(PyPI `ethos-u-vela`, the `npu` extra) compiles each variant for an Ethos-U NPU and estimates
-cycles and memory; we report which operators stay on the CPU, SRAM and flash use and cycles.
+"""Arm's Vela compiler, run on one TFLite file: its figures for an Ethos-U NPU (ethos_u.py
+reports them for every variant of a bundle). Vela (PyPI `ethos-u-vela`, the `npu` extra)
+compiles a variant for an Ethos-U NPU and estimates cycles and memory; we report which operators
+stay on the CPU, SRAM and flash use and cycles.
 
 Vela runs in a child process: its compiler core is native code, and a crash must not take the
 pipeline down. Its figures come from its machine-readable outputs, not its printed summary:
@@ -19,7 +18,6 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
-import platform
 import re
 import shutil
 import subprocess
@@ -27,13 +25,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 
-from ..converters.tflite_file import read_tflite_file
-from ..core.errors import EdgepipeError, unknown_name
+from ...converters.tflite_file import read_tflite_file
+from ...core.errors import EdgepipeError
 
-INTEGER_MODES = ("int8", "int16x8")
 # Vela 5.2.0's --accelerator-config choices: checked before a run, so that a typo is one error
 # instead of one per entry.
 ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256",
@@ -161,63 +157,3 @@ def summary_reason(report: dict) -> str:
     return (f"{text}; ~{report['cycles']} NPU cycles ({report['inference_ms']:.4g} ms at "
             f"{report['clock_mhz']:g} MHz), SRAM {report['sram_bytes']} B, "
             f"{report['weights_area']} {report['flash_bytes']} B")
-
-
-def run_target(bundle_dir: Path, out_json: Path, *, accelerator: str = "ethos-u55-256",
-               target: str = "ethos-u", timeout: float = 300, only=None) -> dict:
-    """Compile every int8/int16x8 variant of the bundle with Vela and write a results document
-    (docs/bundle.md schema) to `out_json`; return it. Each tflite is verified against its
-    sha256 and Vela reads that verified copy. One entry's problem is that entry's "error";
-    an unusable bundle, an unknown accelerator or a missing Vela raises EdgepipeError.
-    `timeout`: seconds per variant; `only`: these entry ids (default: all)."""
-    from ..device_tests.bundle import BundleError, load_bundle, one_line
-    from ..device_tests.runner import write_json_atomic
-
-    started = time.perf_counter()
-    if accelerator not in ACCELERATORS:
-        raise unknown_name("accelerator", accelerator, ACCELERATORS)
-    try:
-        bundle = load_bundle(bundle_dir)
-    except BundleError as exc:
-        raise EdgepipeError(str(exc)) from None
-    version = vela_version()
-    results = []
-    with tempfile.TemporaryDirectory(prefix="edgepipe-vela-") as work:
-        for entry in bundle.entries:
-            if only is not None and entry["id"] not in only:
-                continue
-            entry_started = time.perf_counter()
-            record = {"id": entry["id"], "model": entry.get("model"), "mode": entry.get("mode"),
-                      "target": target, "status": "error", "reason": "", "invoke": None,
-                      "seconds": 0.0, "metrics": None, "checks": [], "tolerance": None}
-            status = entry.get("status", "converted")
-            if status != "converted":
-                record["status"] = "unsupported" if status == "unsupported" else "error"
-                record["reason"] = entry.get("reason") or f"manifest marks it {status!r}"
-            elif entry.get("mode") not in INTEGER_MODES:
-                record["status"] = "unsupported"
-                record["reason"] = "Ethos-U runs int8 and int16x8 models only"
-            else:
-                try:
-                    data = bundle.read(entry.get("tflite"), entry.get("sha256"),
-                                       f"entry {entry['id']} tflite")
-                    folder = Path(work) / entry["id"]
-                    folder.mkdir()
-                    copy = folder / Path(entry["tflite"]).name
-                    copy.write_bytes(data)
-                    report = vela_report(copy, folder, accelerator, timeout)
-                    record.update(status="pass", reason=summary_reason(report),
-                                  metrics={"npu": report})
-                except Exception as exc:  # one entry's failure must not stop the others
-                    record["reason"] = one_line(exc)
-            record["seconds"] = round(time.perf_counter() - entry_started, 4)
-            results.append(record)
-    document = {
-        "schema_version": 1, "manifest_sha256": bundle.manifest_sha256, "target": target,
-        "runtime": {"name": "vela", "version": version, "kernels": accelerator},
-        "platform": {"machine": platform.machine(), "system": platform.system(),
-                     "python": platform.python_version(), "numpy": metadata.version("numpy"),
-                     "device": "none: Vela's compile-time estimate on this host"},
-        "seconds": round(time.perf_counter() - started, 4), "results": results}
-    write_json_atomic(document, out_json)
-    return document

@@ -1,4 +1,4 @@
-"""The `qemu-aarch64` target: the parity runner on an emulated 64-bit Arm board.
+"""The emulated 64-bit Arm board the `qemu-aarch64` target runs the parity runner on.
 
 The board is Debian arm64's Python 3.11 run by qemu-user (`qemu-aarch64-static`), with numpy and
 ai-edge-litert's aarch64 wheels from PyPI. There is no binfmt_misc here (no chroot into the tree),
@@ -32,8 +32,8 @@ import zipfile
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..core.errors import EdgepipeError
-from .targets import device_tests_dir
+from ...core.errors import EdgepipeError
+from .base import device_tests_dir, timed_out
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -292,6 +292,4 @@ def run_runner(bundle_dir: Path, out_json: Path, *, target: str = "qemu-aarch64"
             return subprocess.run(cmd, capture_output=not debug, text=True, timeout=timeout,
                                   cwd=staging, env=guest_env(cache / "site", Path(staging)))
         except subprocess.TimeoutExpired:
-            raise EdgepipeError(f"The parity runner on {target} did not finish within "
-                                f"{timeout:g} s; raise [targets] timeout in the run "
-                                f"config.") from None
+            raise timed_out(target, timeout) from None

@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from ..core.errors import EdgepipeError
-from ..device_tests.bundle import BundleError, load_bundle, resolve_inside
-from ..device_tests.runner import target_folder
-from .targets import device_tests_dir
+from ...core.errors import EdgepipeError
+from ...device_tests.schema import RunFolder, outputs_dir, target_folder
+from .base import Target, device_tests_dir, runner_args
 
 FORM = "ssh://user@host[:port]"
+PREFIX = "ssh://"
+# The board's scratch folder: the runner writes its results file there and its outputs beside it.
+_RESULTS = RunFolder.RESULTS
+_OUTPUTS = outputs_dir(_RESULTS, FORM).parent.as_posix()
 # Lines the remote script writes to stderr for us; removed from what the caller sees.
 MARK = "@edgepipe "
 # The board's Python runs this instead of `-m device_tests.runner` directly: same runner, but a
@@ -58,8 +61,8 @@ cd "$d" && tar -xf - || exit 91
 pid=$!
 echo "@edgepipe pid $pid" >&2
 wait "$pid"; code=$?
-if [ -f results.json ]; then
-  if [ -d outputs ]; then tar -cf - results.json outputs; else tar -cf - results.json; fi
+if [ -f {results} ]; then
+  if [ -d {outputs} ]; then tar -cf - {results} {outputs}; else tar -cf - {results}; fi
 fi
 exit "$code"
 """
@@ -121,9 +124,11 @@ def _runner_files(bundle_dir: Path) -> list:
     """(archive name, local path) of what the runner reads: manifest.json, the files its
     datasets, models and entries name (not the run folder's results/, models/, report), and the
     device_tests package. The bundle is checked here first, as the runner would."""
+    from ...device_tests.bundle import BundleError, load_bundle, resolve_inside  # loads numpy
+
     try:
         bundle = load_bundle(bundle_dir)
-        names = {"manifest.json"}
+        names = {RunFolder.MANIFEST}
         manifest = bundle.manifest
         for dataset in (manifest.get("datasets") or {}).values():
             names.update(dataset.get(k) for k in ("inputs", "labels"))
@@ -167,20 +172,21 @@ def _write_atomic(data: bytes, path: Path) -> None:
 
 
 def _unpack_results(archive, out_json: Path, folder: str, url: str) -> bool:
-    """Write results.json as `out_json` and outputs/<folder>/<id>.npy beside it. Only those
+    """Write the results file as `out_json` and outputs/<folder>/<id>.npy beside it. Only those
     names, as regular files, are taken: a hostile archive cannot write anywhere else."""
     results = None
+    outputs = (_OUTPUTS, folder)
     with tarfile.open(fileobj=archive, mode="r:") as tar:
         for member in tar:
             parts = PurePosixPath(member.name).parts
-            if member.isdir() and parts in (("outputs",), ("outputs", folder)):
+            if member.isdir() and parts in (outputs[:1], outputs):
                 continue
-            if member.isfile() and parts == ("results.json",):
+            if member.isfile() and parts == (_RESULTS,):
                 results = tar.extractfile(member).read()
-            elif (member.isfile() and len(parts) == 3 and parts[:2] == ("outputs", folder)
+            elif (member.isfile() and len(parts) == 3 and parts[:2] == outputs
                   and parts[2] not in ("..", ".") and parts[2].endswith(".npy")):
                 data = tar.extractfile(member).read()
-                _write_atomic(data, out_json.parent / "outputs" / folder / parts[2])
+                _write_atomic(data, out_json.parent / _OUTPUTS / folder / parts[2])
             else:
                 raise EdgepipeError(f"The results archive from {url} holds {member.name!r}, "
                                     f"which the runner never writes; refused it. Check the "
@@ -227,10 +233,11 @@ def _remote_command(python: str, url: str, extra_args) -> str:
     if not words:
         raise EdgepipeError("The board's Python is empty; set [targets] ssh_python (e.g. "
                             "python3 or /home/pi/venv/bin/python)")
-    args = ["bundle", "--out", "results.json", "--target", url, "--save-outputs",
+    args = ["bundle", "--out", _RESULTS, "--target", url, "--save-outputs",
             *map(str, extra_args)]
     script = _SCRIPT.format(python=" ".join(map(_sh_word, words)), boot=shlex.quote(_BOOT),
-                            args=" ".join(map(shlex.quote, args)))
+                            args=" ".join(map(shlex.quote, args)), results=_RESULTS,
+                            outputs=_OUTPUTS)
     return "sh -c " + shlex.quote(script)  # sh: the login shell may be fish or csh
 
 
@@ -370,3 +377,41 @@ def run_runner(url: str, bundle_dir: Path, out_json: Path, *, python: str = "pyt
                                     f"the network, then run again")
             raise _remote_failure(url, python, done.returncode, marks, stderr)
     return subprocess.CompletedProcess(cmd, done.returncode, "", stderr)
+
+
+class SshBoard(Target):
+    """A real board over SSH; the registry's instance stands for every board (its name is the
+    URL form), `named` gives the one at a URL."""
+
+    description = "a real board over SSH: copy the bundle and the runner, run, fetch"
+
+    def __init__(self, url: str = FORM):
+        self.name = url
+
+    def claims(self, name):
+        return name.startswith(PREFIX)
+
+    def named(self, name):
+        parse_url(name)
+        return SshBoard(name)
+
+    def availability(self):
+        if shutil.which("ssh") is None:
+            return "the OpenSSH client is not installed: apt-get install openssh-client"
+        return None  # a board: whether it answers is only known by trying
+
+    def sessions(self, workers):
+        return 1  # a board gets one session at a time
+
+    def stage_key(self, options):
+        return options.ssh_python
+
+    def _run(self, run_dir, out_json, options, only, debug):
+        return run_runner(self.name, run_dir, out_json, python=options.ssh_python,
+                          identity=Path(options.ssh_identity).expanduser()
+                          if options.ssh_identity else None,
+                          ssh_options=tuple(options.ssh_options), timeout=options.timeout,
+                          extra_args=runner_args(options, only), debug=debug)
+
+
+TARGET = SshBoard()

@@ -1,0 +1,180 @@
+"""A run's results: each target's results file read and checked, merged into results.json with
+the boundary analysis and the target-vs-target comparison, and the reports written from it.
+
+One definition of "output steps" (`output_steps`) serves the merge and the report.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..converters.modes import QuantMode
+from ..core.errors import EdgepipeError
+from ..core.files import sha256_file, write_json
+from ..device_tests.bundle import BundleError, load_bundle, one_line
+from ..device_tests.schema import RESULTS_SCHEMA_VERSION, ResultStatus, RunFolder, count_statuses
+from .boundary import analyse
+from .report.shape import RECORD, check_shape
+from .stages import Stages, code_key, digest
+from .targets import REGISTRY, kind_of, order_key
+
+INTEGER_MODES = tuple(m.value for m in QuantMode if m.integer_only)
+# One target's results document (runner, Vela, a board): the merge reads model and mode too.
+TARGET_RESULTS = {"target": "!string",
+                  "results": [{**RECORD, "model": "!string", "mode": "!string"}]}
+
+
+def read_target_results(path: Path) -> dict:
+    """One target's results file, checked as far as merging and the reports read it (the
+    records' shape is junit.py's, the one results.json is checked with): a run folder travels,
+    and a file edited by hand or cut short must be one line, not a crash."""
+    fix = "Rerun `edgepipe parity` on the run folder."
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise EdgepipeError(f"{path}: not a results file (not JSON: {one_line(e)}). {fix}"
+                            ) from None
+    check_shape(doc, TARGET_RESULTS, path, fix)
+    if not isinstance(doc.get("results"), list):  # a list spec allows null: this one may not
+        raise EdgepipeError(f"Expected results in {path} to be a list. Received: nothing "
+                            f"(absent or null). {fix}")
+    for i, r in enumerate(doc["results"]):
+        if r["status"] not in ResultStatus.values():  # would count as neither ok nor bad
+            raise EdgepipeError(f"Expected results[{i}].status in {path} to be one of "
+                                f"{', '.join(ResultStatus.values())}. Received: "
+                                f"{r['status']!r}. {fix}")
+    return doc
+
+
+def check_other_results(folder: RunFolder, targets) -> None:
+    """Read the results files of the targets not about to run: they are merged as they are
+    after the runs, so a broken one is said before any runner starts."""
+    running = {folder.target_results(t).name for t in targets}
+    for path in sorted(folder.results_dir.glob("*.json")):
+        if path.name not in running:
+            read_target_results(path)
+
+
+def output_steps(a: np.ndarray, b: np.ndarray, step: float) -> int:
+    """The largest difference in quantization levels between two dequantized outputs of the
+    same integer tensor: (q - zero_point) * step is an integer multiple of the step, so
+    rounding recovers the level exactly despite float32 noise."""
+    return int(np.max(np.abs(np.rint(a / step) - np.rint(b / step))))
+
+
+def compare_targets(out: Path, results: list, target: str, baseline: str) -> None:
+    """Add `vs_<baseline>` metrics to each of `target`'s records: the largest difference from
+    the baseline's outputs, in output steps for integer variants, where both were saved. Two
+    implementations of the same reference kernels may differ by one rounding: an integer
+    variant more than one step apart fails."""
+    saved = {(r["id"], r["target"]): r.get("outputs") for r in results}
+    for r in results:
+        other = saved.get((r["id"], baseline))
+        ran = r["status"] in (ResultStatus.PASS, ResultStatus.FAIL)
+        if r["target"] != target or not ran or not (r.get("outputs") and other):
+            continue
+        mine = np.load(out / r["outputs"], allow_pickle=False).astype(np.float64)
+        theirs = np.load(out / other, allow_pickle=False).astype(np.float64)
+        if mine.shape != theirs.shape:
+            continue
+        diff = float(np.max(np.abs(mine - theirs))) if mine.size else 0.0
+        step = (r.get("tolerance") or {}).get("output_step")
+        block = {"max_abs": diff, "steps": None}
+        r["metrics"][f"vs_{baseline}"] = block
+        if step and r["mode"] in INTEGER_MODES and mine.size:
+            block["steps"] = output_steps(mine, theirs, step)
+            ok = block["steps"] <= 1
+            r["checks"].append({"name": f"vs {baseline} (steps)", "value": block["steps"],
+                                "bound": 1.0, "ok": ok})
+            if not ok:
+                r["status"] = ResultStatus.FAIL
+                r["reason"] = "; ".join(filter(None, [
+                    r.get("reason"), f"{block['steps']} output steps from {baseline} "
+                    f"(bound 1)"]))
+
+
+def _boundary(bundle, out: Path, r: dict, boundary: dict, steps: list) -> dict:
+    """The boundary analysis of one result: the bundle's files verified by sha256, the
+    variant's outputs of the reference's shape."""
+    try:
+        preacts = [bundle.array(p, sha, f"models.{r['model']}.boundary.preact")
+                   for p, sha in zip(boundary["preact"], boundary["preact_sha256"], strict=True)]
+        model = bundle.model(r["model"])
+        ref = bundle.array(model["reference"], model["reference_sha256"],
+                           f"models.{r['model']}.reference")
+    except BundleError as exc:
+        raise EdgepipeError(str(exc)) from None
+    try:
+        variant = np.load(out / r["outputs"], allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise EdgepipeError(f"{out / r['outputs']}: not a readable .npy ({one_line(e)}); rerun "
+                            "`edgepipe parity` on the run folder.") from None
+    n = len(ref)
+    if variant.shape != ref.shape or any(p.ndim == 0 or len(p) != n for p in preacts):
+        raise EdgepipeError(f"{out / r['outputs']} holds shape {variant.shape} where the "
+                            f"reference holds {ref.shape} (or a boundary file disagrees); it is "
+                            "not this bundle's output: rerun `edgepipe parity --force`.")
+    return analyse(preacts, steps, boundary["kink"], variant, ref)
+
+
+def collect(out: Path, stages: Stages | None = None) -> dict:
+    """Merge per-target results, add the boundary analysis, write results.json, junit.xml and
+    report.html; return the merged document. With `stages`, reuse them when neither the
+    manifest, the results nor the code changed."""
+    folder = RunFolder(out)
+    key = digest("collect", code_key(__name__), sha256_file(folder.manifest),
+                 {p.name: sha256_file(p) for p in sorted(folder.results_dir.glob("*.json"))})
+    if stages is not None and stages.fresh("collect", key):
+        return json.loads(folder.results.read_text())
+    merged = _merge(folder)
+    if stages is not None:
+        stages.record("collect", key, [folder.rel(p) for p in
+                                       (folder.results, folder.junit, folder.report)])
+        stages.save()
+    return merged
+
+
+def _merge(folder: RunFolder) -> dict:
+    from .report import write_junit, write_report
+
+    out = folder.root
+    try:
+        bundle = load_bundle(out)  # every field checked, every file verified as it is read
+    except BundleError as exc:
+        raise EdgepipeError(str(exc)) from None
+    manifest = bundle.manifest
+    targets, results = {}, []
+    loaded = [(read_target_results(p), p) for p in sorted(folder.results_dir.glob("*.json"))]
+    for doc, path in sorted(loaded, key=lambda pair: order_key(pair[0]["target"])):
+        targets[doc["target"]] = {k: doc.get(k) for k in ("runtime", "platform", "seconds")}
+        for r in doc["results"]:
+            if r.get("outputs"):  # relative to the results file: make it relative to the run
+                try:
+                    r["outputs"] = (path.parent / r["outputs"]).resolve().relative_to(
+                        out.resolve()).as_posix()
+                except ValueError:  # a results file may come from a board: trust no path
+                    r["outputs"] = None
+        results += doc["results"]
+    for r in results:
+        boundary = manifest["models"].get(r["model"], {}).get("boundary")
+        steps = (boundary or {}).get("input_steps", {}).get(r["mode"])
+        if boundary and steps and r.get("outputs") and isinstance(r.get("metrics"), dict):
+            r["metrics"]["boundary"] = _boundary(bundle, out, r, boundary, steps)
+    for name in targets:  # e.g. tflm against host-ref: two builds of the same kernels
+        kind = kind_of(name)
+        if kind and REGISTRY[kind].compare_with in targets:
+            compare_targets(out, results, name, REGISTRY[kind].compare_with)
+    counts = count_statuses(results)
+    # An entry with no result on a target that ran is not a pass: the run is incomplete.
+    have = {(r["id"], r["target"]) for r in results}
+    counts["missing"] = sum((e["id"], t) not in have for e in manifest["entries"] for t in targets)
+    ok = (counts[ResultStatus.FAIL] == 0 and counts[ResultStatus.ERROR] == 0
+          and counts["missing"] == 0)
+    merged = {"schema_version": RESULTS_SCHEMA_VERSION,
+              "manifest_sha256": sha256_file(folder.manifest),
+              "targets": targets, "results": results, "summary": {**counts, "ok": ok}}
+    write_json(folder.results, merged)
+    write_junit(out, merged)
+    write_report(out)
+    return merged

@@ -1,0 +1,57 @@
+"""The bundle stage: the model's blocks of the manifest (its dataset, its Keras reference, an
+entry per mode with its tolerance) and the files they name.
+
+Its key holds the convert stage's key: whatever redoes the conversion redoes this stage too.
+"""
+
+import json
+
+from ..device_tests.schema import RunFolder
+from .build import StageRun, keras_path, stage_key
+from .stage_convert import model_inputs
+
+
+def key_parts(config, out, name: str) -> list:
+    """The convert stage's key, what each conversion made (its time aside: a byte-identical
+    redo changes nothing) and the model's tolerance overrides."""
+    folder = RunFolder(out)
+    records = [{k: v for k, v in json.loads(
+        folder.conversion_record(name, m.value).read_text()).items() if k != "seconds"}
+        for m in config.modes]
+    return [stage_key("convert", config, out, name), records, config.tolerances.get(name, {})]
+
+
+def run(job, shared: dict) -> StageRun:
+    """The model's manifest blocks and entries (the stage's value), and the files written."""
+    from ..models.zoo import ZOO
+    from .bundle import dataset_block, entry, model_block
+
+    config, out, name = job.config, job.out, job.name
+    inputs = model_inputs(job, shared)
+    model, data, rep = inputs.model, inputs.data, inputs.rep
+    family = "user" if config.keras else ZOO[name].family.name
+    activation = "custom" if config.keras else ZOO[name].activation
+    dataset = dataset_block(out, data)
+    block, reference = model_block(out, name, activation, family, model, data,
+                                   keras_path(config, out, name), rep)
+    entries = [entry(out, v, model, data, reference, rep, config.tolerances.get(name, {}))
+               for v in _recorded_variants(config, out, name)]
+    files = [dataset["inputs"], dataset["labels"], block["reference"],
+             *block.get("boundary", {}).get("preact", [])]
+    return StageRun(tuple(files), {"dataset": data.name, "dataset_block": dataset,
+                                   "model": block, "entries": entries})
+
+
+def _recorded_variants(config, out, name: str) -> list:
+    """The variants a previous convert stage wrote, from their conversion records."""
+    from ..converters.modes import QuantMode
+    from ..converters.variants import Variant
+
+    folder = RunFolder(out)
+    variants = []
+    for mode in config.modes:
+        record = json.loads(folder.conversion_record(name, mode.value).read_text())
+        path = folder.tflite_dir / record["file"] if record.get("file") else None
+        variants.append(Variant(name, QuantMode(mode), record["status"],
+                                record.get("reason", ""), record, path))
+    return variants
