@@ -1,16 +1,13 @@
-"""The `host-ref` target: this machine's TFLite interpreter with its reference kernels."""
+"""The `host-ref` target: this machine's TFLite interpreter with its reference kernels
+(BUILTIN_REF), the baseline other builds of the same kernels are compared with."""
 
-from .base import LocalRunner, missing_module
+from .host import Host
 
 
-class HostRef(LocalRunner):
+class HostRef(Host):  # the same interpreter, available when host is
     name = "host-ref"
     description = "this machine's TFLite interpreter, reference kernels (BUILTIN_REF)"
     runner_options = ("--kernels", "reference")
-
-    def availability(self):
-        return missing_module("ai_edge_litert",
-                              "ai-edge-litert is not installed: pip install ai-edge-litert")
 
 
 TARGET = HostRef()
