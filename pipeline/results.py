@@ -27,8 +27,8 @@ TARGET_RESULTS = {"target": "!string",
 
 def read_target_results(path: Path) -> dict:
     """One target's results file, checked as far as merging and the reports read it (the
-    records' shape is junit.py's, the one results.json is checked with): a run folder travels,
-    and a file edited by hand or cut short must be one line, not a crash."""
+    records' shape is report/shape.py's, the one results.json is checked with): a run folder
+    travels, and a file edited by hand or cut short must be one line, not a crash."""
     fix = "Rerun `edgepipe parity` on the run folder."
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
