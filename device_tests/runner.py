@@ -36,6 +36,7 @@ from .interpreters import KERNELS, KernelMissing, Runtime, RuntimeUnavailable, f
 from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, run_isolated
 from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
 from .schema import (
+    OUTPUTS,
     ResultStatus,
     base_record,
     count_statuses,
@@ -66,7 +67,7 @@ def output_folder(outputs_dir: Path, target: str) -> Path:
     symbolic link or not a folder: a run folder that was received could otherwise lead the
     runner's writes out of itself."""
     folder = outputs_dir
-    for name in ("outputs", target_folder(target)):
+    for name in (OUTPUTS, target_folder(target)):
         folder = folder / name
         try:
             os.mkdir(folder)
@@ -187,7 +188,7 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
         folder = output_folder(outputs_dir, target)
         write_atomic(folder / f"{entry['id']}.npy",
                      lambda stream: np.save(stream, outputs.astype(np.float32)))
-        record["outputs"] = f"outputs/{folder.name}/{entry['id']}.npy"
+        record["outputs"] = f"{OUTPUTS}/{folder.name}/{entry['id']}.npy"
     return record
 
 

@@ -210,7 +210,10 @@ class RunFolder:
         return self.state_dir / "plots"
 
 
+OUTPUTS = "outputs"  # beside a results file: OUTPUTS/<target folder>/<entry id>.npy
+
+
 def outputs_dir(results_file: Path, target: str) -> Path:
     """Where the runner saves a target's outputs: `outputs/<target>/` beside its results file
     (inside the run folder, results/outputs/<target>/)."""
-    return Path(results_file).parent / "outputs" / target_folder(target)
+    return Path(results_file).parent / OUTPUTS / target_folder(target)

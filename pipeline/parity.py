@@ -35,14 +35,21 @@ def stage_name(target: str, entry_id: str) -> str:
     return f"parity:{target}:{entry_id}"
 
 
-def entry_key(target: str, entry: dict, manifest: dict, options: TargetOptions) -> str:
+def target_key(target: str, options: TargetOptions) -> str:
+    """What every result on `target` shares in its key (computed once per target): the code,
+    the installed versions, the per-entry time limit and what of the target's options and
+    software decides its results."""
+    return digest("parity", target, code_key(*stage_modules(target)), versions(),
+                  options.entry_timeout, get_target(target).stage_key(options))
+
+
+def entry_key(target_key: str, entry: dict, manifest: dict) -> str:
+    """One entry's result on a target: the target's key, the entry, its data and reference."""
     model = manifest["models"].get(entry.get("model"), {})
     dataset = manifest["datasets"].get(entry.get("dataset") or model.get("dataset"), {})
-    reach = get_target(target)
-    return digest("parity", target, code_key(*stage_modules(target)),
-                  versions(), entry,
+    return digest(target_key, entry,
                   {k: dataset.get(k) for k in ("inputs_sha256", "labels_sha256", "samples")},
-                  model.get("reference_sha256"), options.entry_timeout, reach.stage_key(options))
+                  model.get("reference_sha256"))
 
 
 def _chunks(ids: list, count: int) -> list:
@@ -68,7 +75,8 @@ def parity_stage(ctx) -> None:
     remove_leftovers(folder.results_dir)  # a killed run's chunks
     keys, tasks = {}, []
     for target in targets:
-        keys[target] = {e["id"]: entry_key(target, e, manifest, options) for e in entries}
+        shared = target_key(target, options)
+        keys[target] = {e["id"]: entry_key(shared, e, manifest) for e in entries}
         stale = [i for i, key in keys[target].items()
                  if not stages.fresh(stage_name(target, i), key)]
         chunks = _chunks(stale, get_target(target).sessions(workers))

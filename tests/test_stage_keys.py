@@ -35,7 +35,7 @@ from edgepipe.converters.modes import QuantMode
 from edgepipe.device_tests.schema import RunFolder
 from edgepipe.pipeline.build import STAGES, stage_key
 from edgepipe.pipeline.config import RunConfig
-from edgepipe.pipeline.parity import entry_key
+from edgepipe.pipeline.parity import entry_key, target_key
 from edgepipe.pipeline.results import collect
 from edgepipe.pipeline.targets import TargetOptions
 
@@ -53,8 +53,8 @@ config = RunConfig(models=({MODEL!r},), modes=tuple(QuantMode(m) for m in {MODES
 keys = {{stage: stage_key(stage, config, folder.root, {MODEL!r}) for stage in STAGES}}
 manifest = json.loads(folder.manifest.read_text())
 for target in {TARGETS!r}:
-    keys["parity:" + target] = entry_key(target, manifest["entries"][0], manifest,
-                                         TargetOptions())
+    keys["parity:" + target] = entry_key(target_key(target, TargetOptions()),
+                                         manifest["entries"][0], manifest)
 collect(folder.root, Spy())
 print(json.dumps({{"source": edgepipe.pipeline.stages.__file__, "keys": keys,
                   "tensorflow": "tensorflow" in sys.modules}}))

@@ -26,14 +26,13 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from ...core.errors import EdgepipeError
-from ...device_tests.schema import RunFolder, outputs_dir, target_folder
+from ...device_tests.schema import OUTPUTS, RunFolder, target_folder
 from .base import Target, device_tests_dir, runner_args
 
 FORM = "ssh://user@host[:port]"
 PREFIX = "ssh://"
 # The board's scratch folder: the runner writes its results file there and its outputs beside it.
 _RESULTS = RunFolder.RESULTS
-_OUTPUTS = outputs_dir(_RESULTS, FORM).parent.as_posix()
 # Lines the remote script writes to stderr for us; removed from what the caller sees.
 MARK = "@edgepipe "
 # The board's Python runs this instead of `-m device_tests.runner` directly: same runner, but a
@@ -175,7 +174,7 @@ def _unpack_results(archive, out_json: Path, folder: str, url: str) -> bool:
     """Write the results file as `out_json` and outputs/<folder>/<id>.npy beside it. Only those
     names, as regular files, are taken: a hostile archive cannot write anywhere else."""
     results = None
-    outputs = (_OUTPUTS, folder)
+    outputs = (OUTPUTS, folder)
     with tarfile.open(fileobj=archive, mode="r:") as tar:
         for member in tar:
             parts = PurePosixPath(member.name).parts
@@ -186,7 +185,7 @@ def _unpack_results(archive, out_json: Path, folder: str, url: str) -> bool:
             elif (member.isfile() and len(parts) == 3 and parts[:2] == outputs
                   and parts[2] not in ("..", ".") and parts[2].endswith(".npy")):
                 data = tar.extractfile(member).read()
-                _write_atomic(data, out_json.parent / _OUTPUTS / folder / parts[2])
+                _write_atomic(data, out_json.parent / OUTPUTS / folder / parts[2])
             else:
                 raise EdgepipeError(f"The results archive from {url} holds {member.name!r}, "
                                     f"which the runner never writes; refused it. Check the "
@@ -237,7 +236,7 @@ def _remote_command(python: str, url: str, extra_args) -> str:
             *map(str, extra_args)]
     script = _SCRIPT.format(python=" ".join(map(_sh_word, words)), boot=shlex.quote(_BOOT),
                             args=" ".join(map(shlex.quote, args)), results=_RESULTS,
-                            outputs=_OUTPUTS)
+                            outputs=OUTPUTS)
     return "sh -c " + shlex.quote(script)  # sh: the login shell may be fish or csh
 
 
