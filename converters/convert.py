@@ -92,7 +92,8 @@ def convert_saved_model(saved_model: Path, mode: QuantMode, representative=None,
                         layer_names=(), debug: bool = False) -> tuple[bytes, float]:
     """Return (flatbuffer, seconds) or raise ConversionFailure with the cause named."""
     if mode.needs_representative_data and representative is None:
-        raise ValueError(f"mode {mode.value} needs representative samples")
+        raise ConversionFailure(ConversionStatus.FAILED, "not converted: the integer modes "
+                                "need representative samples to calibrate")
     start = time.perf_counter()
     try:
         with captured_native_output(not debug) as log:

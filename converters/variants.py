@@ -46,8 +46,10 @@ def tensor_info(t) -> dict:
 
 def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                   representative_source: str = "", check_data=None, check_source: str = "",
-                  debug: bool = False) -> list[Variant]:
-    """`check_data`: inputs on which the float32 variant must reproduce Keras' forward."""
+                  debug: bool = False, no_representative: str = "") -> list[Variant]:
+    """`check_data`: inputs on which the float32 variant must reproduce Keras' forward.
+    `no_representative`: without `representative`, what to do to get the integer modes (they
+    are recorded as not converted; the float modes still are)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     layer_names = [layer.name for layer in model.layers]
@@ -57,9 +59,9 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
         for mode in modes:
             base = {"schema_version": RECORD_SCHEMA_VERSION, "model": name, "mode": mode.value,
                     "converter": {**converter_options(mode),
-                                  "representative_samples": (len(representative) if
-                                                             mode.needs_representative_data
-                                                             else 0),
+                                  "representative_samples": (
+                                      len(representative) if mode.needs_representative_data
+                                      and representative is not None else 0),
                                   "representative_source": (representative_source if
                                                             mode.needs_representative_data
                                                             else "")},
@@ -69,6 +71,8 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                 flatbuffer, seconds = convert_saved_model(
                     saved_model, mode, representative, layer_names, debug)
             except ConversionFailure as f:
+                if representative is None and mode.needs_representative_data:
+                    f.suggestion = no_representative
                 tflite_path.unlink(missing_ok=True)  # never leave a stale variant beside
                 record = {**base, "status": f.status, "reason": str(f), "ops": list(f.ops),
                           "layers": list(f.layers)}

@@ -41,6 +41,7 @@ class ModelData:
     check_source: str
     notes: list
     dataset: Dataset | None  # the one the training record names, when there is one
+    no_representative: str = ""  # why the integer modes have no samples, and what to pass
 
 
 def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int,
@@ -49,7 +50,7 @@ def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int,
 
     From `--rep-data` if given; else from the training record beside the model (its training
     split calibrates, its test split checks the forward); else the forward is checked on seeded
-    random inputs and the integer modes are refused.
+    random inputs and the integer modes are not converted (`no_representative` says why).
     """
     from ..models.datasets import load_recorded
     from ..models.loading import single_io, training_record
@@ -59,7 +60,7 @@ def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int,
     data = load_recorded(record["dataset"]) if record else None
     if data is not None and data.input_shape != shape:
         data = None  # a record for another model: do not trust it
-    rep, rep_source, notes = None, "", []
+    rep, rep_source, notes, no_rep = None, "", [], ""
     if need_rep:
         if rep_data is not None:
             rep, notes = check_representative(_load_npy(rep_data), shape, str(rep_data))
@@ -68,19 +69,19 @@ def model_data(model, keras_path: Path, rep_data: Path | None, rep_samples: int,
             order = np.random.default_rng(data.seed).permutation(len(data.x_train))
             rep = data.x_train[order]
             rep_source = f"{data.name} training split (seed {data.seed})"
-        else:
+        else:  # the float modes still convert; the integer ones say what to pass
             dims = ", ".join(map(str, shape))
-            raise EdgepipeError(f"{keras_path}: the int8 and int16x8 modes need representative "
-                                "samples and no training record is beside the model; pass "
-                                f"--rep-data samples.npy (shape (N, {dims})).")
-        rep = rep[:rep_samples]
+            no_rep = (f"No training record is beside {keras_path}: pass --rep-data "
+                      f"samples.npy (shape (N, {dims})) to convert it")
+        if rep is not None:
+            rep = rep[:rep_samples]
     if data is not None:
         check, check_source = data.x_test, f"{data.name} test split ({len(data.x_test)} samples)"
     else:
         check = np.random.default_rng(0).normal(size=(RANDOM_CHECK_SAMPLES, *shape))
         check = check.astype(np.float32)
         check_source = f"{RANDOM_CHECK_SAMPLES} seeded N(0,1) inputs (no test set found)"
-    return ModelData(rep, rep_source, check, check_source, notes, data)
+    return ModelData(rep, rep_source, check, check_source, notes, data, no_rep)
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -106,12 +107,15 @@ def convert_files(paths: list[Path], modes: list[QuantMode], out_dir: Path,
     # Load every model and its data first: bad input is refused before anything is written.
     prepared = [(f, (model := load_keras(f)), model_data(model, f, rep_data, rep_samples,
                                                          need_rep)) for f in files]
+    for path, model, data in prepared:
+        if data.no_representative and all(m.needs_representative_data for m in modes):
+            raise EdgepipeError(f"{data.no_representative} in {', '.join(m.value for m in modes)}.")
     results, notes = [], []
     for path, model, data in prepared:
         notes += data.notes
         for variant in convert_model(model, path.stem, modes, out_dir, data.representative,
                                      data.representative_source, data.check, data.check_source,
-                                     debug):
+                                     debug, data.no_representative):
             results.append(variant)
             if on_variant:
                 on_variant(variant)
