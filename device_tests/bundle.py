@@ -350,6 +350,7 @@ def _check_entry(fields: _Fields, root: Path, models: dict, datasets: dict) -> N
                           f"must carry a sha256; rebuild the bundle")
     fields.get("expected_ops", _list_of(_text))
     fields.get("converter", _object)
+    fields.get("given", _text)
     tolerance = fields.get("tolerance", _object, required=converted)
     if tolerance is not None:
         try:

@@ -12,6 +12,7 @@
     # keras = ["my.keras"]                 # each model's name is its file name without .keras
     # data = "my.npz"                      # x_train (calibration), y_train, x_test, y_test
     # custom_objects = ["layers.py"]       # modules defining the models' custom layers
+    # tflite = ["my_int8.tflite"]          # files you already have, checked against their model
     # unsafe = false                       # true: Keras safe_mode off (Lambda layers)
 
     [tolerances.cnn_step.int8]             # override derived bounds for one model and mode
@@ -55,7 +56,7 @@ from .values import COUNT, FLAG, SEED, TABLE, check_table, is_text, names, numbe
 DEFAULT_TARGETS = ("host", "host-ref")
 TARGET_KEYS = tuple(f.name for f in dataclasses.fields(TargetOptions))
 SECTIONS = ("run", "tolerances", "targets", "budgets")
-# [run] key -> what it must be; keras, data and custom_objects are paths (`_paths`).
+# [run] key -> what it must be; keras, tflite, data and custom_objects are paths (`_paths`).
 RUN_RULES = {
     "models": names('["mlp_swish", "cnn_step"]'),
     "modes": names('["float32", "int8"]'),
@@ -65,7 +66,7 @@ RUN_RULES = {
     "rep_samples": COUNT,
     "unsafe": FLAG,
 }
-RUN_KEYS = (*RUN_RULES, "keras", "data", "custom_objects")
+RUN_KEYS = (*RUN_RULES, "keras", "tflite", "data", "custom_objects")
 # [tolerances.<model>.<mode>] key -> what it must be (written into manifest.json: JSON has no
 # NaN or Infinity)
 TOLERANCE_RULES = {"max_abs": number(0), "max_rel": number(0), "task_delta": number(0),
@@ -96,6 +97,8 @@ class RunConfig:
     data: str | None = None
     custom_objects: tuple[str, ...] = ()  # .py files; see models/custom_objects.py
     unsafe: bool = False
+    # .tflite files the user already has, each checked against the Keras model it came from
+    tflite: tuple[str, ...] = ()
 
     def __post_init__(self):
         check_table(RUN_RULES, vars(self), "the run config")
@@ -107,11 +110,35 @@ class RunConfig:
         if not (self.models or self.keras) or not self.modes or not self.targets:
             raise EdgepipeError("Expected at least one model, mode and target in the run config.")
         self._check_user_models()
+        self.given_tflite  # noqa: B018 (refuses a file no model claims, before any work)
 
     @property
     def user_models(self) -> dict[str, str]:
         """{name: .keras path} of the user's models."""
         return {user_model_name(p): p for p in self.keras}
+
+    @property
+    def given_tflite(self) -> dict[str, tuple[str, ...]]:
+        """{model name: its .tflite files}: with one model, every file is its; with several, a
+        file belongs to the model whose name its file name starts with (the longest)."""
+        if self.tflite and not self.keras:
+            raise EdgepipeError("--tflite files are checked against the Keras model they came "
+                                "from: give it with --model my.keras (and --data).")
+        given: dict[str, list] = {}
+        names = sorted(self.user_models, key=len, reverse=True)
+        for path in self.tflite:
+            if Path(path).suffix != ".tflite" or not Path(path).is_file():
+                raise EdgepipeError(f"Expected an existing .tflite file for --tflite. Received: "
+                                    f"{path}")
+            stem = Path(path).stem
+            owner = names[0] if len(names) == 1 else next(
+                (n for n in names if stem.startswith(n)), None)
+            if owner is None:
+                raise EdgepipeError(f"{path}: no --model claims it; with several models, a "
+                                    "--tflite file's name must start with its model's name "
+                                    f"({', '.join(sorted(names))}).")
+            given.setdefault(owner, []).append(path)
+        return {name: tuple(paths) for name, paths in given.items()}
 
     def _check_user_models(self) -> None:
         if self.models and self.keras:
@@ -162,7 +189,7 @@ def load_config(path: Path | None, **overrides) -> RunConfig:
         raise EdgepipeError(f"{where} [run] has both models (zoo) and keras (your own models); "
                             "keep one of them: make two runs.")
     base = Path(path).parent if path is not None else Path(".")
-    for key in ("keras", "data", "custom_objects"):  # paths in the file: relative to the file
+    for key in ("keras", "tflite", "data", "custom_objects"):  # relative to the file
         if key in run:
             run[key] = _paths(run[key], key, base, f"{where} [run]", many=key != "data")
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -176,7 +203,7 @@ def load_config(path: Path | None, **overrides) -> RunConfig:
         except ValueError:
             bad = next(m for m in run["modes"] if m not in {q.value for q in QuantMode})
             raise unknown_name("mode", bad, [q.value for q in QuantMode]) from None
-    for key in ("models", "targets", "keras", "custom_objects"):
+    for key in ("models", "targets", "keras", "tflite", "custom_objects"):
         if key in run:
             run[key] = tuple(str(p) for p in run[key])
     if run.get("keras"):

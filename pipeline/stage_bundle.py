@@ -5,6 +5,7 @@ Its key holds the convert stage's key: whatever redoes the conversion redoes thi
 """
 
 import json
+from pathlib import Path
 
 from ..device_tests.schema import RunFolder
 from .build import StageRun, keras_path, stage_key
@@ -14,10 +15,8 @@ from .stage_convert import model_inputs
 def key_parts(config, out, name: str) -> list:
     """The convert stage's key, what each conversion made (its time aside: a byte-identical
     redo changes nothing) and the model's tolerance overrides."""
-    folder = RunFolder(out)
-    records = [{k: v for k, v in json.loads(
-        folder.conversion_record(name, m.value).read_text()).items() if k != "seconds"}
-        for m in config.modes]
+    records = [{k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
+               for path in _records(config, out, name)]
     return [stage_key("convert", config, out, name), records, config.tolerances.get(name, {})]
 
 
@@ -49,9 +48,26 @@ def _recorded_variants(config, out, name: str) -> list:
 
     folder = RunFolder(out)
     variants = []
-    for mode in config.modes:
-        record = json.loads(folder.conversion_record(name, mode.value).read_text())
+    for record_path in _records(config, out, name):
+        record = json.loads(record_path.read_text())
         path = folder.tflite_dir / record["file"] if record.get("file") else None
-        variants.append(Variant(name, QuantMode(mode), record["status"],
+        variants.append(Variant(name, QuantMode(record["mode"]), record["status"],
                                 record.get("reason", ""), record, path))
     return variants
+
+
+def _records(config, out, name: str) -> list:
+    """The conversion records the convert stage wrote: one per mode, then one per .tflite the
+    user gave (named by `converters.given.label`, from the mode its file holds)."""
+    folder = RunFolder(out)
+    given = [folder.tflite_dir / f"{name}.{tag}.json"
+             for tag in _given_labels(config, name)]
+    return [folder.conversion_record(name, m.value) for m in config.modes] + given
+
+
+def _given_labels(config, name: str) -> list:
+    from ..converters.given import label, mode_of
+    from ..converters.tflite_file import read_tflite_file
+
+    return [label(Path(f), mode_of(read_tflite_file(f), f))
+            for f in config.given_tflite.get(name, ())]

@@ -75,8 +75,9 @@ def parity_table(merged: dict) -> Table:
     for col in ("model", "mode", *targets, "reason"):
         table.add_column(col)
     rows: dict = {}
-    for r in merged["results"]:
-        rows.setdefault((r["model"], r["mode"]), {})[r["target"]] = r
+    for r in merged["results"]:  # by id: a .tflite the user gave is a row beside its mode's
+        rows.setdefault((r["model"], r["id"].removeprefix(f"{r['model']}-")), {})[
+            r["target"]] = r
     for (model, mode), by_target in rows.items():
         # Why a check failed, first clause; unsupported cells say so themselves, and every
         # reason in full is in results.json and the report.

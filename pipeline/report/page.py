@@ -4,6 +4,7 @@ one section per entry (entries.py)."""
 import hashlib
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 from ...converters.modes import QuantMode
 from ...device_tests.schema import ConversionStatus, ResultStatus, count_statuses
@@ -162,7 +163,8 @@ def _ratio(value, base) -> str:
 
 
 def _matrix(run: Run) -> str:
-    float32 = {v.model: v for v in run.entries if v.mode == QuantMode.FLOAT32}
+    float32 = {v.model: v for v in run.entries
+               if v.mode == QuantMode.FLOAT32 and not v.entry.get("given")}
     out = ['<h2>Parity matrix</h2>',
            '<p class="small legend">'
            + "".join(f"<span>{badge(s)}</span>" for s in (*ResultStatus, MISSING))
@@ -185,6 +187,9 @@ def _matrix(run: Run) -> str:
         entry_status = v.entry.get("status")
         mode_note = ("" if entry_status in (None, ConversionStatus.CONVERTED) else
                      f' <span class="small">({e(entry_status)})</span>')
+        if isinstance(v.entry.get("given"), str):  # the user's own .tflite, not converted here
+            mode_note += f' <span class="small">(given: {e(Path(v.entry["given"]).name)})</span>'
+
         first = ' class="first"' if previous is not None and v.model != previous else ""
         previous = v.model
         out.append(f"<tr{first}><td>{e(v.model)}</td><td>{e(v.mode)}{mode_note}</td>"

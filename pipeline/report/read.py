@@ -221,5 +221,5 @@ def build_run(run_dir: Path, manifest: dict, results: dict) -> Run:
     for v in entries.values():
         model_order.setdefault(v.model, len(model_order))
     ordered = sorted(entries.values(), key=lambda v: (
-        model_order[v.model], MODES.index(v.mode) if v.mode in MODES else len(MODES)))
+        model_order[v.model], MODES.index(v.mode) if v.mode in MODES else len(MODES), v.id))
     return Run(run_dir, manifest, results, Files(run_dir), targets, ordered, warnings)
