@@ -197,13 +197,13 @@ def compare_invokes(model, x: np.ndarray, repeats: int) -> dict:
         return {"invoke": how}
     batched, per_sample = [], []
     for _ in range(repeats):
-        model._invoke(x)
+        model._invoke([x])
         start = time.perf_counter()
-        out_b = model._invoke(x)
+        out_b = model._invoke([x])
         batched.append(time.perf_counter() - start)
-        model._invoke(x[:1])
+        model._invoke([x[:1]])
         start = time.perf_counter()
-        pieces = [model._invoke(x[i:i + 1]) for i in range(len(x))]
+        pieces = [model._invoke([x[i:i + 1]]) for i in range(len(x))]
         per_sample.append(time.perf_counter() - start)
     out_p = np.concatenate(pieces)
     return {"invoke": how, "batched_s": batched, "per_sample_s": per_sample,

@@ -24,6 +24,7 @@ import tensorflow as tf
 from ..device_tests.schema import ConversionStatus
 from .modes import QuantMode
 from .native_output import captured_native_output
+from .representative import calibration_samples
 
 
 @dataclass
@@ -89,36 +90,49 @@ def make_converter(saved_model: Path, mode: QuantMode, representative_dataset=No
 
 
 def convert_saved_model(saved_model: Path, mode: QuantMode, representative=None,
-                        layer_names=(), debug: bool = False) -> tuple[bytes, float]:
-    """Return (flatbuffer, seconds) or raise ConversionFailure with the cause named."""
+                        layer_names=(), debug: bool = False,
+                        zoo: bool = False) -> tuple[bytes, float]:
+    """Return (flatbuffer, seconds) or raise ConversionFailure with the cause named (`zoo`:
+    see `explain_failure`)."""
     if mode.needs_representative_data and representative is None:
         raise ConversionFailure(ConversionStatus.FAILED, "not converted: the integer modes "
                                 "need representative samples to calibrate")
     start = time.perf_counter()
     try:
         with captured_native_output(not debug) as log:
-            flatbuffer = make_converter(saved_model, mode, lambda: (
-                [sample[None]] for sample in representative)).convert()
+            flatbuffer = make_converter(saved_model, mode, lambda: calibration_samples(
+                representative)).convert()
     except Exception as e:  # the converter raises ConverterError, RuntimeError, ValueError
-        raise explain_failure(e, mode, layer_names, "".join(log)) from e
+        raise explain_failure(e, mode, layer_names, "".join(log), zoo) from e
     return flatbuffer, time.perf_counter() - start
 
 
 _INT16_UNSUPPORTED = re.compile(r"Quantization to 16x8-bit not yet supported for op: '(\w+)'")
 _SELECT_OPS = re.compile(r"TF Select ops: ([\w, ]+)")
 _LOCATION = re.compile(r'fused\["\w+:", "([^"@]+)@')
+# int16x8 quantizes every tensor from its calibrated range; an integer tensor (token ids into
+# an Embedding's GATHER) has none: int8 leaves it as it is, int16x8 stops here.
+_NO_RANGE = re.compile(r"Max and min for dynamic tensors should be recorded during "
+                       r"calibration: Failed for tensor (\S+)")
+_INPUT_TENSOR = re.compile(r"^serving_default_(.+?)(:\d+)?$")
 
 
-def explain_failure(error: Exception, mode: QuantMode, layer_names=(), log: str = ""):
-    """Turn a converter exception into a one-line reason that names ops and Keras layers."""
+def explain_failure(error: Exception, mode: QuantMode, layer_names=(), log: str = "",
+                    zoo: bool = False):
+    """Turn a converter exception into a one-line reason that names ops and Keras layers.
+    `zoo`: the model is one of edgepipe's own, whose int16 limits are documented outcomes (the
+    README's "Expected outcomes"); a user's model is told what TFLite lacks and what to do."""
     text = str(error)
     int16_ops = tuple(dict.fromkeys(_INT16_UNSUPPORTED.findall(text)))
     if int16_ops:
+        ops = ", ".join(int16_ops)
+        advice = ("Expected outcome for this activation; deploy int8 instead, or write the "
+                  "forward with builtins that have int16 kernels." if zoo else
+                  f"Deploy int8 instead, or write the layer that uses {ops} with builtins "
+                  "that have int16 kernels.")
         return ConversionFailure(
-            ConversionStatus.UNSUPPORTED, f"unsupported: op {', '.join(int16_ops)} has no "
-            f"int16 kernel (TFLite cannot quantize it to {mode.value})", int16_ops, (),
-            "Expected outcome for this activation; deploy int8 instead, or write the forward "
-            "with builtins that have int16 kernels.", log)
+            ConversionStatus.UNSUPPORTED, f"unsupported: op {ops} has no int16 kernel (TFLite "
+            f"cannot quantize it to {mode.value})", int16_ops, (), advice, log)
     tf_ops = _select_ops(error, text)
     layers = _layers_in(error, text, layer_names)
     if tf_ops:
@@ -127,6 +141,16 @@ def explain_failure(error: Exception, mode: QuantMode, layer_names=(), log: str 
             ConversionStatus.FAILED, f"needs TF op {', '.join(tf_ops)}{where}, which no TFLite "
             "builtin implements (it would need Flex/SELECT_TF_OPS, which edgepipe never enables)",
             tf_ops, layers, "Rewrite that layer's call() with ops TFLite has as builtins.", log)
+    no_range = _NO_RANGE.search(text)
+    if no_range and mode is QuantMode.INT16X8:
+        tensor = no_range.group(1)
+        named = _INPUT_TENSOR.match(tensor)
+        what = (f"the model's integer input {named.group(1)!r} (token ids or indices)" if named
+                else f"integer tensor {tensor!r}")
+        return ConversionFailure(
+            ConversionStatus.UNSUPPORTED, f"unsupported: TFLite's int16x8 quantizer needs a "
+            f"calibrated range for every tensor, and calibration records none for {what}",
+            (), layers, "Deploy int8, which keeps integer inputs as they are.", log)
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     return ConversionFailure(ConversionStatus.FAILED, f"converter error: {first[:300]}", (), layers,
                              "", log)

@@ -7,20 +7,27 @@ max |tflite - keras| / max |keras|, over a whole test set.
 
 import numpy as np
 
+from ..device_tests.interpreters import ModelInput, arrange_inputs
+
 FORWARD_RTOL = 1e-5
 
 
-def run_tflite(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
-    """Run a float model on `x` with LiteRT's reference kernels, one batch."""
+def run_tflite(flatbuffer: bytes, x) -> np.ndarray:
+    """Run a float model on `x` with LiteRT's reference kernels, one batch. `x`: one array, or
+    {Keras input name: array} for a model with several inputs (matched to the .tflite's inputs
+    by name: its order is not the model's). Integer inputs (token ids) are fed as they are."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     # Reference kernels: what the float32 graph means, free of XNNPACK's reassociation.
     it = Interpreter(model_content=flatbuffer,
                      experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    inp = it.get_input_details()[0]
-    it.resize_tensor_input(inp["index"], list(x.shape))
+    inputs = [ModelInput(d, i) for i, d in enumerate(it.get_input_details())]
+    arrays = arrange_inputs(inputs, x, "the converted model")
+    for inp, a in zip(inputs, arrays, strict=True):
+        it.resize_tensor_input(inp.index, list(a.shape))
     it.allocate_tensors()
-    it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    for inp, a in zip(inputs, arrays, strict=True):
+        it.set_tensor(inp.index, np.asarray(a).astype(inp.dtype))
     it.invoke()
     return it.get_tensor(it.get_output_details()[0]["index"])
 

@@ -2,7 +2,9 @@
 
 Writes `<model>.<mode>.tflite` and `<model>.<mode>.json` (the conversion record) per mode. A
 mode TFLite cannot produce for this model gets a record with status `unsupported` (op named)
-or `failed` and no `.tflite`; the other modes go on.
+or `failed` and no `.tflite`; the other modes go on. A float op left inside an integer variant
+is a finding (`findings` in the record): the variant is converted and runs where float kernels
+exist.
 """
 
 import hashlib
@@ -24,6 +26,7 @@ from .convert import (
 from .forward_check import forward_equality, run_tflite
 from .modes import QuantMode
 from .op_audit import OP_SETS, audit
+from .representative import by_input_name, representative_count
 from .tflite_file import read_tflite
 
 RECORD_SCHEMA_VERSION = 1
@@ -46,10 +49,12 @@ def tensor_info(t) -> dict:
 
 def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                   representative_source: str = "", check_data=None, check_source: str = "",
-                  debug: bool = False, no_representative: str = "") -> list[Variant]:
+                  debug: bool = False, no_representative: str = "",
+                  zoo: bool = False) -> list[Variant]:
     """`check_data`: inputs on which the float32 variant must reproduce Keras' forward.
     `no_representative`: without `representative`, what to do to get the integer modes (they
-    are recorded as not converted; the float modes still are)."""
+    are recorded as not converted; the float modes still are). `zoo`: the model is one of
+    edgepipe's own (its activations' limits are documented outcomes: `explain_failure`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     layer_names = [layer.name for layer in model.layers]
@@ -60,7 +65,8 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
             base = {"schema_version": RECORD_SCHEMA_VERSION, "model": name, "mode": mode.value,
                     "converter": {**converter_options(mode),
                                   "representative_samples": (
-                                      len(representative) if mode.needs_representative_data
+                                      representative_count(representative)
+                                      if mode.needs_representative_data
                                       and representative is not None else 0),
                                   "representative_source": (representative_source if
                                                             mode.needs_representative_data
@@ -69,7 +75,8 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
             tflite_path = out_dir / f"{name}.{mode.value}.tflite"
             try:
                 flatbuffer, seconds = convert_saved_model(
-                    saved_model, mode, representative, layer_names, debug)
+                    saved_model, mode, by_input_name(model, representative), layer_names, debug,
+                    zoo)
             except ConversionFailure as f:
                 if representative is None and mode.needs_representative_data:
                     f.suggestion = no_representative
@@ -90,13 +97,14 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                       "inputs": [tensor_info(t) for t in parsed.input_tensors()],
                       "outputs": [tensor_info(t) for t in parsed.output_tensors()],
                       "audit": report.as_dict(),
+                      "findings": [f.as_dict() for f in report.findings],
                       "custom_gradients": {"saved_model": gradients,
                                            "tflite_subgraphs": len(parsed.subgraphs),
                                            "dropped": report.ok and len(parsed.subgraphs) == 1}}
             if mode is QuantMode.FLOAT32 and check_data is not None:
-                keras_out = np.asarray(model(check_data, training=False))
-                check = forward_equality(keras_out, run_tflite(flatbuffer, check_data),
-                                         check_source)
+                named = by_input_name(model, check_data)  # Keras and the .tflite alike
+                keras_out = np.asarray(model(named, training=False))
+                check = forward_equality(keras_out, run_tflite(flatbuffer, named), check_source)
                 record["forward_check"] = check
                 if not check["ok"]:
                     record["status"] = ConversionStatus.FAILED

@@ -234,6 +234,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_model(path: Path) -> str:
+    """A model's content hash: its file's, or for a folder (a SavedModel) the hash of every
+    regular file's relative path and hash, in order (links are not followed out of it)."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            member = Path(folder) / name
+            if member.is_file() and not member.is_symlink():
+                h.update(f"{member.relative_to(path).as_posix()}\0{sha256_file(member)}\n"
+                         .encode())
+    return h.hexdigest()
+
+
 def writable_folder(folder: Path) -> None:
     """Refuse an output folder that cannot be created or written, or is full, before any work;
     a disk that fills up later is caught by the CLI (files are written whole or not at all)."""

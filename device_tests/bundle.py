@@ -30,8 +30,12 @@ from .schema import (
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")  # converters' QuantMode values
 TASKS = ("classification", "regression")
+# What a model input's test samples may be stored as: float32, or integers (token ids).
+INPUT_DTYPES = ("float32", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+                "uint64")
+KINK_KINDS = ("jump", "slope")  # pipeline/boundary.py: a threshold, a change of slope
 MAX_MANIFEST_BYTES = 64 * 2 ** 20
-MAX_DEPTH = 32  # lists and objects inside one another; edgepipe's manifest nests 6 at most
+MAX_DEPTH = 32  # lists and objects inside one another; edgepipe's manifest nests 8 at most
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -117,6 +121,15 @@ class Bundle:
                     f"{rel}: not a readable .npy array without pickle ({one_line(exc)}); "
                     f"rebuild the bundle") from None
         return self._arrays[key]
+
+
+def dataset_inputs(dataset: dict) -> list:
+    """A manifest dataset's test input files, in the model's input order: its `input_files`
+    (a model with several inputs: each {"name", "path", "sha256", "dtype"}), or its one
+    `inputs` file as [{"name": None, "path", "sha256"}]."""
+    if dataset.get("input_files") is not None:
+        return list(dataset["input_files"])
+    return [{"name": None, "path": dataset.get("inputs"), "sha256": dataset.get("inputs_sha256")}]
 
 
 def one_line(exc: BaseException, limit: int = 400) -> str:
@@ -294,11 +307,31 @@ def _check_nesting_and_text(manifest: object) -> None:
                 stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
 
 
+def _check_input_file(fields: _Fields, root: Path) -> None:
+    fields.get("name", _text, required=True)
+    fields.get("path", _inside(root), required=True)
+    fields.get("sha256", _sha256, required=True)
+    fields.get("dtype", _one_of(INPUT_DTYPES), required=True)
+
+
 def _check_dataset(fields: _Fields, root: Path) -> None:
     fields.get("task", _one_of(TASKS), required=True)
-    for key in ("inputs", "labels"):
-        fields.get(key, _inside(root), required=True)
-        fields.get(f"{key}_sha256", _sha256, required=True)
+    files = fields.get("input_files", _list_of(_object))
+    if files is None:  # one model input: one file
+        fields.get("inputs", _inside(root), required=True)
+        fields.get("inputs_sha256", _sha256, required=True)
+    else:
+        if not files or "inputs" in fields.value:
+            _refuse(f"{fields.where}.input_files", "a non-empty list (one file per model "
+                    "input), given instead of inputs", files)
+        for i, item in enumerate(files):
+            _check_input_file(_Fields(item, f"{fields.where}.input_files[{i}]"), root)
+        names = [item["name"] for item in files]
+        if len(set(names)) != len(names):
+            _refuse(f"{fields.where}.input_files", "one entry per model input (unique names)",
+                    names)
+    fields.get("labels", _inside(root), required=True)
+    fields.get("labels_sha256", _sha256, required=True)
     fields.get("samples", _count)
     fields.get("y_mean", _number)
     fields.get("y_std", _positive)
@@ -306,11 +339,21 @@ def _check_dataset(fields: _Fields, root: Path) -> None:
     fields.get("sha256", _strings_object)
 
 
+def _check_kink(value: object, where: str) -> None:
+    kink = _Fields(value, where)
+    kink.get("at", _number, required=True)
+    kink.get("kind", _one_of(KINK_KINDS))
+    kink.get("height", _number)
+    kink.get("slopes", _list_of(_number))
+
+
 def _check_boundary(fields: _Fields, root: Path) -> None:
-    fields.get("kink", _number, required=True)
     preact = fields.get("preact", _list_of(_inside(root)), required=True)
     fields.get("preact_sha256", _list_of(_sha256, len(preact)), required=True)
     fields.get("layers", _list_of(_text, len(preact)), required=True)
+    # `kinks`, one list per layer; a bundle written before kinks were probed has one `kink`
+    kink = fields.get("kink", _number)
+    fields.get("kinks", _list_of(_list_of(_check_kink), len(preact)), required=kink is None)
     steps = fields.get("input_steps", _object) or {}
     for mode, values in steps.items():
         _one_of(MODES)(mode, f"{fields.where}.input_steps key")
@@ -332,6 +375,16 @@ def _check_model(fields: _Fields, root: Path, datasets: dict) -> None:
         _check_boundary(_Fields(boundary, f"{fields.where}.boundary"), root)
 
 
+def _check_finding(fields: _Fields) -> None:
+    """A float op inside an integer variant (runner.integer_only_refusal reads it)."""
+    fields.get("op", _text, required=True)
+    fields.get("index", _size, required=True)
+    fields.get("subgraph", _size)
+    fields.get("types", _list_of(_text))
+    fields.get("message", _text)
+    fields.get("rewrite", _text)
+
+
 def _check_entry(fields: _Fields, root: Path, models: dict, datasets: dict) -> None:
     model = fields.get("model", _key_of("models", models), required=True)
     fields.get("mode", _one_of(MODES), required=True)
@@ -351,6 +404,8 @@ def _check_entry(fields: _Fields, root: Path, models: dict, datasets: dict) -> N
     fields.get("expected_ops", _list_of(_text))
     fields.get("converter", _object)
     fields.get("given", _text)
+    for i, finding in enumerate(fields.get("findings", _list_of(_object)) or ()):
+        _check_finding(_Fields(finding, f"{fields.where}.findings[{i}]"))
     tolerance = fields.get("tolerance", _object, required=converted)
     if tolerance is not None:
         try:

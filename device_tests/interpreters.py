@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from .isolation import stderr_captured
+
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 KERNELS = ("default", "reference")
 PIP_HINT = "pip install ai-edge-litert, or pip install tflite-runtime 'numpy<2' (Python <= 3.11)"
@@ -111,6 +113,11 @@ def _unusable(name: str, version: str) -> str | None:
 class Runtime:
     """One TFLite Python runtime with one choice of kernels."""
 
+    # Whether it runs integer models integer-only: a float op left inside an int8 model is then
+    # unsupported (runner.integer_only_refusal). LiteRT has float kernels beside the integer
+    # ones and runs it; TFLite Micro (tflm.py) says True.
+    integer_only = False
+
     def __init__(self, name: str, version: str, kernels: str, interpreter_class, resolver_type):
         self.name = name
         self.version = version
@@ -144,7 +151,12 @@ def without_native_info():
     """Native writes to fd 2 go to a temporary file for the moment; then every line of it but
     the runtime's INFO notices is passed on to stderr: warnings and errors stay. TFLite's C++
     prints `INFO: Created TensorFlow Lite XNNPACK delegate for CPU.` when the interpreter first
-    allocates its tensors, where no Python or TF_CPP_MIN_LOG_LEVEL setting reaches it."""
+    allocates its tensors, where no Python or TF_CPP_MIN_LOG_LEVEL setting reaches it.
+    In the runner's worker, fd 2 is left as it is: the parent drops those notices, and what a
+    runtime prints before it aborts must reach the parent, not a file that dies with it."""
+    if stderr_captured():
+        yield
+        return
     try:
         capture = tempfile.TemporaryFile()
     except OSError:  # no writable temporary folder: leave stderr as it is
@@ -249,41 +261,161 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((np.asarray(q, dtype=np.float64) - zero_point) * scale).astype(np.float32)
 
 
+_TENSOR_INDEX = re.compile(r":\d+$")
+
+
+def input_for(tensor_name: str, names) -> str | None:
+    """The bundle input (a Keras input name among `names`) that the interpreter's input tensor
+    `tensor_name` takes: a .tflite converted from a SavedModel names a signature's input
+    `<signature>_<name>:0` (`serving_default_image:0`), and lists its inputs in an order of its
+    own, not the model's. The longest name that matches wins (`big_image` over `image`)."""
+    base = _TENSOR_INDEX.sub("", tensor_name or "")
+    found = [n for n in names if base == n or base.endswith("_" + n)]
+    return max(found, key=len) if found else None
+
+
+class ModelInput:
+    """One input tensor of an interpreter, and how a bundle array is fed to it: float32
+    samples to a float input, quantized to a quantized integer input; integers (token ids,
+    indices: an integer input without quantization, which the converter leaves as it is in
+    every mode) fed as given."""
+
+    def __init__(self, details: dict, position: int):
+        self.index = details["index"]
+        self.name = str(details.get("name") or "")
+        self.position = position
+        self.dtype = np.dtype(details["dtype"])
+        signature = details.get("shape_signature")
+        if signature is None or len(signature) == 0:
+            signature = details["shape"]
+        self.signature = [int(d) for d in signature]
+        self.shape = [int(d) for d in details["shape"]]  # its current shape
+        self.quant = _quant(details)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"#{self.position}"
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype.kind in "iu" and self.quant[0] != 0.0
+
+    @property
+    def raw_integer(self) -> bool:
+        return self.dtype.kind in "iu" and self.quant[0] == 0.0
+
+    def fits(self, x: np.ndarray) -> bool:
+        return x.ndim == len(self.signature) and all(
+            self.signature[i] in (-1, x.shape[i]) for i in range(1, x.ndim))
+
+    def check(self, x: np.ndarray, what: str) -> None:
+        """Raise ModelError (expected vs got) when `x` cannot feed this input; `what` names
+        the bundle's array ("inputs", or "input 'image'")."""
+        expected = "(" + ", ".join("N" if i == 0 else ("any" if d == -1 else str(d))
+                                   for i, d in enumerate(self.signature)) + ")"
+        if self.raw_integer:
+            if x.dtype.kind not in "iu":
+                raise ModelError(f"{what} must be integers (the model's input {self.label} is "
+                                 f"{self.dtype.name}, token ids or indices fed as given). "
+                                 f"Received: {x.dtype.name}")
+        elif x.dtype != np.float32:
+            raise ModelError(f"{what} must be float32 (the model takes {self.dtype.name}, "
+                             f"fed from float32). Received: {x.dtype.name}")
+        if not self.fits(x):
+            verb = "have" if what == "inputs" else "has"
+            raise ModelError(f"{what} {verb} shape {tuple(x.shape)} but the model's input "
+                             f"{'' if what == 'inputs' else self.label + ' '}expects {expected}")
+        if x.shape[0] == 0:
+            raise ModelError(f"{what} hold 0 samples; expected at least one")
+        if self.raw_integer and x.size:
+            info = np.iinfo(self.dtype)
+            if x.min() < info.min or x.max() > info.max:
+                raise ModelError(f"{what} hold values from {x.min()} to {x.max()}, beyond the "
+                                 f"model's {self.dtype.name} input {self.label}")
+        if self.quantized and not np.all(np.isfinite(x)):
+            bad = ~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)
+            raise ModelError(f"{what} hold NaN or Inf (first at sample {int(np.argmax(bad))}) "
+                             f"and the model's input is {self.dtype.name}: NaN has no integer "
+                             f"value")
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        if self.quantized:
+            scale, zero_point = self.quant
+            return quantize(x, scale, zero_point, self.dtype)
+        return x.astype(self.dtype, copy=False)
+
+
+def arrange_inputs(inputs: list, x, label: str = "the interpreter") -> list:
+    """The arrays for the interpreter's inputs (`inputs`: ModelInput, in its order) from `x`:
+    one array (a model with one input) or {Keras input name: array}. Matched by the tensors'
+    names; where the runtime names none (TFLite Micro), by each sample's shape when that tells
+    the inputs apart."""
+    if not isinstance(x, dict):
+        if len(inputs) != 1:
+            raise ModelError(f"the model takes {len(inputs)} inputs "
+                             f"({', '.join(i.label for i in inputs)}) but the bundle gives one "
+                             f"array; expected one per input (the dataset's input_files)")
+        return [x]
+    if len(x) != len(inputs):
+        raise ModelError(f"the model takes {len(inputs)} input(s) "
+                         f"({', '.join(i.label for i in inputs)}) but the bundle gives {len(x)} "
+                         f"({', '.join(map(repr, x))})")
+    if len(x) == 1:
+        return list(x.values())
+    chosen = [input_for(i.name, x) for i in inputs]
+    if None in chosen or len(set(chosen)) != len(chosen):
+        chosen = []
+        for i in inputs:
+            fits = [name for name, a in x.items() if i.fits(a)
+                    and (a.dtype.kind in "iu") == i.raw_integer]
+            if len(fits) != 1:
+                raise ModelError(
+                    f"{label} does not name the model's input {i.label} after a bundle input, "
+                    f"and {len(fits)} of the bundle's inputs ({', '.join(map(repr, x))}) fit "
+                    f"its shape {i.signature}: cannot tell which feeds it")
+            chosen.append(fits[0])
+        if len(set(chosen)) != len(chosen):
+            raise ModelError(f"{label} does not name its inputs and several of them take the "
+                             f"same bundle input ({', '.join(map(repr, chosen))}): cannot tell "
+                             f"which feeds which")
+    return [x[name] for name in chosen]
+
+
 class LoadedModel:
-    """One interpreter with one input and one output, fed float32 and read back as float32."""
+    """One interpreter with one output and any number of inputs, fed from the bundle's arrays
+    (float32 samples, or integers for integer inputs) and read back as float32."""
 
     def __init__(self, interpreter, label: str = "the interpreter"):
         self.interpreter = interpreter
         self.label = label
-        inputs = interpreter.get_input_details()
+        details = interpreter.get_input_details()
         outputs = interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"expected a model with one input and one output. Received: "
-                             f"{len(inputs)} inputs, {len(outputs)} outputs")
-        self.input = inputs[0]
+        if not details or len(outputs) != 1:
+            raise ModelError(f"expected a model with inputs and one output. Received: "
+                             f"{len(details)} inputs, {len(outputs)} outputs")
+        self.inputs = [ModelInput(d, i) for i, d in enumerate(details)]
         self.output = outputs[0]
-        self.input_dtype = np.dtype(self.input["dtype"])
         self.output_dtype = np.dtype(self.output["dtype"])
-        signature = self.input.get("shape_signature")
-        if signature is None or len(signature) == 0:
-            signature = self.input["shape"]
-        self.signature = [int(d) for d in signature]
-        self._shape = [int(d) for d in self.input["shape"]]  # the input's current shape
         self.facts: dict = {}  # what the runtime measured on loading (TFLM: the arena)
-        self.input_quant = _quant(self.input)
         self.output_quant = _quant(self.output)
-        for what, dtype, (scale, _) in (("input", self.input_dtype, self.input_quant),
-                                        ("output", self.output_dtype, self.output_quant)):
-            if dtype.kind in "iu" and scale == 0.0:
-                raise ModelError(f"the model's {what} is {dtype.name} without quantization "
-                                 f"parameters (scale 0); expected a quantized or float {what}")
-            if dtype.kind not in "iuf":
-                raise ModelError(f"the model's {what} is {dtype.name}; expected float32, float16 "
-                                 f"or a quantized integer type")
+        for i in self.inputs:
+            if i.dtype.kind not in "iuf":
+                raise ModelError(f"the model's input {i.label} is {i.dtype.name}; expected "
+                                 f"float32, float16, a quantized integer type or integers "
+                                 f"(token ids)")
+        scale = self.output_quant[0]
+        if self.output_dtype.kind in "iu" and scale == 0.0:
+            raise ModelError(f"the model's output is {self.output_dtype.name} without "
+                             f"quantization parameters (scale 0); expected a quantized or float "
+                             f"output")
+        if self.output_dtype.kind not in "iuf":
+            raise ModelError(f"the model's output is {self.output_dtype.name}; expected float32, "
+                             f"float16 or a quantized integer type")
 
     @property
-    def integer_input(self) -> bool:
-        return self.input_dtype.kind in "iu"
+    def signature(self) -> list:
+        """The first input's shape signature (its batch size is every input's)."""
+        return self.inputs[0].signature
 
     @property
     def output_step(self) -> float | None:
@@ -292,27 +424,27 @@ class LoadedModel:
 
     @property
     def batched(self) -> bool:
-        return len(self.signature) > 0 and self.signature[0] == -1
+        return all(len(i.signature) > 0 and i.signature[0] == -1 for i in self.inputs)
 
-    def check_inputs(self, x: np.ndarray) -> None:
-        """Raise ModelError (expected vs got) when `x` does not fit the model's input."""
-        expected = "(" + ", ".join("N" if i == 0 else ("any" if d == -1 else str(d))
-                                   for i, d in enumerate(self.signature)) + ")"
-        if x.dtype != np.float32:
-            raise ModelError(f"inputs must be float32 (the model takes {self.input_dtype.name}, "
-                             f"fed from float32). Received: {x.dtype.name}")
-        if x.ndim != len(self.signature) or any(
-                self.signature[i] not in (-1, x.shape[i]) for i in range(1, x.ndim)):
-            raise ModelError(f"inputs have shape {tuple(x.shape)} but the model's input "
-                             f"expects {expected}")
-        if x.shape[0] == 0:
-            raise ModelError("inputs hold 0 samples; expected at least one")
+    def feeds(self, x) -> list:
+        """`x` (one array, or {Keras input name: array}) as one checked array per interpreter
+        input, in its order; ModelError (expected vs got, naming the input) when one does not
+        fit."""
+        arrays = arrange_inputs(self.inputs, x, self.label)
+        several = len(arrays) > 1
+        names = {id(a): n for n, a in x.items()} if isinstance(x, dict) else {}
+        for i, a in enumerate(arrays):  # no zip(strict=): Python 3.9
+            what = f"input {names.get(id(a), self.inputs[i].label)!r}" if several else "inputs"
+            self.inputs[i].check(a, what)
+        if len({a.shape[0] for a in arrays}) > 1:
+            raise ModelError(f"the inputs hold different numbers of samples "
+                             f"({', '.join(str(a.shape[0]) for a in arrays)}); expected the "
+                             f"same samples of every input")
+        return arrays
 
-    def _feed(self, x: np.ndarray) -> np.ndarray:
-        if self.integer_input:
-            scale, zero_point = self.input_quant
-            return quantize(x, scale, zero_point, self.input_dtype)
-        return x.astype(self.input_dtype, copy=False)
+    def check_inputs(self, x) -> None:
+        """Raise ModelError (expected vs got) when `x` does not fit the model's inputs."""
+        self.feeds(x)
 
     def _read(self) -> np.ndarray:
         raw = self.interpreter.get_tensor(self.output["index"])
@@ -321,29 +453,38 @@ class LoadedModel:
             return dequantize(raw, scale, zero_point)
         return np.array(raw, dtype=np.float32)
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        index = self.input["index"]
-        if self._shape != list(batch.shape):
+    def _invoke(self, batches: list) -> np.ndarray:
+        resized = False
+        pairs = [(self.inputs[n], batch) for n, batch in enumerate(batches)]
+        for i, batch in pairs:
+            if i.shape != list(batch.shape):
+                try:
+                    self.interpreter.resize_tensor_input(i.index, list(batch.shape), strict=True)
+                except Exception as exc:
+                    raise explain_error(exc, self.label,
+                                        f"resize the input to {list(batch.shape)}") from None
+                i.shape, resized = list(batch.shape), True
+        if resized:
             try:
-                self.interpreter.resize_tensor_input(index, list(batch.shape), strict=True)
                 self.interpreter.allocate_tensors()
             except Exception as exc:
-                raise explain_error(exc, self.label,
-                                    f"resize the input to {list(batch.shape)}") from None
-            self._shape = list(batch.shape)
-        self.interpreter.set_tensor(index, self._feed(batch))
+                shapes = ", ".join(str(list(b.shape)) for b in batches)
+                raise explain_error(exc, self.label, f"resize the input to {shapes}") from None
+        for i, batch in pairs:
+            self.interpreter.set_tensor(i.index, i.feed(batch))
         try:
             self.interpreter.invoke()
         except Exception as exc:
             raise explain_error(exc, self.label, "invoke") from None
         return self._read()
 
-    def latency_ms(self, sample: np.ndarray, budget_s: float = 0.5, most: int = 50) -> float:
+    def latency_ms(self, x, budget_s: float = 0.5, most: int = 50) -> float:
         """Median wall time of one single-sample invoke, after one warm-up invoke; as many
         invokes as fit in `budget_s` (at least 3, at most `most`). Only invoke() is timed,
         the input being set once before: the kernels' time, not the Python that quantizes the
-        input and reads the output (which would make every integer model look slower)."""
-        self._invoke(sample[:1])
+        input and reads the output (which would make every integer model look slower).
+        `x`: as `run` takes it."""
+        self._invoke([a[:1] for a in arrange_inputs(self.inputs, x, self.label)])
         invoke = self.interpreter.invoke
         times: list = []
         spent = 0.0
@@ -354,23 +495,24 @@ class LoadedModel:
             spent += times[-1]
         return float(np.median(times) * 1000.0)
 
-    def run(self, x: np.ndarray) -> tuple:
-        """(float32 outputs for every sample, "batch" | "per-sample").
+    def run(self, x) -> tuple:
+        """(float32 outputs for every sample, "batch" | "per-sample"). `x`: one array (a model
+        with one input) or {Keras input name: array} (the bundle's input_files).
 
-        One invoke for the whole set when the input's batch dimension is dynamic (-1 in its
+        One invoke for the whole set when every input's batch dimension is dynamic (-1 in its
         shape_signature); otherwise one invoke per fixed-size batch (per sample when it is 1; a
         last partial batch is padded with zeros and the padding dropped).
         """
-        self.check_inputs(x)
+        arrays = self.feeds(x)
         if self.batched:
-            return self._invoke(x), "batch"
+            return self._invoke(arrays), "batch"
         size = max(1, self.signature[0])
         pieces = []
-        for start in range(0, x.shape[0], size):
-            chunk = x[start:start + size]
-            real = chunk.shape[0]
+        for start in range(0, arrays[0].shape[0], size):
+            chunk = [a[start:start + size] for a in arrays]
+            real = chunk[0].shape[0]
             if real < size:
-                padding = np.zeros((size - real,) + x.shape[1:], dtype=x.dtype)
-                chunk = np.concatenate([chunk, padding])
+                chunk = [np.concatenate([c, np.zeros((size - real,) + c.shape[1:], c.dtype)])
+                         for c in chunk]
             pieces.append(self._invoke(chunk)[:real])
         return np.concatenate(pieces), "per-sample"

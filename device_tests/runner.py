@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle, BundleError, load_bundle, one_line
+from .bundle import Bundle, BundleError, dataset_inputs, load_bundle, one_line
 from .interpreters import KERNELS, KernelMissing, Runtime, RuntimeUnavailable, find_runtime
 from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, run_isolated
 from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
@@ -119,27 +119,108 @@ def _reference_sha(entry: dict, model: dict, rel: str) -> object:
     return None
 
 
+def _samples(array: np.ndarray) -> int:
+    return array.shape[0] if array.ndim else 0
+
+
+def _load_inputs(bundle: Bundle, dataset: dict, where: str) -> list:
+    """[(manifest item, array)] of the dataset's test inputs, in the model's input order,
+    every file verified."""
+    loaded = []
+    for i, item in enumerate(dataset_inputs(dataset)):
+        named = item["name"] is not None
+        field = f"{where}.input_files[{i}]" if named else f"{where}.inputs"
+        array = bundle.array(item["path"], item["sha256"], field)
+        if named and array.dtype.name != item.get("dtype"):
+            raise EntryError(f"{item['path']} holds {array.dtype.name} but {field}.dtype says "
+                             f"{item.get('dtype')}; rebuild the bundle")
+        loaded.append((item, array))
+    first, n = loaded[0][0]["path"], _samples(loaded[0][1])
+    for item, array in loaded[1:]:
+        if _samples(array) != n:
+            raise EntryError(f"{item['path']} holds {_samples(array)} samples but {first} holds "
+                             f"{n}; every model input needs the same samples, rebuild the bundle")
+    return loaded
+
+
 def _load_data(bundle: Bundle, entry: dict) -> tuple:
-    """(dataset dict, inputs, labels, reference), every file verified."""
+    """(dataset dict, inputs, labels, reference), every file verified. `inputs`: one array, or
+    {Keras input name: array} for a model with several inputs (the dataset's input_files);
+    the runtime's LoadedModel matches them to the interpreter's inputs."""
     model = bundle.model(entry.get("model"))
     dataset_name = entry.get("dataset") or model.get("dataset")
     dataset = bundle.dataset(dataset_name)
     where = f"datasets.{dataset_name}"
-    inputs = bundle.array(dataset.get("inputs"), dataset.get("inputs_sha256"), f"{where}.inputs")
+    loaded = _load_inputs(bundle, dataset, where)
     labels = bundle.array(dataset.get("labels"), dataset.get("labels_sha256"), f"{where}.labels")
     rel = entry.get("reference") or model.get("reference")
     reference = bundle.array(rel, _reference_sha(entry, model, rel),
                              f"entry {entry['id']} reference")
-    n = inputs.shape[0] if inputs.ndim else 0
+    first, n = loaded[0][0]["path"], _samples(loaded[0][1])
     for name, array in (("labels", labels), ("reference", reference)):
         if array.ndim == 0 or array.shape[0] != n:
             raise EntryError(f"{name} hold {array.shape[0] if array.ndim else 0} samples but "
-                             f"{dataset.get('inputs')} holds {n}; expected one per input sample, "
+                             f"{first} holds {n}; expected one per input sample, "
                              f"rebuild the bundle")
     if dataset.get("samples") is not None and dataset["samples"] != n:
-        raise EntryError(f"{dataset.get('inputs')} holds {n} samples but datasets."
+        raise EntryError(f"{first} holds {n} samples but datasets."
                          f"{dataset_name}.samples says {dataset['samples']}; rebuild the bundle")
+    if loaded[0][0]["name"] is None:
+        inputs = loaded[0][1]
+    else:
+        inputs = {item["name"]: array for item, array in loaded}
     return dataset, inputs, labels, reference
+
+
+# A reference whose every output spreads over the samples by no more than this many steps of
+# its dtype (at the output's magnitude) is constant: float noise, not the model's response.
+CONSTANT_STEPS = 8
+
+
+def constant_reference(reference: np.ndarray) -> str | None:
+    """Why a comparison with this reference is empty, one line, or None: every output (column)
+    is the same for every sample, to within CONSTANT_STEPS of its dtype's resolution (an
+    untrained model: a softmax over equal logits gives 1/classes everywhere). One sample alone
+    is not constant; per-sample equal outputs across classes are fine."""
+    n = reference.shape[0] if reference.ndim else 0
+    if n < 2 or reference.size == 0:
+        return None
+    flat = reference.reshape(n, -1)
+    wide = flat.astype(np.float64)
+    if not np.all(np.isfinite(wide)):
+        return None
+    spread = wide.max(axis=0) - wide.min(axis=0)
+    if flat.dtype.kind == "f":
+        steps = np.spacing(np.abs(flat).max(axis=0)).astype(np.float64)
+    else:
+        steps = np.zeros_like(spread)
+    if np.any(spread > CONSTANT_STEPS * steps):
+        return None
+    values = wide[0] if not spread.any() else wide.mean(axis=0)
+    if np.all(np.abs(values - values[0]) <= CONSTANT_STEPS * steps.max()):
+        what = f"every output is {values[0]:.6g}"
+    else:
+        shown = ", ".join(f"{v:.6g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+        what = f"the outputs are ({shown})"
+    within = (f" to within {int(np.ceil((spread / np.where(steps > 0, steps, 1)).max()))} "
+              f"{flat.dtype.name} steps" if spread.any() else "")
+    return (f"the Keras reference is constant: nothing is compared ({what}{within} for all {n} "
+            f"samples; is the model trained?)")
+
+
+def integer_only_refusal(entry: dict, who: str) -> str | None:
+    """Why `who`, which runs integer models integer-only (no float kernels beside the integer
+    ones: TFLite Micro, Ethos-U), reports this entry unsupported: the float ops the audit found
+    inside it (the manifest entry's `findings`), each named, with the rewrite when one is known.
+    None when it has none."""
+    findings = entry.get("findings") or []
+    if not findings:
+        return None
+    ops = "; ".join(f"op {f['index']} {f['op']} computes in float "
+                    f"({', '.join(f.get('types') or ())})" for f in findings)
+    rewrites = list(dict.fromkeys(f["rewrite"] for f in findings if f.get("rewrite")))
+    return (f"{who} runs integer-only {entry.get('mode')} models; {ops}"
+            + "".join(f"; {r}" for r in rewrites))
 
 
 def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
@@ -148,23 +229,27 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     if record is not None:
         return record
     record = base_record(entry, target)
+    refusal = integer_only_refusal(entry, target) if runtime.integer_only else None
+    if refusal:
+        record["status"], record["reason"] = ResultStatus.UNSUPPORTED, refusal
+        return record
     bounds = read_bounds(entry.get("tolerance"))
     dataset, inputs, labels, reference = _load_data(bundle, entry)
     mode = entry.get("mode")
-    if mode in INTEGER_MODES and not np.all(np.isfinite(inputs)):
-        bad = np.argwhere(~np.isfinite(inputs.reshape(inputs.shape[0], -1)).all(axis=1))
-        raise EntryError(f"inputs {dataset.get('inputs')} hold NaN or Inf (first at sample "
-                         f"{int(bad[0][0])}) and mode {mode} quantizes its input: NaN has no "
-                         f"integer value; run this entry on finite inputs")
+    files = [item["path"] for item in dataset_inputs(dataset)]
+    arrays = list(inputs.values()) if isinstance(inputs, dict) else [inputs]
+    for i, array in enumerate(arrays):  # integer inputs (token ids) are always finite
+        if mode in INTEGER_MODES and not np.all(np.isfinite(array)):
+            bad = np.argwhere(~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1))
+            raise EntryError(f"inputs {files[i]} hold NaN or Inf (first at sample "
+                             f"{int(bad[0][0])}) and mode {mode} quantizes its input: NaN has no "
+                             f"integer value; run this entry on finite inputs")
     data = bundle.read(entry.get("tflite"), entry.get("sha256"), f"entry {entry['id']} tflite")
     if entry.get("bytes") is not None and entry["bytes"] != len(data):
         raise EntryError(f"{entry.get('tflite')} has {len(data)} bytes but the manifest says "
                          f"{entry['bytes']}; rebuild the bundle")
     model = runtime.load(data)
-    if model.integer_input and not np.all(np.isfinite(inputs)):
-        raise EntryError(f"inputs {dataset.get('inputs')} hold NaN or Inf and the model's input "
-                         f"is {model.input_dtype.name}: NaN has no integer value")
-    outputs, record["invoke"] = model.run(inputs)
+    outputs, record["invoke"] = model.run(inputs)  # NaN into a quantized input: ModelError
     if outputs.shape != reference.shape:
         if outputs.size == reference.size and outputs.shape[0] == reference.shape[0]:
             outputs = outputs.reshape(reference.shape)
@@ -184,6 +269,9 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     failed = fail_reason(record["checks"])
     record["status"] = ResultStatus.FAIL if failed else ResultStatus.PASS
     record["reason"] = failed
+    constant = constant_reference(reference)
+    if constant:  # max|Δ| 0 against a dead reference proves nothing: never a pass
+        record["status"], record["reason"] = ResultStatus.ERROR, constant
     if outputs_dir is not None:
         folder = output_folder(outputs_dir, target)
         write_atomic(folder / f"{entry['id']}.npy",

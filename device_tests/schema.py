@@ -155,8 +155,10 @@ class RunFolder:
     def conversion_record(self, model: str, mode: str) -> Path:
         return self.tflite_dir / f"{model}.{mode}.json"
 
-    def inputs(self, dataset: str) -> Path:
-        return self.root / "data" / f"{dataset}.inputs.npy"
+    def inputs(self, dataset: str, index: int | None = None) -> Path:
+        """The test inputs of `dataset`, or of its model input `index` (several inputs)."""
+        name = f"{dataset}.inputs.npy" if index is None else f"{dataset}.inputs.{index}.npy"
+        return self.root / "data" / name
 
     def labels(self, dataset: str) -> Path:
         return self.root / "data" / f"{dataset}.labels.npy"

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .interpreters import KernelMissing, LoadedModel, ModelError, _module_version
+from .isolation import last_words, signal_name
 
 PROBE = str(Path(__file__).with_name("tflm_probe.py"))
 PROBE_TIMEOUT = 120
@@ -29,6 +30,7 @@ ALIGN = 16  # TFLM aligns arena allocations to 16 bytes: search no finer than th
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _NO_OP = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
 _NODE = re.compile(r"Node ([A-Z0-9_]+) \(number \d+\) failed to (prepare|invoke)")
+_STAGE = re.compile(r"^stage: (.+)$", re.MULTILINE)  # tflm_probe.py's steps, on its stdout
 
 
 def import_tflm():
@@ -58,6 +60,7 @@ class TflmRuntime:
 
     name = "tflite_micro"
     kernels = "reference"
+    integer_only = True  # a microcontroller's int8 build: no float kernels beside (interpreters)
 
     def __init__(self, module, version: str):
         self._runtime = module
@@ -92,8 +95,7 @@ class TflmRuntime:
                 if why:
                     raise KernelMissing(why)
                 raise ModelError(f"{self.label} failed to run the model with a {generous}-byte "
-                                 f"arena (exit {first.returncode}): "
-                                 f"{_last_line(first.stderr)}")
+                                 f"arena (exit {first.returncode}): {_probe_failure(first)}")
             found = _TOTAL.search(first.stderr)
             guess = int(found.group(1)) if found else generous
             probes = [1]
@@ -144,6 +146,19 @@ def _quiet_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def _probe_failure(done) -> str:
+    """Why a probe failed, one line: its last line on stderr; for one killed by a signal
+    (an abort() in a kernel's check prints nothing), the signal, the step it was in, and its
+    last words."""
+    if done.returncode >= 0:
+        return _last_line(done.stderr)
+    number = -done.returncode
+    steps = _STAGE.findall(done.stdout or "")
+    step = f" while {steps[-1]}" if steps else ""
+    return (f"killed by signal {number} ({signal_name(number)}){step}"
+            f"{last_words(done.stderr or '', '; it printed nothing on stderr')}")
 
 
 def _last_line(text: str) -> str:

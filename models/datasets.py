@@ -47,10 +47,15 @@ class Dataset:
     y_std: float = 1.0
     hashes: dict = field(default_factory=dict)  # sha256 of the raw data and of each split
     path: str = ""  # the user's .npz; empty for a built-in dataset
+    # A model with several inputs: each x_* is a list of arrays, one per input in the model's
+    # order, and these are the inputs' names. Empty for one input (x_* is one array).
+    input_names: tuple = ()
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+    def input_shape(self) -> tuple:
+        """A sample's shape; with several inputs, a tuple of one shape per input."""
+        shapes = tuple(tuple(x.shape[1:]) for x in input_arrays(self.x_train))
+        return shapes if self.input_names else shapes[0]
 
     @property
     def num_outputs(self) -> int:
@@ -69,6 +74,20 @@ class Dataset:
                                 "y_mean": self.y_mean, "y_std": self.y_std},
             "sha256": self.hashes,
         }
+
+
+def input_arrays(x) -> list:
+    """The arrays of one split's inputs: one per model input (`x` is one array, or a list)."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def sample_count(x) -> int:
+    return len(input_arrays(x)[0])
+
+
+def take(x, index):
+    """The samples `index` (an index array or a slice) of every input of `x`, same structure."""
+    return [a[index] for a in x] if isinstance(x, (list, tuple)) else x[index]
 
 
 def sha256_arrays(*arrays: np.ndarray) -> str:
@@ -140,7 +159,7 @@ def load_builtin(name: str, seed: int = 0) -> Dataset:
 def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
     """A user's data: `x_train, y_train, x_test, y_test`; validation is carved from training."""
     path = Path(path)
-    arrays, _ = _read_npz(path, task)
+    arrays, _, _ = _read_npz(path, task)
     x_train, y_train, x_test, y_test = (arrays[k] for k in NPZ_KEYS)
     if task is Task.CLASSIFICATION:
         _check_class_count(path, y_train, y_test)
@@ -154,24 +173,63 @@ def load_npz(path: Path, task: Task, seed: int = 0) -> Dataset:
                         sha256_arrays(*(arrays[k] for k in NPZ_KEYS)), str(path.resolve()))
 
 
-def load_npz_as_given(path: Path, seed: int = 0) -> Dataset:
+def load_npz_as_given(path: Path, seed: int = 0, inputs=None) -> Dataset:
     """Data for a user's own, already trained model: the arrays exactly as the model takes them
     (no standardisation, no channel axis added, no validation split: nothing is trained).
-    The task is classification when y_train and y_test hold integers, else regression."""
+    The task is classification when y_train and y_test hold integers, else regression.
+
+    `inputs`: the model's inputs (models/loading.TensorSpec: name, dtype), in its order. Each
+    x array is given in its input's dtype: float32 for a float input; an integer input (token
+    ids) keeps integers, never standardised or made floats. With several inputs the .npz holds
+    `x_train_<name>` and `x_test_<name>` per input (`x_*` is then a list, `input_names` set);
+    with one, `x_train` and `x_test` (or the named keys). Without `inputs` (no model at hand):
+    the inputs the keys name, floats as float32, integers as given."""
     path = Path(path)
-    arrays, task = _read_npz(path, None)
-    x_train, y_train, x_test, y_test = (arrays[k] for k in NPZ_KEYS)
+    names = [t.name for t in inputs] if inputs else None
+    arrays, task, pairs = _read_npz(path, None, names, discover=names is None)
+    names = [train.removeprefix("x_train_") for train, _ in pairs]
+    y_train, y_test = arrays["y_train"], arrays["y_test"]
     if task is Task.REGRESSION:
         y_train, y_test = (np.asarray(y, np.float32).reshape(-1, 1) for y in (y_train, y_test))
     else:
         y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
-    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
-    hashes = {"source": sha256_arrays(*(arrays[k] for k in NPZ_KEYS)),
-              "train": sha256_arrays(x_train, y_train), "val": sha256_arrays(x_train[:0]),
-              "test": sha256_arrays(x_test, y_test)}
-    return Dataset(path.stem, task, x_train, y_train, x_train[:0], y_train[:0], x_test, y_test,
-                   seed, np.zeros((), np.float32), np.ones((), np.float32), 0.0, 1.0, hashes,
-                   str(path.resolve()))
+    dtypes = [t.dtype for t in inputs] if inputs else [None] * len(pairs)
+    x_train = [_as_input(path, arrays[tr], tr, d) for (tr, _), d in zip(pairs, dtypes, strict=True)]
+    x_test = [_as_input(path, arrays[te], te, d) for (_, te), d in zip(pairs, dtypes, strict=True)]
+    hashes = {"source": sha256_arrays(*(arrays[k] for k in _keys(pairs))),
+              "train": sha256_arrays(*x_train, y_train),
+              "val": sha256_arrays(*(x[:0] for x in x_train)),
+              "test": sha256_arrays(*x_test, y_test)}
+    several = len(pairs) > 1
+    x_train, x_test = (x if several else x[0] for x in (x_train, x_test))
+    return Dataset(path.stem, task, x_train, y_train, take(x_train, slice(0)), y_train[:0],
+                   x_test, y_test, seed, np.zeros((), np.float32), np.ones((), np.float32), 0.0,
+                   1.0, hashes, str(path.resolve()), tuple(names) if several else ())
+
+
+def _as_input(path: Path, x: np.ndarray, key: str, dtype: str | None) -> np.ndarray:
+    """`x` in the dtype of the model input it feeds: float32 for a float input (what the model
+    computes in); for an integer input (token ids) its integers, cast to the input's integer
+    type when they fit, never turned into floats."""
+    if dtype is None:  # no model to ask: floats as float32, integers as given
+        return x if x.dtype.kind in "iu" else x.astype(np.float32)
+    target = np.dtype(dtype)
+    if target.kind not in "iu":
+        return x.astype(np.float32)
+    if x.dtype.kind not in "iu":
+        rows = x.reshape(len(x), -1)
+        bad = (rows != np.round(rows)).any(axis=1)
+        if bad.any():
+            raise EdgepipeError(f"Data file {path}: {key} feeds the model's integer input "
+                                f"({dtype}: token ids or indices) but holds fractions (first at "
+                                f"sample {int(np.argmax(bad))}); save the integers, e.g. "
+                                f"{key}.astype('{dtype}').")
+    info = np.iinfo(target)
+    if x.size and (x.min() < info.min or x.max() > info.max):
+        raise EdgepipeError(f"Data file {path}: {key} holds values from {x.min()} to {x.max()}, "
+                            f"beyond the range of the model's {dtype} input; token ids must "
+                            f"fit in {dtype}.")
+    return x.astype(target)
 
 
 def load_recorded(described: dict) -> Dataset:
@@ -195,20 +253,22 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_LABEL = 2**31 - 1  # no model has more outputs; uint64 labels past 2**63 wrap in int64
 
 
-def _read_npz(path: Path, task: Task | None) -> tuple[dict, Task]:
-    """The four arrays of a user's .npz, and the task. Each member's header is read and checked
-    (dtype, shape, size against the zip member and the free memory) before any array is loaded,
-    and the values after: numpy and TensorFlow crash, abort or exhaust the memory on what is
-    refused here. `task` None: classification when both label arrays hold integers."""
+def _read_npz(path: Path, task: Task | None, names=None,
+              discover: bool = False) -> tuple[dict, Task, list]:
+    """The arrays of a user's .npz, the task, and the (x_train key, x_test key) of each model
+    input (`names`: the model's input names; None: one input). Each member's header is read and
+    checked (dtype, shape, size against the zip member and the free memory) before any array is
+    loaded, and the values after: numpy and TensorFlow crash, abort or exhaust the memory on
+    what is refused here. `task` None: classification when both label arrays hold integers."""
     regular_file(path, "Data file", NPZ_HINT)
     try:
         with zipfile.ZipFile(path) as archive:
-            members = _members(path, archive)
+            members, pairs = _members(path, archive, names, discover)
             headers = {key: _header(path, archive, key, info) for key, info in members.items()}
             if task is None:
                 integer = all(headers[k][1].kind in "iu" for k in ("y_train", "y_test"))
                 task = Task.CLASSIFICATION if integer else Task.REGRESSION
-            _check_shapes(path, {key: shape for key, (shape, _) in headers.items()}, task)
+            _check_shapes(path, {key: shape for key, (shape, _) in headers.items()}, task, pairs)
             _check_memory(path, headers)
             arrays = {key: _load(archive, info) for key, info in members.items()}
     except EdgepipeError:
@@ -228,7 +288,7 @@ def _read_npz(path: Path, task: Task | None) -> tuple[dict, Task]:
     _check_values(path, arrays, task)
     if task is Task.CLASSIFICATION:  # labels of shape (samples, 1) become (samples,)
         arrays.update({k: arrays[k].reshape(len(arrays[k])) for k in ("y_train", "y_test")})
-    return arrays, task
+    return arrays, task, pairs
 
 
 def _load(archive: zipfile.ZipFile, info) -> np.ndarray:
@@ -236,15 +296,51 @@ def _load(archive: zipfile.ZipFile, info) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _members(path: Path, archive: zipfile.ZipFile) -> dict:
-    """{key: ZipInfo} of the four arrays numpy.savez wrote as `<key>.npy` (others are ignored)."""
-    names = [info.filename for info in archive.infolist()]
-    missing = [k for k in NPZ_KEYS if f"{k}.npy" not in names]
-    if missing:
-        given = ", ".join(repr(n.removesuffix(".npy")) for n in names[:8]) or "nothing"
-        raise EdgepipeError(f"Data file {path} has no array {missing[0]!r} (it has: {given}). "
-                            f"{NPZ_HINT}")
-    return {k: archive.getinfo(f"{k}.npy") for k in NPZ_KEYS}
+def input_keys(names) -> list:
+    """The .npz keys (x_train, x_test) of each model input: `x_train_<name>`, `x_test_<name>`
+    for a model with several inputs (`names`, Keras' input names, in the model's order)."""
+    return [(f"x_train_{n}", f"x_test_{n}") for n in names]
+
+
+def _keys(pairs) -> list:
+    """Every key read, in the order the source hash covers them: x_train, y_train, x_test,
+    y_test with one input."""
+    return [*(tr for tr, _ in pairs), "y_train", *(te for _, te in pairs), "y_test"]
+
+
+def _members(path: Path, archive: zipfile.ZipFile, names=None,
+             discover: bool = False) -> tuple[dict, list]:
+    """{key: ZipInfo} of the arrays numpy.savez wrote as `<key>.npy` (others are ignored), and
+    the (x_train, x_test) keys of each model input (`names`; None: one input, or with
+    `discover` the inputs that `x_train_<name>` keys name). One input reads `x_train`/`x_test`,
+    or `x_train_<name>`/`x_test_<name>`; several read the named keys."""
+    stored = [info.filename for info in archive.infolist()]
+    given = ", ".join(repr(n.removesuffix(".npy")) for n in stored[:8]) or "nothing"
+    plain = [("x_train", "x_test")]
+    if discover and "x_train.npy" not in stored:  # no model to ask: the keys name the inputs
+        names = [n[len("x_train_"):-len(".npy")] for n in stored
+                 if n.startswith("x_train_") and n.endswith(".npy")] or None
+    if names is None or (len(names) == 1 and "x_train.npy" in stored):
+        pairs = plain
+    else:
+        pairs = input_keys(names)
+        if len(names) > 1 and "x_train.npy" in stored:
+            wanted = ", ".join(f"{k}=..." for split in (0, 1) for k in (p[split] for p in pairs))
+            raise EdgepipeError(f"Data file {path} has one x_train, but the model takes "
+                                f"{len(names)} inputs ({', '.join(map(repr, names))}): save one "
+                                f"array per input, numpy.savez(path, {wanted}, y_train=..., "
+                                "y_test=...).")
+    for key in _keys(pairs):
+        if f"{key}.npy" not in stored and pairs == plain:
+            raise EdgepipeError(f"Data file {path} has no array {key!r} (it has: {given}). "
+                                f"{NPZ_HINT}")
+        if f"{key}.npy" not in stored:
+            owner = next((f" for the model's input {n!r}" for n, pair in
+                          zip(names, pairs, strict=True) if key in pair), "")
+            raise EdgepipeError(f"Data file {path} has no array {key!r}{owner} (it has: "
+                                f"{given}). Save x_train_<input name> and x_test_<input name> "
+                                "for each model input, with y_train and y_test.")
+    return {k: archive.getinfo(f"{k}.npy") for k in _keys(pairs)}, pairs
 
 
 def _header(path: Path, archive: zipfile.ZipFile, key: str, info) -> tuple[tuple, np.dtype]:
@@ -277,23 +373,25 @@ def _header(path: Path, archive: zipfile.ZipFile, key: str, info) -> tuple[tuple
     return shape, dtype
 
 
-def _check_shapes(path: Path, shapes: dict, task: Task) -> None:
-    """Samples along the first axis, at least one value along every other, one target each."""
+def _check_shapes(path: Path, shapes: dict, task: Task,
+                  pairs=(("x_train", "x_test"),)) -> None:
+    """Samples along the first axis, at least one value along every other, one target each;
+    `pairs`: the (x_train, x_test) keys of each model input."""
     where = f"Data file {path}"
-    for split in ("train", "test"):
-        x, y = shapes[f"x_{split}"], shapes[f"y_{split}"]
+    for split, x_key in ((s, pair[i]) for pair in pairs for i, s in enumerate(("train", "test"))):
+        x, y = shapes[x_key], shapes[f"y_{split}"]
         if len(x) < 2:
-            raise EdgepipeError(f"{where}: x_{split} has shape {x}; expected (samples, "
+            raise EdgepipeError(f"{where}: {x_key} has shape {x}; expected (samples, "
                                 "features...) with at least 2 dimensions.")
         if 0 in x[1:]:
-            raise EdgepipeError(f"{where}: x_{split} has shape {x}, so each sample holds no "
+            raise EdgepipeError(f"{where}: {x_key} has shape {x}, so each sample holds no "
                                 "values; expected (samples, features...) with at least 1 "
                                 "feature along every axis after the first.")
         if len(y) == 0:
             raise EdgepipeError(f"{where}: y_{split} has shape (); expected one target per "
                                 f"sample, shape ({x[0]},).")
         if x[0] != y[0]:
-            raise EdgepipeError(f"{where}: x_{split} has {x[0]} samples but y_{split} has "
+            raise EdgepipeError(f"{where}: {x_key} has {x[0]} samples but y_{split} has "
                                 f"{y[0]} (shapes {x} and {y}). Give one target per sample.")
         if y[1:] not in ((), (1,)):
             expected = ("class indices 0, 1, 2, ... (one integer per sample) for a classifier"
@@ -301,11 +399,12 @@ def _check_shapes(path: Path, shapes: dict, task: Task) -> None:
                         "regression")
             raise EdgepipeError(f"{where}: y_{split} has shape {y}; expected {expected}, "
                                 f"shape ({y[0]},).")
-    if shapes["x_train"][1:] != shapes["x_test"][1:]:
-        raise EdgepipeError(f"{where}: x_train samples have shape {shapes['x_train'][1:]} but "
-                            f"x_test samples have {shapes['x_test'][1:]}. Both splits need the "
-                            "same shape.")
-    n_train, n_test = shapes["x_train"][0], shapes["x_test"][0]
+    for train, test in pairs:
+        if shapes[train][1:] != shapes[test][1:]:
+            raise EdgepipeError(f"{where}: {train} samples have shape {shapes[train][1:]} but "
+                                f"{test} samples have {shapes[test][1:]}. Both splits need the "
+                                "same shape.")
+    n_train, n_test = shapes[pairs[0][0]][0], shapes[pairs[0][1]][0]
     if n_train < 10 or n_test < 1:
         raise EdgepipeError(f"{where}: {n_train} training and {n_test} test samples; expected "
                             "at least 10 and 1.")
@@ -317,8 +416,9 @@ def _check_memory(path: Path, headers: dict) -> None:
     free = _available_memory()
     need = sum(math.prod(shape) * (dtype.itemsize + 8) for shape, dtype in headers.values())
     if free is not None and need > free:
+        x_train = next(iter(headers))  # the first input's x_train
         raise EdgepipeError(f"Data file {path} needs about {_size(need)} of memory to load "
-                            f"(x_train {headers['x_train'][0]}), more than the {_size(free)} "
+                            f"({x_train} {headers[x_train][0]}), more than the {_size(free)} "
                             "available; use fewer samples or a machine with more memory.")
 
 

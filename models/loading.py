@@ -1,18 +1,19 @@
-"""Load a `.keras` file with edgepipe's layers registered and Keras' safe_mode on.
+"""Load a user's Keras model (a `.keras` file, a legacy `.h5` file or a SavedModel folder) with
+edgepipe's layers registered and Keras' safe_mode on.
 
 The user's own layers come from `--custom-objects` files (models/custom_objects.py) and
 `--unsafe` turns safe_mode off (Lambda layers): both are `LoadOptions`, given to `load_keras`
 or set for a whole command with `with load_options(...)`. Every loaded model's weights are
 checked to be finite before anything converts it.
 
-A user's file is looked at before anything opens it for real (`regular_file`, `check_keras_file`:
+A user's file is looked at before anything opens it for real (`regular_file`, `check_model`:
 no TensorFlow needed), so a wrong path is answered at once and a FIFO or a device never hangs.
+Why a model did not load is said in one line by models/load_errors.py.
 """
 
 import contextvars
 import json
 import os
-import re
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ class LoadOptions:
     custom_objects: dict = field(default_factory=dict)  # {name: class or function}
     sources: tuple = ()  # the --custom-objects files they came from, for messages
     unsafe: bool = False  # Keras safe_mode off: Lambda layers run their Python code
+    # {class: note} for tutorial-style layers loaded with help: said once per class and command
+    noted: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_files(cls, files, unsafe: bool = False) -> "LoadOptions":
@@ -113,80 +116,149 @@ def check_keras_file(path: Path) -> None:
                             f"config.json (it has: {given}). {KERAS_HINT}")
 
 
-UNSAFE_WARNING = ("--unsafe: Keras safe_mode is off, so Lambda layers in the .keras files run "
+# The kinds of model `load_keras` loads (`model_kind`).
+KERAS, H5, SAVED_MODEL = "keras", "h5", "saved_model"
+H5_SUFFIXES = (".h5", ".hdf5")  # as Keras' load_model tells them apart
+MODEL_SUFFIXES = (".keras", *H5_SUFFIXES)
+FORMATS = "a .keras file, a legacy .h5 file or a SavedModel folder"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_saved_model(path: Path) -> bool:
+    return path.is_dir() and (path / "saved_model.pb").is_file()
+
+
+def model_kind(path: Path) -> str:
+    """KERAS, H5 or SAVED_MODEL, from the path alone (a stat, no reading); anything else is
+    refused saying which format was found and what to pass instead."""
+    path = Path(path)
+    if is_saved_model(path):
+        return SAVED_MODEL
+    if path.suffix == ".keras":
+        return KERAS
+    if path.suffix in H5_SUFFIXES:
+        return H5
+    if path.suffix == ".tflite":
+        raise EdgepipeError(f"{path} is a .tflite file, which cannot be converted again; pass "
+                            "the Keras model it came from with --model and the .tflite with "
+                            f"--tflite (`edgepipe check {path}` audits its ops).")
+    if path.suffix in (".pb", ".pbtxt"):
+        if path.stem == "saved_model":
+            raise EdgepipeError(f"{path} is the graph file of a SavedModel: pass the folder "
+                                f"that holds it and its variables/ ({path.absolute().parent}).")
+        raise EdgepipeError(f"{path} is a TensorFlow graph file ({path.suffix}) outside a "
+                            "SavedModel folder (a frozen graph?), which edgepipe cannot load; "
+                            f"pass the model it came from: {FORMATS}.")
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir())
+        if {"variables", "fingerprint.pb", "keras_metadata.pb", "assets"} & set(inside):
+            raise EdgepipeError(f"{path} looks like a SavedModel folder but has no "
+                                "saved_model.pb; pass the whole folder model.export() or "
+                                "tf.saved_model.save() wrote.")
+        models = [n for n in inside if Path(n).suffix in MODEL_SUFFIXES]
+        has = (f"it holds {', '.join(models[:3])}: pass one of them" if models
+               else f"it holds no .keras or .h5 file either; pass {FORMATS}")
+        raise EdgepipeError(f"{path} is a folder without saved_model.pb, so not a SavedModel; "
+                            f"{has}.")
+    regular_file(path, "Model file", f"Pass {FORMATS}.")
+    raise EdgepipeError(f"Expected a Keras model: {FORMATS}. Received: {path}")
+
+
+def check_model(path: Path) -> str:
+    """`model_kind`, and what can be seen of the file without TensorFlow (`check_keras_file`,
+    `check_h5_file`): a wrong path or format is answered before TensorFlow's import (~15 s)."""
+    kind = model_kind(path)
+    if kind == KERAS:
+        check_keras_file(Path(path))
+    elif kind == H5:
+        check_h5_file(Path(path))
+    return kind
+
+
+def check_h5_file(path: Path) -> None:
+    """A regular HDF5 file holding a whole model (model.save('m.h5')), not weights alone."""
+    hint = "Save the model with model.save('name.keras') (or model.save('name.h5'))."
+    regular_file(path, "Model file", hint)
+    with open(path, "rb") as f:
+        heads = [(f.seek(at), f.read(8))[1] for at in (0, 512, 1024, 2048)]  # after a user block
+    if HDF5_SIGNATURE not in heads:
+        what = ("it is a zip archive (a .keras file? name it .keras)" if heads[0][:2] == b"PK"
+                else not_an_archive(path, ValueError()))
+        raise EdgepipeError(f"{path} is not a legacy .h5 model, which is an HDF5 file: {what}. "
+                            f"{hint}")
+    import h5py  # Keras' own dependency; no TensorFlow
+
+    try:
+        with h5py.File(path, "r") as f:
+            whole = "model_config" in f.attrs
+    except OSError as e:
+        raise EdgepipeError(f"Cannot read model file {path} (a damaged HDF5 file?): {e}.") from None
+    if not whole:
+        raise EdgepipeError(f"{path} holds weights only (model.save_weights), not a model; build "
+                            "the model in Python, load these weights into it and save it with "
+                            "model.save('name.keras').")
+
+
+UNSAFE_WARNING = ("--unsafe: Keras safe_mode is off, so Lambda layers in the models run "
                   "their Python code; load only files you trust.")
 
 
-def _saved_layers(path: Path) -> list[dict]:
-    """Every layer config in the archive's config.json (nested models included), best effort."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return []
-    layers = []
+def tolerated(cls, keys: list[str]) -> None:
+    """A layer of class `cls` was built without the base-Layer `keys` its __init__ refuses
+    (custom_objects.tolerate_base_keys): note it once per class and command."""
+    from .custom_objects import source_file
 
-    def walk(node, in_layers=False):
-        if isinstance(node, dict):
-            if in_layers and "class_name" in node:
-                layers.append(node)
-            for key, value in node.items():
-                walk(value, key == "layers")
-        elif isinstance(node, list):
-            for value in node:
-                walk(value, in_layers)
-
-    walk(config)
-    return layers
+    options = _OPTIONS.get()
+    if options is None or cls in options.noted:
+        return
+    where = source_file(cls)
+    options.noted[cls] = (
+        f"layer class {cls.__name__!r}{f' ({where})' if where else ''}: its __init__ does not "
+        f"accept {', '.join(keys)}, which Keras saves for every layer; edgepipe built it "
+        "without them and set them afterwards. To load it without help, write "
+        "`def __init__(self, **kwargs): super().__init__(**kwargs)` (plus its own arguments).")
+    _say_note(options.noted[cls])
 
 
-def _layer_name(layer: dict) -> str:
-    return str((layer.get("config") or {}).get("name") or layer.get("name") or "?")
+def _say_note(text: str) -> None:
+    """A note on stderr. Not from a `--jobs` worker: the parent loads every user's model once
+    before the workers start (`run`'s check of the models), and said it there."""
+    import multiprocessing
+    import sys
 
-
-def _load_failure(path: Path, error: Exception, options: LoadOptions) -> EdgepipeError:
-    """Keras' deserialization errors are paragraphs; say in one line what to do."""
-    text = str(error)
-    layers = _saved_layers(path)
-    missing = re.search(r"Could not locate (class|function) '([^']+)'", text)
-    if missing:
-        kind, name = missing.groups()
-        saved = [layer for layer in layers if name in (layer.get("class_name"),
-                                                        layer.get("registered_name"))]
-        what = "layer class" if saved else kind
-        module = saved[0].get("module") if saved else None
-        hint = f" (it was saved from module {module!r})" if module else ""
-        given = (f"; the --custom-objects files ({', '.join(options.sources)}) define "
-                 f"{', '.join(sorted(options.custom_objects)) or 'nothing usable'}"
-                 if options.sources else "")
-        return EdgepipeError(f"Cannot load {path}: {what} {name!r} is not known; pass "
-                             f"--custom-objects path/to/module.py that defines it{hint}{given}.")
-    if "safe_mode" in text:
-        lambdas = [_layer_name(layer) for layer in layers if layer.get("class_name") == "Lambda"]
-        what = (f"a Lambda layer ({', '.join(map(repr, lambdas))})" if lambdas
-                else "a Python lambda")
-        return EdgepipeError(f"Cannot load {path}: it holds {what}, whose Python code Keras will "
-                             "not run in safe mode; pass --unsafe if you trust this file.")
-    if "Exception encountered:" in text:
-        text = text.split("Exception encountered:", 1)[1]
-    first = next((line.strip() for line in text.splitlines() if line.strip()),
-                 type(error).__name__)
-    return EdgepipeError(f"Cannot load {path}: {first[:300]}")
+    if multiprocessing.parent_process() is None:
+        print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 def load_keras(path: Path, options: LoadOptions | None = None):
+    """A Keras model from a .keras file, a legacy .h5 file (Keras' legacy loader, with the same
+    safe_mode and custom objects) or a SavedModel folder (models/saved_model.py)."""
     path = Path(path)
-    check_keras_file(path)
+    kind = check_model(path)
     import keras
 
     from . import activations  # noqa: F401  (registers the custom layers)
+    from .load_errors import build_failure, layer_failure, load_failure
 
     options = options or _OPTIONS.get() or LoadOptions()
-    try:
-        model = keras.models.load_model(path, custom_objects=options.custom_objects or None,
-                                        safe_mode=not options.unsafe)
-    except Exception as e:  # a user's file: whatever it raises is bad input, said in one line
-        raise _load_failure(path, e, options) from None
+    if kind == SAVED_MODEL:
+        from .saved_model import load_saved_model
+
+        model = load_saved_model(path)
+    else:
+        error = None
+        try:
+            with load_options(options):  # `tolerated` notes go to this command's options
+                model = keras.models.load_model(
+                    path, custom_objects=options.custom_objects or None,
+                    safe_mode=not options.unsafe, compile=kind == KERAS)
+        except Exception as e:  # a user's file: whatever it raises is bad input, said in one line
+            error = e
+        if error is not None:  # explained outside the handler: a diagnosis that rebuilds the
+            raise load_failure(path, error, options)  # model must not chain onto this error
+        failed = build_failure(model)
+        if failed:
+            raise layer_failure(path, *failed, options)
     check_weights(model, path)
     return model
 
@@ -215,8 +287,48 @@ def _leaf_layers(model):
             yield layer
 
 
-def single_io(model, path) -> tuple[tuple, tuple]:
-    """(input shape, output shape) without the batch axis; one float input and one output."""
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a Keras model: its name (an input's is the name its SavedModel
+    signature and its .tflite use, `serving_default_<name>:0`), its shape without the batch axis
+    (None where any size goes) and its dtype ("float32", "int32", ...)."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+    @property
+    def integer(self) -> bool:
+        """Token ids or indices: fed as given, never standardised or quantized."""
+        return self.dtype.startswith(("int", "uint"))
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """Every input and output of a model, in the model's order (`describe_io`)."""
+
+    path: str
+    inputs: tuple  # of TensorSpec
+    outputs: tuple  # of TensorSpec
+
+    @property
+    def names(self) -> tuple:
+        return tuple(t.name for t in self.inputs)
+
+    def output(self) -> TensorSpec:
+        """The one output edgepipe compares; a model with several is refused in one line."""
+        if len(self.outputs) != 1:
+            names = ", ".join(repr(t.name) for t in self.outputs)
+            raise EdgepipeError(f"{self.path}: the model has {len(self.outputs)} outputs "
+                                f"({names}); edgepipe compares models with one output: save a "
+                                "model per output (keras.Model(inputs, outputs[i])) and check "
+                                "each.")
+        return self.outputs[0]
+
+
+def describe_io(model, path) -> ModelIO:
+    """The model's inputs and outputs (name, shape without the batch axis, dtype). Inputs may
+    be floats or integers (token ids into an Embedding); anything else is refused, naming it."""
     try:
         inputs, outputs = list(model.inputs), list(model.outputs)
     except (AttributeError, ValueError):
@@ -224,14 +336,20 @@ def single_io(model, path) -> tuple[tuple, tuple]:
     if not inputs or not outputs:
         raise EdgepipeError(f"{path}: the model has no defined inputs (a subclassed model?); "
                             "save a functional or Sequential model built on keras.Input.")
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise EdgepipeError(f"{path}: the model has {len(inputs)} inputs and {len(outputs)} "
-                            "outputs; edgepipe converts and checks models with one of each.")
-    dtype = str(getattr(inputs[0], "dtype", "float32"))
-    if not dtype.startswith(("float", "bfloat")):
-        raise EdgepipeError(f"{path}: the model's input has dtype {dtype}; edgepipe feeds it "
-                            "float32 samples (and quantizes them), so its input must be a float.")
-    return tuple(inputs[0].shape[1:]), tuple(outputs[0].shape[1:])
+    output_names = list(getattr(model, "output_names", None) or [])
+    if len(output_names) != len(outputs):
+        output_names = [t.name for t in outputs]
+    specs = tuple(TensorSpec(str(t.name), tuple(t.shape[1:]), str(getattr(t, "dtype", "float32")))
+                  for t in inputs)
+    for spec in specs:
+        if not spec.integer and not spec.dtype.startswith(("float", "bfloat")):
+            raise EdgepipeError(f"{path}: the model's input {spec.name!r} has dtype "
+                                f"{spec.dtype}; edgepipe feeds models numbers: float inputs "
+                                "(quantized in the integer modes) or integer ones (token ids, "
+                                "fed as given).")
+    return ModelIO(str(path), specs, tuple(
+        TensorSpec(str(name), tuple(t.shape[1:]), str(getattr(t, "dtype", "float32")))
+        for name, t in zip(output_names, outputs, strict=True)))
 
 
 def training_record(keras_path: Path) -> dict | None:

@@ -5,14 +5,16 @@ from pathlib import Path
 import numpy as np
 
 from ..converters.modes import QuantMode
-from ..core.files import atomic_path, sha256_file, write_json
+from ..core.files import atomic_path, sha256_file, sha256_model, write_json
 from ..core.versions import versions
 from ..device_tests.schema import MANIFEST_SCHEMA_VERSION, ConversionStatus, RunFolder
 from ..models.datasets import Dataset, Task
 from ..models.loading import training_record
-from .tolerances import derive, simulate
+from .tolerances import derive, simulation
 
-KINKS = {"Step": 0.0, "PiecewiseLinear": 0.0}  # activations whose error concentrates at a kink
+# The variants whose error can concentrate at a kink: the integer ones (calibrated input steps)
+# and float16 (its weights move a pre-activation by about float16's spacing at its magnitude).
+BOUNDARY_MODES = (QuantMode.INT8, QuantMode.INT16X8, QuantMode.FLOAT16)
 
 
 def save_npy(folder: RunFolder, path: Path, array: np.ndarray) -> dict:
@@ -23,18 +25,35 @@ def save_npy(folder: RunFolder, path: Path, array: np.ndarray) -> dict:
     return {"path": folder.rel(path), "sha256": sha256_file(path)}
 
 
+def _test_inputs(x: np.ndarray) -> np.ndarray:
+    """Float inputs as float32; integer inputs (token ids) as they are, never made floats."""
+    return x if x.dtype.kind in "iu" else x.astype(np.float32)
+
+
 def dataset_block(root: Path, data: Dataset) -> dict:
+    """The dataset's test inputs and labels. One input: `inputs` + `inputs_sha256`; several:
+    `input_files`, one file per model input in the model's order (docs/bundle.md)."""
     folder = RunFolder(root)
-    inputs = save_npy(folder, folder.inputs(data.name), data.x_test.astype(np.float32))
     labels = save_npy(folder, folder.labels(data.name), data.y_test)
     classification = data.task is Task.CLASSIFICATION
-    return {"task": data.task.value, "inputs": inputs["path"], "inputs_sha256": inputs["sha256"],
-            "labels": labels["path"], "labels_sha256": labels["sha256"],
-            "samples": int(len(data.x_test)), "y_mean": data.y_mean, "y_std": data.y_std,
+    block = {"task": data.task.value}
+    if data.input_names:
+        block["input_files"] = [
+            {"name": name, "dtype": x.dtype.name,
+             **save_npy(folder, folder.inputs(data.name, i), _test_inputs(x))}
+            for i, (name, x) in enumerate(zip(data.input_names, data.x_test, strict=True))]
+    else:
+        inputs = save_npy(folder, folder.inputs(data.name), _test_inputs(data.x_test))
+        block.update(inputs=inputs["path"], inputs_sha256=inputs["sha256"])
+    return {**block, "labels": labels["path"], "labels_sha256": labels["sha256"],
+            "samples": int(len(data.y_test)), "y_mean": data.y_mean, "y_std": data.y_std,
             "classes": data.num_outputs if classification else None, "sha256": data.hashes}
 
 
-def _input_step(values: np.ndarray, mode: QuantMode) -> float:
+def _input_step(values: np.ndarray, mode: QuantMode, kinks=()) -> float:
+    if mode is QuantMode.FLOAT16:
+        scale = max([float(np.max(np.abs(values)))] + [abs(k.at) for k in kinks])
+        return float(np.spacing(np.float16(min(scale, float(np.finfo(np.float16).max)))))
     lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
     if mode is QuantMode.INT16X8:
         return max(abs(lo), abs(hi)) / 32767.0
@@ -42,26 +61,28 @@ def _input_step(values: np.ndarray, mode: QuantMode) -> float:
 
 
 def boundary_block(root: Path, name: str, model, x_test, representative) -> dict | None:
-    """The Keras inputs of each kinked activation layer, and the quantization step that
-    calibration gives them in each integer mode (for the boundary analysis)."""
-    import keras
+    """The activation layers with a threshold or a kink (found from what they compute:
+    pipeline/kinks.py), their kinks, their Keras inputs on the test split, and the quantization
+    step of those inputs in each mode of BOUNDARY_MODES (integer modes: from calibration, so
+    only with representative data)."""
+    from .kinks import kinked_layers
 
-    layers = [layer for layer in model.layers if type(layer).__name__ in KINKS]
-    if not layers:
+    found = kinked_layers(model, x_test, representative)
+    if not found:
         return None
-    probe = keras.Model(model.input, [layer.input for layer in layers])
-    preacts = probe(x_test)
-    calib = probe(representative) if representative is not None else None
-    preacts = preacts if isinstance(preacts, (list, tuple)) else [preacts]
-    calib = calib if isinstance(calib, (list, tuple)) or calib is None else [calib]
     folder = RunFolder(root)
-    files = [save_npy(folder, folder.reference(name, layer.name), np.asarray(p, np.float32))
-             for layer, p in zip(layers, preacts, strict=True)]
-    block = {"kink": KINKS[type(layers[0]).__name__], "layers": [layer.name for layer in layers],
-             "preact": [f["path"] for f in files], "preact_sha256": [f["sha256"] for f in files]}
-    if calib is not None:
-        block["input_steps"] = {m.value: [_input_step(np.asarray(c), m) for c in calib]
-                                for m in (QuantMode.INT8, QuantMode.INT16X8)}
+    files = [save_npy(folder, folder.reference(name, k.layer.name), k.inputs) for k in found]
+    block = {"layers": [k.layer.name for k in found],
+             "kinks": [[kink.as_dict() for kink in k.kinks] for k in found],
+             "preact": [f["path"] for f in files], "preact_sha256": [f["sha256"] for f in files],
+             "input_steps": {}}
+    calibrated = representative is not None
+    for mode in BOUNDARY_MODES:
+        if mode.integer_only and not calibrated:
+            continue
+        block["input_steps"][mode.value] = [
+            _input_step(k.calibration if calibrated else k.inputs, mode, k.kinks)
+            for k in found]
     return block
 
 
@@ -74,7 +95,7 @@ def model_block(root: Path, name: str, activation: str, family: str, model, data
     ref = save_npy(folder, folder.reference(name), reference)
     block = {"dataset": data.name, "activation": activation, "family": family,
              "reference": ref["path"], "reference_sha256": ref["sha256"],
-             "keras_sha256": sha256_file(keras_path)}
+             "keras_sha256": sha256_model(keras_path)}
     record = training_record(keras_path)
     if record:  # how it was trained, to reproduce it (the .keras zip itself is not byte-stable)
         block["training"] = {"config": record.get("config"),
@@ -88,15 +109,24 @@ def model_block(root: Path, name: str, activation: str, family: str, model, data
 def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, representative,
           overrides: dict) -> dict:
     record, mode, folder = variant.record, variant.mode, RunFolder(root)
-    base = {"id": f"{variant.model}-{mode.value}", "model": variant.model, "mode": mode.value,
+    given = record.get("given")  # a .tflite the user gave: its own entry beside the mode's
+    tag = given["label"] if given else mode.value
+    base = {"id": f"{variant.model}-{tag}", "model": variant.model, "mode": mode.value,
             "status": record["status"], "reason": record.get("reason", ""),
             "dataset": data.name, "reference": folder.rel(folder.reference(variant.model)),
             "converter": record.get("converter")}  # the options that made it, to reproduce it
+    if given:
+        base["given"] = given["file"]
+    # Float ops inside an integer variant: it runs where float kernels exist; a runtime that
+    # runs integer models integer-only reports it unsupported from these.
+    findings = record.get("findings") or (record.get("audit") or {}).get("findings")
+    if findings:
+        base["findings"] = findings
     if variant.path is None or record["status"] != ConversionStatus.CONVERTED:
         return base
     out_scale = record["outputs"][0]["scale"]
     metric = "accuracy" if data.task is Task.CLASSIFICATION else "r2"
-    tolerance = derive(mode, reference, simulate(model, mode, data.x_test, representative),
+    tolerance = derive(mode, reference, simulation(model, mode, data.x_test, representative),
                        out_scale[0] if out_scale else None, metric)
     for key, value in overrides.get(mode.value, {}).items():
         tolerance[key] = value

@@ -69,7 +69,8 @@ def check_tflite(path: Path, op_sets: tuple[str, ...]) -> dict:
     return {"file": str(path), "bytes": model.size, "sha256": sha256,
             "mode": mode.value if mode else None,
             "status": ConversionStatus.FAILED if problems else ConversionStatus.CONVERTED,
-            "reason": "; ".join(problems), "audit": report.as_dict(), "litert": litert}
+            "reason": "; ".join(problems), "audit": report.as_dict(),
+            "findings": [f.as_dict() for f in report.findings], "litert": litert}
 
 
 def _not_loaded(custom: list) -> dict | None:
@@ -183,9 +184,10 @@ def check_keras(path: Path, modes: list[QuantMode], rep_data, rep_samples: int,
 
 
 def failed(record: dict, op_sets: tuple[str, ...], strict_target: bool) -> bool:
-    """A check fails on a failed conversion or audit, and, when one op set was named (--target),
-    on any op that op set cannot run."""
-    if record["status"] == ConversionStatus.FAILED:
+    """A check fails on a failed conversion or audit, on a finding (a float op inside a model
+    meant to be fully integer: the file is not what its mode promises, though LiteRT runs it),
+    and, when one op set was named (--target), on any op that op set cannot run."""
+    if record["status"] == ConversionStatus.FAILED or record.get("findings"):
         return True
     audit_ = record.get("audit")
     return bool(strict_target and audit_ and any(

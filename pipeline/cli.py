@@ -49,7 +49,7 @@ def _within(rule: Rule):
     return callback
 
 
-# The options of every command that loads .keras files (convert, check, run).
+# The options of every command that loads Keras models (convert, check, run).
 CustomObjects = Annotated[list[str] | None, typer.Option(
     "--custom-objects", metavar="PATH.py", show_default=False,
     help="A Python file defining the models' custom layers (every keras.layers.Layer subclass "
@@ -225,14 +225,16 @@ def train(
 def convert(
     ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
-        metavar="MODEL.keras...", show_default=False,
-        help=".keras files, or folders of them (e.g. the output of `edgepipe train`).")],
+        metavar="MODEL...", show_default=False,
+        help="Keras models: .keras or .h5 files, SavedModel folders, or folders of .keras and "
+             ".h5 files (e.g. the output of `edgepipe train`).")],
     mode: Annotated[str, typer.Option(
         help="float32, float16, dynamic, int8, int16x8, a comma-separated list, or all.")] = "all",
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
         "artifacts/tflite"),
     rep_data: Annotated[Path | None, typer.Option(
-        help="Representative samples (.npy, shape (N, *input_shape)) for int8 and int16x8. "
+        help="Representative samples (.npy, shape (N, *input_shape); a model with several "
+             "inputs: a .npz of one array per Keras input name) for int8 and int16x8. "
              "Default: the training split named by the record beside each model.")] = None,
     rep_samples: Annotated[int, typer.Option(
         callback=_within(COUNT),
@@ -243,7 +245,8 @@ def convert(
     """Convert models to .tflite in each mode; audit and record every variant.
 
     Exit 0 when every variant converted or is a documented TFLite limit (unsupported), 1 when
-    one failed (an op TFLite builtins lack, a float op in an integer model, a forward mismatch).
+    one failed (an op TFLite builtins lack, a degenerate quantization scale, a forward mismatch)
+    or keeps a float op inside an integer model (a finding, printed with its rewrite).
     """
     from ..converters.modes import parse_modes
     from ..models.custom_objects import custom_object_files
@@ -269,20 +272,27 @@ def convert(
     for (model, reason), failed_modes in failed.items():
         err.print(f"failed: {model} ({', '.join(failed_modes)}): {reason}", markup=False,
                   highlight=False, soft_wrap=True)
-    if failed:
+    # A float op inside an integer variant: converted and runnable on LiteRT, but not the
+    # integer-only file the mode promises, so it still fails the command.
+    found = [(v, f) for v in variants for f in v.record.get("findings") or ()]
+    for v, finding in found:
+        err.print(f"finding: {v.model}.{v.mode.value}: {_finding(finding)}", markup=False,
+                  highlight=False, soft_wrap=True)
+    if failed or found:
         raise typer.Exit(1)
 
 
 @command
 def check(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A .tflite file, or a .keras model.")],
+    path: Annotated[Path, typer.Argument(
+        help="A .tflite file, or a Keras model (.keras, .h5 or a SavedModel folder).")],
     target: Annotated[str | None, typer.Option(
         help="Judge against one target's op set: litert or tflm (default: show both).")] = None,
     mode: Annotated[str, typer.Option(
-        help="For a .keras model: the modes to convert and audit.")] = "float32",
+        help="For a Keras model: the modes to convert and audit.")] = "float32",
     rep_data: Annotated[Path | None, typer.Option(
-        help="For a .keras model in int8/int16x8: representative samples (.npy).")] = None,
+        help="For a Keras model in int8/int16x8: representative samples (.npy).")] = None,
     rep_samples: Annotated[int, typer.Option(
         callback=_within(COUNT), help="Representative samples to use.")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -291,7 +301,7 @@ def check(
 ) -> None:
     """Audit a model's ops: kinds, tensor types, per-target support (exit 1 if a check fails).
 
-    A .tflite is read directly (no TensorFlow). A .keras model is converted first; the report
+    A .tflite is read directly (no TensorFlow). A Keras model is converted first; the report
     then also shows that custom gradients were dropped and that the float32 file reproduces
     the Keras forward on the test set.
     """
@@ -304,12 +314,12 @@ def check(
                             f"their Python layers); {path} is a .tflite file: drop {option}.")
     if path.suffix == ".tflite":
         records = [check_tflite(path, targets)]
-    elif path.suffix == ".keras":
+    else:
         from ..converters.modes import parse_modes
         from ..models.custom_objects import custom_object_files
-        from ..models.loading import check_keras_file
+        from ..models.loading import check_model
 
-        check_keras_file(path)  # a wrong path is answered before TensorFlow's import (~15 s)
+        check_model(path)  # a wrong path or format is answered before TensorFlow's import (~15 s)
         modes = parse_modes(mode)
         files = custom_object_files(custom_objects)
         import_tensorflow(_debug(ctx))
@@ -317,8 +327,6 @@ def check(
 
         with load_options(_load_options(files, unsafe)):
             records = check_keras(path, modes, rep_data, rep_samples, _debug(ctx))
-    else:
-        raise EdgepipeError(f"Expected a .tflite or .keras file. Received: {path}")
     if as_json:
         print(json.dumps(records if len(records) > 1 else records[0], indent=2))
     else:
@@ -369,12 +377,17 @@ def run(
     ssh_python: SshPython = None,
     timeout: Timeout = None,
     model: Annotated[list[Path] | None, typer.Option(
-        "--model", metavar="MODEL.keras", show_default=False,
-        help="Your own trained model instead of the zoo (repeatable); not trained again. "
-             "Needs --data.")] = None,
+        "--model", metavar="MODEL", show_default=False,
+        help="Your own trained Keras model (.keras or .h5) instead of the zoo (repeatable); "
+             "not trained again. Needs --data.")] = None,
     data: Annotated[Path | None, typer.Option(
         help="With --model: a .npz with x_train (calibration), y_train, x_test, y_test, as "
-             "the model takes them; integer labels mean classification.")] = None,
+             "the model takes them (several inputs: x_train_<input name>, x_test_<input "
+             "name>); integer labels mean classification.")] = None,
+    tflite: Annotated[list[Path] | None, typer.Option(
+        "--tflite", metavar="FILE.tflite", show_default=False,
+        help="With --model: a .tflite you already have, checked against the Keras model it came "
+             "from as its own entry (its mode read from the file; repeatable).")] = None,
     custom_objects: CustomObjects = None,
     unsafe: Unsafe = False,
     jobs: Jobs = None,
@@ -396,6 +409,7 @@ def run(
     config = _with_targets(
         load_config(config_path, epochs=epochs, targets=targets.split(",") if targets else None,
                     keras=[str(m) for m in model] if model else None,
+                    tflite=[str(t) for t in tflite] if tflite else None,
                     data=str(data) if data else None,
                     custom_objects=list(custom_objects) if custom_objects else None,
                     unsafe=True if unsafe else None),
@@ -484,9 +498,16 @@ def _check_name(record: dict) -> str:
     return record.get("file") or f"{record['model']}.{record['mode']}"
 
 
+def _finding(finding: dict) -> str:
+    """A float op inside an integer model, and the rewrite that fixes it when one is known."""
+    return finding["message"] + (f"; {finding['rewrite']}" if finding.get("rewrite") else "")
+
+
 def _check_reason(record: dict, targets) -> str:
     if record["status"] == ConversionStatus.FAILED:
         return record["reason"]
+    if record.get("findings"):
+        return "; ".join(f"finding: {_finding(f)}" for f in record["findings"])
     bad = [u for t in targets for u in record["audit"]["targets"][t]["unsupported_ops"]]
     return f"{', '.join(targets)} cannot run every op: {'; '.join(bad)}"
 
@@ -524,8 +545,12 @@ def _print_check(record: dict, targets, check_failed: bool) -> None:
         out.print(f"float32 forward vs Keras on {fwd['data']}: max relative error "
                   f"{fwd['max_rel_error']:.2e} (bound {fwd['bound']:g}) "
                   + ("[green]equal[/]" if fwd["ok"] else "[red]DIFFERENT[/]"), highlight=False)
-    verdict = ("[green]pass[/]" if not check_failed
-               else f"[red]fail[/]: {escape(_check_reason(record, targets))}")
+    findings = record.get("findings") or ()
+    for finding in findings:
+        out.print(f"[yellow]finding[/]: {escape(_finding(finding))}", highlight=False)
+    reason = (f"{len(findings)} finding(s) above" if findings and record["status"] !=
+              ConversionStatus.FAILED else _check_reason(record, targets))
+    verdict = "[green]pass[/]" if not check_failed else f"[red]fail[/]: {escape(reason)}"
     out.print(f"{name}: {verdict}", highlight=False)
 
 

@@ -47,9 +47,10 @@ def entry_key(target_key: str, entry: dict, manifest: dict) -> str:
     """One entry's result on a target: the target's key, the entry, its data and reference."""
     model = manifest["models"].get(entry.get("model"), {})
     dataset = manifest["datasets"].get(entry.get("dataset") or model.get("dataset"), {})
-    return digest(target_key, entry,
-                  {k: dataset.get(k) for k in ("inputs_sha256", "labels_sha256", "samples")},
-                  model.get("reference_sha256"))
+    data = {k: dataset.get(k) for k in ("inputs_sha256", "labels_sha256", "samples")}
+    if dataset.get("input_files"):  # a model with several inputs: a file (and sha256) each
+        data["input_files"] = dataset["input_files"]
+    return digest(target_key, entry, data, model.get("reference_sha256"))
 
 
 def _chunks(ids: list, count: int) -> list:

@@ -14,7 +14,7 @@ from ..core.errors import EdgepipeError
 from ..core.files import sha256_file, write_json
 from ..device_tests.bundle import BundleError, load_bundle, one_line
 from ..device_tests.schema import RESULTS_SCHEMA_VERSION, ResultStatus, RunFolder, count_statuses
-from .boundary import analyse
+from .boundary import analyse, layer_kinks, thresholds_near
 from .report.shape import RECORD, check_shape
 from .stages import Stages, code_key, digest
 from .targets import REGISTRY, kind_of, order_key
@@ -63,19 +63,32 @@ def output_steps(a: np.ndarray, b: np.ndarray, step: float) -> int:
     return int(np.max(np.abs(np.rint(a / step) - np.rint(b / step))))
 
 
-def compare_targets(out: Path, results: list, target: str, baseline: str) -> None:
+def _sample_steps(a: np.ndarray, b: np.ndarray, step: float) -> np.ndarray:
+    """output_steps per sample (the first axis)."""
+    levels = np.abs(np.rint(a / step) - np.rint(b / step))
+    return levels.reshape(len(levels), -1).max(axis=1).astype(int)
+
+
+MAX_LISTED = 20  # flips and unexplained samples listed in a record; the counts say the rest
+
+
+def compare_targets(out: Path, results: list, target: str, baseline: str, bundle=None) -> None:
     """Add `vs_<baseline>` metrics to each of `target`'s records: the largest difference from
     the baseline's outputs, in output steps for integer variants, where both were saved. Two
     implementations of the same reference kernels may differ by one rounding: an integer
-    variant more than one step apart fails."""
-    saved = {(r["id"], r["target"]): r.get("outputs") for r in results}
+    variant more than one step apart fails, unless on every sample that differs a unit sits
+    within one input step of a threshold (from `bundle`'s boundary block): that is a flip, and
+    it passes when both sides pass against Keras."""
+    saved = {(r["id"], r["target"]): r for r in results}
+    files = {}  # model -> its boundary files and reference, read once
     for r in results:
         other = saved.get((r["id"], baseline))
         ran = r["status"] in (ResultStatus.PASS, ResultStatus.FAIL)
-        if r["target"] != target or not ran or not (r.get("outputs") and other):
+        if r["target"] != target or not ran or not (r.get("outputs") and other
+                                                     and other.get("outputs")):
             continue
         mine = np.load(out / r["outputs"], allow_pickle=False).astype(np.float64)
-        theirs = np.load(out / other, allow_pickle=False).astype(np.float64)
+        theirs = np.load(out / other["outputs"], allow_pickle=False).astype(np.float64)
         if mine.shape != theirs.shape:
             continue
         diff = float(np.max(np.abs(mine - theirs))) if mine.size else 0.0
@@ -83,39 +96,115 @@ def compare_targets(out: Path, results: list, target: str, baseline: str) -> Non
         block = {"max_abs": diff, "steps": None}
         r["metrics"][f"vs_{baseline}"] = block
         if step and r["mode"] in INTEGER_MODES and mine.size:
-            block["steps"] = output_steps(mine, theirs, step)
-            ok = block["steps"] <= 1
-            r["checks"].append({"name": f"vs {baseline} (steps)", "value": block["steps"],
-                                "bound": 1.0, "ok": ok})
-            if not ok:
+            per_sample = _sample_steps(mine, theirs, step)
+            block["steps"] = int(per_sample.max())
+            check = {"name": f"vs {baseline} (steps)", "value": block["steps"], "bound": 1.0,
+                     "ok": block["steps"] <= 1}
+            r["checks"].append(check)
+            if check["ok"]:
+                continue
+            if bundle is not None and r["model"] not in files:
+                files[r["model"]] = _model_files(bundle, out, r, mine.shape)
+            ok, why = _explain(block, r, other, mine, theirs, per_sample,
+                               files.get(r["model"]))
+            check["ok"] = ok
+            if ok:
+                check["note"] = why
+            else:
                 r["status"] = ResultStatus.FAIL
-                r["reason"] = "; ".join(filter(None, [
-                    r.get("reason"), f"{block['steps']} output steps from {baseline} "
-                    f"(bound 1)"]))
+                r["reason"] = "; ".join(filter(None, [r.get("reason"), why]))
+
+
+def _model_files(bundle, out: Path, r: dict, shape: tuple) -> dict:
+    """The model's Keras reference and, when it has one, its boundary block, pre-activations
+    and layer kinks: every file verified by sha256, and r's outputs (of `shape`) checked to be
+    this bundle's."""
+    boundary = bundle.manifest["models"].get(r["model"], {}).get("boundary")
+    where = f"models.{r['model']}"
+    try:
+        model = bundle.model(r["model"])
+        ref = bundle.array(model["reference"], model["reference_sha256"], f"{where}.reference")
+        preacts = [bundle.array(p, sha, f"{where}.boundary.preact") for p, sha in
+                   zip(boundary["preact"], boundary["preact_sha256"], strict=True)
+                   ] if boundary else []
+    except BundleError as exc:
+        raise EdgepipeError(str(exc)) from None
+    if tuple(shape) != ref.shape or any(p.ndim == 0 or len(p) != len(ref) for p in preacts):
+        raise EdgepipeError(f"{out / r['outputs']} holds shape {tuple(shape)} where the "
+                            f"reference holds {ref.shape} (or a boundary file disagrees); it is "
+                            "not this bundle's output: rerun `edgepipe parity --force`.")
+    return {"reference": ref.astype(np.float64), "boundary": boundary, "preacts": preacts,
+            "kinks": layer_kinks(boundary) if boundary else []}
+
+
+def _explain(block: dict, r: dict, other: dict, mine: np.ndarray, theirs: np.ndarray,
+             per_sample: np.ndarray, files: dict | None) -> tuple[bool, str]:
+    """Whether the samples on which two targets differ by more than one output step are all
+    threshold flips that both sides survive against Keras; and what to say about it. Adds
+    `flips` (sample, layer, unit, distance from the threshold in input steps, which side is
+    closer to Keras) and `unexplained_samples` to `block`."""
+    target, baseline = r["target"], other["target"]
+    differing = sorted(np.flatnonzero(per_sample > 1), key=lambda s: -per_sample[s])
+    boundary = (files or {}).get("boundary")
+    steps = ((boundary or {}).get("input_steps") or {}).get(r["mode"])
+    flips, unexplained, closer = [], [], {}
+    for s in (int(s) for s in differing):
+        if files is None:  # no bundle to look upstream in
+            unexplained.append(s)
+            continue
+        errors = {target: float(np.max(np.abs(mine[s] - files["reference"][s]))),
+                  baseline: float(np.max(np.abs(theirs[s] - files["reference"][s])))}
+        a, b = errors[target], errors[baseline]
+        nearer = None if a == b else target if a < b else baseline
+        closer[s] = (f"{nearer} is closer to Keras on it (max|Δ| {min(a, b):.3g} against "
+                     f"{max(a, b):.3g})" if nearer else
+                     f"both are as close to Keras on it (max|Δ| {a:.3g})")
+        near = thresholds_near(files["preacts"], steps, files["kinks"], boundary["layers"], s
+                               ) if boundary and steps else []
+        if not near:
+            unexplained.append(s)
+            continue
+        flips.append({"sample": s, "output_steps": int(per_sample[s]), **near[0],
+                      "near_units": len(near), "max_abs_error": errors, "closer": nearer})
+    block["flip_samples"] = len(flips)
+    block["flips"] = flips[:MAX_LISTED]
+    block["unexplained_samples"] = unexplained[:MAX_LISTED]
+    if unexplained:
+        s = unexplained[0]
+        cause = ("no unit is within one input step of a threshold upstream" if boundary else
+                 "the model has no activation with a threshold")
+        more = (f" ({len(unexplained)} samples differ so: {_listed(unexplained)})"
+                if len(unexplained) > 1 else "")
+        return False, (f"sample {s} is {per_sample[s]} output steps from {baseline} (bound 1) "
+                       f"and {cause}: a kernel difference{more}"
+                       + (f"; {closer[s]}" if s in closer else ""))
+    flip = flips[0]
+    what = (f"sample {flip['sample']} is {flip['output_steps']} output steps from {baseline}: "
+            f"a threshold flip ({flip['layer']} unit {flip['unit']} is "
+            f"{flip['distance_steps']:.2g} input steps from {flip['threshold']:g})"
+            + (f" on {len(flips)} samples ({_listed([f['sample'] for f in flips])})"
+               if len(flips) > 1 else "") + f"; {closer[flip['sample']]}")
+    failing = [x["target"] for x in (r, other) if x["status"] != ResultStatus.PASS]
+    if failing:
+        return False, f"{what}, but {' and '.join(failing)} fails against Keras"
+    return True, f"{what}; both pass against Keras"
+
+
+def _listed(samples: list) -> str:
+    shown = ", ".join(str(s) for s in samples[:5])
+    return shown + (", ..." if len(samples) > 5 else "")
 
 
 def _boundary(bundle, out: Path, r: dict, boundary: dict, steps: list) -> dict:
     """The boundary analysis of one result: the bundle's files verified by sha256, the
     variant's outputs of the reference's shape."""
     try:
-        preacts = [bundle.array(p, sha, f"models.{r['model']}.boundary.preact")
-                   for p, sha in zip(boundary["preact"], boundary["preact_sha256"], strict=True)]
-        model = bundle.model(r["model"])
-        ref = bundle.array(model["reference"], model["reference_sha256"],
-                           f"models.{r['model']}.reference")
-    except BundleError as exc:
-        raise EdgepipeError(str(exc)) from None
-    try:
         variant = np.load(out / r["outputs"], allow_pickle=False)
     except (OSError, ValueError) as e:
         raise EdgepipeError(f"{out / r['outputs']}: not a readable .npy ({one_line(e)}); rerun "
                             "`edgepipe parity` on the run folder.") from None
-    n = len(ref)
-    if variant.shape != ref.shape or any(p.ndim == 0 or len(p) != n for p in preacts):
-        raise EdgepipeError(f"{out / r['outputs']} holds shape {variant.shape} where the "
-                            f"reference holds {ref.shape} (or a boundary file disagrees); it is "
-                            "not this bundle's output: rerun `edgepipe parity --force`.")
-    return analyse(preacts, steps, boundary["kink"], variant, ref)
+    files = _model_files(bundle, out, r, variant.shape)
+    return analyse(files["preacts"], steps, files["kinks"], variant, files["reference"])
 
 
 def collect(out: Path, stages: Stages | None = None) -> dict:
@@ -164,7 +253,7 @@ def _merge(folder: RunFolder) -> dict:
     for name in targets:  # e.g. tflm against host-ref: two builds of the same kernels
         kind = kind_of(name)
         if kind and REGISTRY[kind].compare_with in targets:
-            compare_targets(out, results, name, REGISTRY[kind].compare_with)
+            compare_targets(out, results, name, REGISTRY[kind].compare_with, bundle)
     counts = count_statuses(results)
     # An entry with no result on a target that ran is not a pass: the run is incomplete.
     have = {(r["id"], r["target"]) for r in results}

@@ -50,10 +50,10 @@ class RunContext:
         custom_object_files(config.custom_objects)
         if config.keras:
             from ..models.datasets import load_npz_as_given
-            from ..models.loading import check_keras_file
+            from ..models.loading import check_model
 
             for path in config.keras:
-                check_keras_file(Path(path))
+                check_model(Path(path))
             load_npz_as_given(Path(config.data), config.seed)
         writable_folder(out_dir)
         check_run_folder(out_dir)
@@ -81,6 +81,7 @@ def run(ctx: RunContext) -> dict:
 def parity(ctx: RunContext) -> dict:
     """Parity on every target of the config, then the merged results and the reports."""
     check_other_results(ctx.folder, ctx.config.targets)
+    warn_constant_references(ctx)
     parity_stage(ctx)
     return collect(ctx.out, ctx.stages)
 
@@ -94,6 +95,29 @@ def require_run_folder(run_dir: Path) -> None:
     check_run_folder(run_dir)
     with tempfile.TemporaryFile(dir=run_dir, prefix=".edgepipe-probe-"):
         pass
+
+
+def warn_constant_references(ctx: RunContext) -> None:
+    """Say once per model what the runner says in each of its entries (their status is an
+    error): its Keras reference is the same for every sample, so nothing is compared."""
+    from ..device_tests.bundle import BundleError, load_bundle
+    from ..device_tests.runner import constant_reference
+
+    try:
+        bundle = load_bundle(ctx.out)
+    except BundleError:  # the parity stage says what is wrong with it
+        return
+    for name, block in bundle.manifest["models"].items():
+        try:
+            reference = bundle.array(block["reference"], block.get("reference_sha256"),
+                                     f"models.{name}.reference")
+        except BundleError:
+            continue
+        message = constant_reference(reference)
+        if message:
+            ctx.console.print(Text.assemble(("warning: ", "yellow"), f"{name}: {message}; its "
+                                            "variants are errors wherever they run"),
+                              soft_wrap=True)
 
 
 def warn_unsafe(console) -> None:

@@ -35,7 +35,8 @@ def run(job, shared: dict) -> StageRun:
                                    keras_path(config, out, name), rep)
     entries = [entry(out, v, model, data, reference, rep, config.tolerances.get(name, {}))
                for v in _recorded_variants(config, out, name)]
-    files = [dataset["inputs"], dataset["labels"], block["reference"],
+    inputs = [f["path"] for f in dataset.get("input_files") or ()] or [dataset["inputs"]]
+    files = [*inputs, dataset["labels"], block["reference"],
              *block.get("boundary", {}).get("preact", [])]
     return StageRun(tuple(files), {"dataset": data.name, "dataset_block": dataset,
                                    "model": block, "entries": entries})

@@ -11,17 +11,18 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import EdgepipeError
-from ..core.files import sha256_file
+from ..core.files import sha256_file, sha256_model
 from ..core.versions import versions
 from ..device_tests.schema import RunFolder
 from .build import StageRun, keras_path
 
 
 def key_parts(config, out, name: str) -> list:
-    """The model's file, its data, the modes, the calibration size, the custom objects, the
-    safe mode and the installed versions."""
-    return [sha256_file(keras_path(config, out, name)), _data_key(config, out, name),
+    """The model's file, its data, the modes, the calibration size, the .tflite files the user
+    gave for it, the custom objects, the safe mode and the installed versions."""
+    return [sha256_model(keras_path(config, out, name)), _data_key(config, out, name),
             [m.value for m in config.modes], config.rep_samples,
+            [sha256_file(Path(f)) for f in config.given_tflite.get(name, ())],
             [sha256_file(Path(f)) for f in config.custom_objects], config.unsafe, versions()]
 
 
@@ -34,15 +35,22 @@ def _data_key(config, out, name: str) -> list:
 
 
 def run(job, shared: dict) -> StageRun:
+    from ..converters.given import given_variant
     from ..converters.variants import convert_model
+    from ..models.datasets import sample_count
 
     config, folder, name = job.config, RunFolder(job.out), job.name
     inputs = model_inputs(job, shared)
     data = inputs.data
     variants = convert_model(inputs.model, name, config.modes, folder.tflite_dir, inputs.rep,
                              inputs.rep_source, data.x_test,
-                             f"{data.name} test split ({len(data.x_test)} samples)", job.debug)
-    files = [folder.rel(folder.conversion_record(name, v.mode.value)) for v in variants] + [
+                             f"{data.name} test split ({sample_count(data.x_test)} samples)",
+                             job.debug,
+                             zoo=not config.keras)
+    variants += [given_variant(name, Path(f), folder.tflite_dir)
+                 for f in config.given_tflite.get(name, ())]
+    files = [folder.rel(v.path.with_suffix(".json") if v.path else
+                        folder.conversion_record(name, v.mode.value)) for v in variants] + [
         folder.rel(v.path) for v in variants if v.path is not None]
     return StageRun(tuple(files),
                     summary={"converted": [(v.mode.value, v.status) for v in variants]})
@@ -52,7 +60,7 @@ def run(job, shared: dict) -> StageRun:
 class ModelInputs:
     model: object  # the Keras model
     data: object  # its Dataset
-    rep: np.ndarray  # the representative samples
+    rep: object  # the representative samples (a list of arrays for several inputs)
     rep_source: str  # where they came from
 
 
@@ -75,14 +83,18 @@ def _model_data(config, out, name: str, model) -> tuple:
         md = model_data(model, keras_path(config, out, name), None, config.rep_samples,
                         need_rep=True)
         return md.dataset, md.representative, md.representative_source
-    from ..converters.representative import check_representative
-    from ..models.datasets import load_npz_as_given
+    from ..converters.representative import check_representative_inputs
+    from ..models.datasets import load_npz_as_given, sample_count, take
+    from ..models.loading import describe_io
 
-    data = load_npz_as_given(Path(config.data), config.seed)
-    order = np.random.default_rng(config.seed).permutation(len(data.x_train))
-    rep, _ = check_representative(data.x_train[order][:config.rep_samples], data.input_shape,
-                                  f"{config.data} x_train")
+    io = describe_io(model, config.user_models[name])
+    io.output()  # one output, or a one-line refusal
+    # Each input's data in that input's dtype: token ids stay integers.
+    data = load_npz_as_given(Path(config.data), config.seed, io.inputs)
     check_fits(config, name, model, data)
+    order = np.random.default_rng(config.seed).permutation(sample_count(data.x_train))
+    rep, _ = check_representative_inputs(take(data.x_train, order[:config.rep_samples]),
+                                         io.inputs, f"{config.data} x_train")
     return data, rep, f"{data.name} x_train (seed {config.seed})"
 
 
@@ -95,16 +107,22 @@ def check_user_models(config, names) -> None:
 
 
 def check_fits(config, name: str, model, data) -> None:
-    from ..models.datasets import Task
-    from ..models.loading import single_io
+    from ..models.datasets import Task, input_arrays, input_keys
+    from ..models.loading import describe_io
 
     path = config.user_models[name]
-    in_shape, out_shape = single_io(model, path)
-    if len(in_shape) != len(data.input_shape) or any(
-            a is not None and a != b for a, b in zip(in_shape, data.input_shape, strict=True)):
-        raise EdgepipeError(f"{path} takes samples of shape {in_shape} but x_train in "
-                            f"{config.data} has samples of shape {data.input_shape}; give "
-                            "data shaped as the model's input.")
+    io = describe_io(model, path)
+    out_shape = io.output().shape
+    several = len(io.inputs) > 1
+    keys = [k for k, _ in input_keys(io.names)] if several else ["x_train"]
+    for spec, x, key in zip(io.inputs, input_arrays(data.x_train), keys, strict=True):
+        given = tuple(x.shape[1:])
+        if len(spec.shape) != len(given) or any(
+                a is not None and a != b for a, b in zip(spec.shape, given, strict=True)):
+            which = f" for its input {spec.name!r}" if several else ""
+            raise EdgepipeError(f"{path} takes samples of shape {spec.shape}{which} but {key} "
+                                f"in {config.data} has samples of shape {given}; give data "
+                                "shaped as the model's input.")
     width = int(np.prod([d or 1 for d in out_shape]))
     if data.task is Task.CLASSIFICATION and (len(out_shape) != 1 or width < data.num_outputs):
         raise EdgepipeError(f"{path} outputs shape {out_shape} per sample but the integer "

@@ -2,10 +2,16 @@
 
 For every mode the Keras model is run again with the format's rounding simulated on it
 ("fake quantization"): weights rounded to float16 or to the int8 grid (per output channel,
-symmetric, as the converter does), and in the integer modes every layer's output rounded to the
-grid that calibration gives it ((max - min) / 255 over the representative samples for int8;
-max |x| / 32767 for int16). Where the float mode quantizes activations on the fly (dynamic
-range), the inputs of quantized layers are rounded per sample to max |x| / 127.
+symmetric, as the converter does), and in the integer modes every layer call's output rounded to
+the grid that calibration gives it ((max - min) / 255 over the representative samples for int8;
+max |x| / 32767 for int16), or to the grid TFLite fixes for SOFTMAX, LOGISTIC and TANH; a
+kernel's own activation other than ReLU/ReLU6 is not fused by the converter, so its input is
+rounded too. Where the float mode quantizes activations on the fly (dynamic range), the inputs
+of quantized layers are rounded per sample on the asymmetric grid (max - min) / 255, as the
+hybrid kernels do.
+The simulation walks the model's graph as Keras' own `Function._run_through_graph` does: nodes in
+topological order, several inputs and outputs, merges (Add, Multiply, Concatenate), shared layers
+(rounded weights at every call, a calibration range per call), nested models walked into.
 The simulated deviation from the float32 reference, E_sim, is what the format costs this model.
 The bound given to the real variant is
 
@@ -14,9 +20,14 @@ The bound given to the real variant is
 SAFETY = 2 covers what the simulation leaves out: the kernels' fixed-point multipliers, the
 lookup tables of LOGISTIC/TANH/GELU, and tensors inside an activation (Swish's sigmoid) that
 are quantized on their own. For the integer modes the bound is also given in output steps
-(the output tensor's scale), and the task metric may drop by at most TASK_DELTA.
+(the output tensor's scale), the task metric may drop by at most TASK_DELTA, and a classifier's
+top-1 class must agree with Keras' on at least MIN_TOP1_AGREEMENT of the samples.
+A model the simulation cannot walk (a subclassed model, a layer whose weights have no known
+rounding rule) gets the task bounds only, and the derivation names why.
 float32 gets only the float32 term. Nothing here looks at the variant's real outputs.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,29 +37,40 @@ FLOAT32_RTOL = 1e-5
 SAFETY = 2.0
 # Acceptance criteria rather than derivations: how much task quality a deployment may lose.
 TASK_DELTA = {"accuracy": 0.01, "r2": 0.02}
+MIN_TOP1_AGREEMENT = 0.97  # classifiers, integer modes: least share with Keras' top-1 class
 DYNAMIC_MIN_ELEMENTS = 1024  # the converter leaves smaller weight tensors in float (FACTS.md)
+# The walk in float must give the model's own outputs: a layer that reads something the walk does
+# not pass (a mask, a call context) shows here instead of as a wrong bound.
+WALK_RTOL = 1e-4
+WALK_SAMPLES = 16
 
 
-def _layers(model) -> list:
-    """The model's layers in order, without its InputLayer (a functional model lists it first;
-    a Sequential model does not list it)."""
-    import keras
-
-    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+class NotSimulated(Exception):
+    """The model cannot be simulated; the message says which layer and why."""
 
 
-def _is_chain(model) -> bool:
-    """Only models whose layers form one chain are simulated layer by layer."""
-    import keras
+@dataclass(frozen=True)
+class Simulation:
+    """The simulated outputs (one array per model output), or None with the reason; and the shape
+    of what was walked, for the derivation."""
+    outputs: list | None
+    reason: str = ""
+    layers: int = 0   # layer calls simulated (those inside nested models included)
+    merges: int = 0   # calls that take several tensors (Add, Multiply, Concatenate, ...)
+    shared: int = 0   # layers called more than once
+    inputs: int = 1
+    n_outputs: int = 1
 
-    if isinstance(model, keras.Sequential):
-        return True  # a chain by construction (a reloaded one lists extra nodes on layer 0)
-    layers = _layers(model)
-    for layer in layers:  # a subclassed model's layers have no nodes: not simulated
-        inbound = getattr(layer, "_inbound_nodes", [])
-        if len(inbound) != 1 or len(inbound[0].input_tensors) != 1:
-            return False
-    return bool(layers)
+    def describe(self) -> str:
+        parts = [f"{self.merges} merge{'s' * (self.merges != 1)}"] if self.merges else []
+        if self.shared:
+            parts.append(f"{self.shared} shared layer{'s' * (self.shared != 1)}")
+        if self.inputs > 1:
+            parts.append(f"{self.inputs} inputs")
+        if self.n_outputs > 1:
+            parts.append(f"{self.n_outputs} outputs")
+        shape = f"graph with {', '.join(parts)}" if parts else "a chain"
+        return f"over {self.layers} layer{'s' * (self.layers != 1)} ({shape})"
 
 
 def _int8_weights(w: np.ndarray, mode: QuantMode) -> bool:
@@ -56,20 +78,78 @@ def _int8_weights(w: np.ndarray, mode: QuantMode) -> bool:
     return w.ndim >= 2 and (mode is not QuantMode.DYNAMIC or w.size >= DYNAMIC_MIN_ELEMENTS)
 
 
-def _quantize_weights(weights: list[np.ndarray], mode: QuantMode) -> list[np.ndarray]:
+def _quantize_weights(weights: list[np.ndarray], mode: QuantMode, axis: int = -1
+                      ) -> list[np.ndarray]:
+    """`axis`: the kernels' output-channel axis (the converter's per-channel dimension)."""
     out = []
     for w in weights:
         if mode is QuantMode.FLOAT16:
             out.append(w.astype(np.float16).astype(np.float32))
         elif _int8_weights(w, mode):
-            # per output channel (the last axis of a Keras kernel), symmetric int8
-            axes = tuple(range(w.ndim - 1))
+            # per output channel, symmetric int8
+            axes = tuple(a for a in range(w.ndim) if a != axis % w.ndim)
             scale = np.abs(w).max(axis=axes, keepdims=True) / 127.0
             scale = np.where(scale > 0, scale, 1.0)
             out.append((np.round(w / scale) * scale).astype(np.float32))
         else:
             out.append(w)  # biases stay at (int32 or float) precision
     return out
+
+
+def _kernel_axis(layer, weights: list[np.ndarray]) -> int:
+    """The output-channel axis of the layer's kernels (its weights of 2 or more dimensions).
+    Weights of at most one dimension (biases, normalisation statistics that the converter folds
+    into the kernels per channel, scalar parameters) need no axis. Other kernels' layouts are not
+    known here: the model is not simulated rather than rounded along a guessed axis."""
+    import keras
+
+    kernels = [w for w in weights if w.ndim >= 2]
+    if not kernels:
+        return -1
+    layers = keras.layers
+    # Keras keeps (..., out, in) for transposed convolutions, (..., in, out) for the others; a
+    # depthwise kernel's last axis is its depth multiplier, so it is rounded per tensor with
+    # multiplier 1 (coarser than the converter's per-channel grid: a larger, safe bound).
+    if isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose,
+                          layers.Conv3DTranspose)):
+        return -2
+    if isinstance(layer, (layers.Dense, layers.Conv1D, layers.Conv2D, layers.Conv3D,
+                          layers.DepthwiseConv1D, layers.DepthwiseConv2D,
+                          layers.SeparableConv1D, layers.SeparableConv2D)):
+        return -1
+    shapes = ", ".join(str(tuple(w.shape)) for w in kernels)
+    raise NotSimulated(f"layer {layer.name!r} ({type(layer).__name__}) has weights of shape "
+                       f"{shapes} with no known rounding rule (Dense and convolution kernels "
+                       "are known)")
+
+
+def _fused_activations() -> tuple:
+    """Activations the converter fuses into the kernel before its output is quantized."""
+    import keras
+
+    return keras.activations.linear, keras.activations.relu, keras.activations.relu6
+
+
+def _fixed_grid(op) -> float | None:
+    """The lowest value of the output grid that TFLite fixes, whatever the calibration, for
+    SOFTMAX and LOGISTIC (0) and TANH (-1); None for other layers."""
+    import keras
+
+    activation = getattr(op, "activation", None)
+    if isinstance(op, keras.layers.Softmax) or activation in (keras.activations.softmax,
+                                                              keras.activations.sigmoid):
+        return 0.0
+    return -1.0 if activation is keras.activations.tanh else None
+
+
+def _on_fixed_grid(h: np.ndarray, lowest: float, mode: QuantMode) -> np.ndarray:
+    """int8: scale 1/256 from 0 (zero point -128) or 1/128 from -1; int16: 1/32768. The top
+    of the grid is one step below 1: a saturated 1.0 comes out one step lower."""
+    if not _is_float(h):
+        return h
+    levels = 32768 if mode is QuantMode.INT16X8 else 256 if lowest == 0.0 else 128
+    low = -levels if mode is QuantMode.INT16X8 or lowest else 0
+    return (np.clip(np.round(h * levels), low, levels - 1) / levels).astype(h.dtype)
 
 
 def _grid(h: np.ndarray, lo: float, hi: float, mode: QuantMode) -> np.ndarray:
@@ -83,48 +163,219 @@ def _grid(h: np.ndarray, lo: float, hi: float, mode: QuantMode) -> np.ndarray:
 
 
 def _dynamic_inputs(h: np.ndarray) -> np.ndarray:
+    """Per sample, asymmetric, as the hybrid kernels quantize their float input (TFLite's
+    BatchQuantizeFloats; the converter sets FULLY_CONNECTED's asymmetric_quantize_inputs): on
+    the reference kernels this reproduces a dynamic variant's outputs to float32 rounding."""
     flat = h.reshape(len(h), -1)
-    scale = np.abs(flat).max(axis=1, keepdims=True) / 127.0
+    lo = np.minimum(flat.min(axis=1, keepdims=True), 0.0)
+    hi = np.maximum(flat.max(axis=1, keepdims=True), 0.0)
+    scale = (hi - lo) / 255.0
     scale = np.where(scale > 0, scale, 1.0)
-    return (np.round(flat / scale) * scale).reshape(h.shape)
+    zero = np.clip(np.round(-128.0 - lo / scale), -128, 127)
+    return ((np.clip(np.round(flat / scale) + zero, -128, 127) - zero) * scale).reshape(h.shape)
 
 
-def simulate(model, mode: QuantMode, x: np.ndarray, representative: np.ndarray | None):
-    """The model's outputs on `x` with the mode's rounding simulated, or None if not a chain."""
-    if mode is QuantMode.FLOAT32 or not _is_chain(model):
-        return None
-    layers = _layers(model)
-    ranges = []
-    if mode.integer_only:
-        h = representative
-        ranges.append((float(h.min()), float(h.max())))
-        for layer in layers:
-            h = np.asarray(layer(h))
-            ranges.append((float(h.min()), float(h.max())))
-    h = np.asarray(x, np.float32)
-    if mode.integer_only:
-        h = _grid(h, *ranges[0], mode)
-    for i, layer in enumerate(layers):
-        weights = layer.get_weights()
-        if weights:
-            if mode is QuantMode.DYNAMIC and _int8_weights(weights[0], mode):
-                h = _dynamic_inputs(h)
-            layer.set_weights(_quantize_weights(weights, mode))
+def _is_float(v) -> bool:
+    return isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating)
+
+
+class _Walk:
+    """One pass over a model's graph, calling each layer on numpy values.
+
+    `round_` False: a pass in float that records each tensor's (min, max) (calibration, or the
+    check that the walk reproduces the model). True: the mode's rounding is applied, with the
+    integer grids taken from `ranges`. Tensors are keyed by the path of the calls that made
+    them (a nested model's inner tensors once per call of it), so each call of a shared layer has
+    its own range.
+    """
+
+    def __init__(self, mode: QuantMode, ranges: dict | None, round_: bool):
+        self.mode, self.ranges, self.round = mode, ranges, round_
+        self.record = None if round_ else {}
+        self.layers = self.merges = 0
+        self.calls: dict[int, int] = {}
+
+    def _activation(self, value, key):
+        if not _is_float(value):
+            return value  # integer tensors (token ids, indices) are never rounded
+        if self.record is not None:
+            self.record[key] = (float(value.min()), float(value.max()))
+        elif self.round and self.mode.integer_only:
+            value = _grid(value, *self.ranges[key], self.mode)
+        return value
+
+    def model(self, model, inputs: list, key: tuple) -> list:
+        """The flat outputs of a Sequential or functional `model` on its flat `inputs`."""
+        import keras
+
+        if isinstance(model, keras.Sequential):
+            values = inputs
+            for i, layer in enumerate(model.layers):
+                values = self.call(layer, (values[0],), {}, key + (i,), 1)
+            return values
+        if not isinstance(model, keras.Function):
+            raise NotSimulated(f"{model.name!r} ({type(model).__name__}) is a subclassed model: "
+                               "its call() is Python code, with no graph of layers to walk")
+        values = {id(t): v for t, v in zip(model.inputs, inputs, strict=True)}
+        nodes = [n for depth in sorted(model._nodes_by_depth, reverse=True)
+                 for n in model._nodes_by_depth[depth] if n.operation and not n.is_input]
+        users: dict[int, int] = {}  # consumers left per tensor: free a value after its last use
+        for node in nodes:
+            for t in node.input_tensors:
+                users[id(t)] = users.get(id(t), 0) + 1
+        keep = {id(t) for t in model.outputs}
+        for node in nodes:
+            if any(id(t) not in values for t in node.input_tensors):
+                continue  # not computable from the inputs (Keras skips it too)
+            args, kwargs = node.arguments.fill_in(values)
+            outputs = self.call(node.operation, args, kwargs, key + (id(node),),
+                                len(node.input_tensors))
+            for t, v in zip(node.outputs, outputs, strict=True):
+                values[id(t)] = v
+            for t in node.input_tensors:
+                users[id(t)] -= 1
+                if not users[id(t)] and id(t) not in keep:
+                    values.pop(id(t), None)
+        return [values[id(t)] for t in model.outputs]
+
+    def call(self, op, args: tuple, kwargs: dict, key: tuple, n_inputs: int) -> list:
+        """The flat outputs of one call of `op` (a layer, an op or a nested model)."""
+        import keras
+
+        if isinstance(op, (keras.Sequential, keras.Function)):
+            inner = args[0] if args else kwargs.get("inputs")
+            return self.model(op, keras.tree.flatten(inner), key)
+        self.layers += 1
+        self.merges += n_inputs > 1
+        self.calls[id(op)] = self.calls.get(id(op), 0) + 1
+        weights = op.get_weights() if isinstance(op, keras.layers.Layer) else []
+        axis = _kernel_axis(op, weights) if weights else -1
+        cast = lambda v: v.astype(np.float32) if _is_float(v) else v  # noqa: E731
+        activation = getattr(op, "activation", None)
+        split = (weights and self.mode.integer_only and callable(activation)
+                 and activation not in _fused_activations())
+        if weights and self.round:
+            if self.mode is QuantMode.DYNAMIC and any(_int8_weights(w, self.mode)
+                                                      for w in weights):
+                args, kwargs = keras.tree.map_structure(
+                    lambda v: _dynamic_inputs(v) if _is_float(v) else v, (args, kwargs))
+            args, kwargs = keras.tree.map_structure(cast, (args, kwargs))
+            op.set_weights(_quantize_weights(weights, self.mode, axis))
             try:
-                h = np.asarray(layer(h.astype(np.float32)))
+                outputs = self._run(op, args, kwargs, split)
             finally:
-                layer.set_weights(weights)
+                op.set_weights(weights)
         else:
-            h = np.asarray(layer(h.astype(np.float32)))
+            outputs = self._run(op, *keras.tree.map_structure(cast, (args, kwargs)), split)
+        if split:
+            # The converter keeps a kernel's activation fused only for ReLU/ReLU6: any other
+            # (tanh, sigmoid, softmax, swish) is an op of its own whose input is quantized too.
+            pre = self._activation(outputs[0], key + ("pre",))
+            outputs = [np.asarray(activation(cast(pre)))]
+        fixed = _fixed_grid(op) if self.round and self.mode.integer_only else None
+        if fixed is not None:
+            return [_on_fixed_grid(v, fixed, self.mode) for v in outputs]
+        return [self._activation(v, key + (j,)) for j, v in enumerate(outputs)]
+
+    @staticmethod
+    def _run(op, args, kwargs, split: bool = False) -> list:
+        """`split`: without the layer's own activation (applied by the caller)."""
+        import keras
+
+        activation = op.activation if split else None
+        try:
+            if split:
+                op.activation = keras.activations.linear
+            out = op(*args, **kwargs)
+        except Exception as e:  # named and reported in the derivation, not hidden
+            raise NotSimulated(f"layer {op.name!r} ({type(op).__name__}) cannot be called on "
+                               f"numpy values: {type(e).__name__}: "
+                               f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+                               ) from e
+        finally:
+            if split:
+                op.activation = activation
+        return [np.asarray(v) for v in keras.tree.flatten(out)]
+
+
+def _flat_inputs(model, x) -> list:
+    """The model's inputs as a flat list in `model.inputs` order (an array, a list, or a dict
+    keyed by input name)."""
+    if isinstance(x, dict):
+        names = [t._keras_history.operation.name for t in model.inputs]
+        return [np.asarray(x[n]) for n in names]
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(v) for v in x]
+    return [np.asarray(x)]
+
+
+def _check_walk(model, x: list) -> None:
+    """The walk without rounding must give model(x): else the simulation would bound something
+    other than the model."""
+    import keras
+
+    part = [v[:WALK_SAMPLES] for v in x]
+    walked = _Walk(QuantMode.FLOAT32, None, False).model(model, part, ())
+    given = [np.asarray(v, np.float64) for v in keras.tree.flatten(
+        model(part if len(part) > 1 else part[0], training=False))]
+    for i, (w, g) in enumerate(zip(walked, given, strict=True)):
+        span = float(np.ptp(g)) or float(np.abs(g).max()) or 1.0
+        diff = float(np.abs(np.asarray(w, np.float64) - g).max())
+        if not diff <= WALK_RTOL * span:
+            raise NotSimulated(f"walking its layers one by one gives output {i} {diff:.3g} away "
+                               f"from the model's own (range {span:.3g}): a layer depends on "
+                               "more than its inputs (a mask, a training flag)")
+
+
+def simulation(model, mode: QuantMode, x, representative) -> Simulation | None:
+    """The model's outputs on `x` with the mode's rounding simulated; None for float32. When the
+    model cannot be walked, a Simulation without outputs that says why."""
+    if mode is QuantMode.FLOAT32:
+        return None
+    xs = _flat_inputs(model, x)
+    try:
+        _check_walk(model, xs)
+        ranges = None
         if mode.integer_only:
-            h = _grid(h, *ranges[i + 1], mode)
-    return h
+            if representative is None:
+                raise NotSimulated("no representative data to calibrate the integer grids with")
+            rep = _flat_inputs(model, representative)
+            calibration = _Walk(mode, None, False)
+            for i, v in enumerate(rep):
+                calibration._activation(v, ("input", i))
+            calibration.model(model, rep, ())
+            ranges = calibration.record
+        walk = _Walk(mode, ranges, True)
+        inputs = [walk._activation(v.astype(np.float32) if _is_float(v) else v, ("input", i))
+                  for i, v in enumerate(xs)]
+        outputs = walk.model(model, inputs, ())
+    except NotSimulated as e:
+        return Simulation(None, reason=str(e), inputs=len(xs))
+    return Simulation(outputs, layers=walk.layers, merges=walk.merges,
+                      shared=sum(n > 1 for n in walk.calls.values()), inputs=len(xs),
+                      n_outputs=len(outputs))
 
 
-def derive(mode: QuantMode, reference: np.ndarray, simulated: np.ndarray | None,
-           output_step: float | None, task_metric: str) -> dict:
-    """The bounds for one variant (see the module docstring)."""
-    reference = np.asarray(reference, np.float64)
+def simulate(model, mode: QuantMode, x, representative):
+    """The simulated outputs (an array; a list for several outputs), or None when not
+    simulated (float32, or a model the simulation cannot walk: see `simulation`)."""
+    sim = simulation(model, mode, x, representative)
+    if sim is None or sim.outputs is None:
+        return None
+    return sim.outputs[0] if len(sim.outputs) == 1 else sim.outputs
+
+
+def _flat(values) -> np.ndarray:
+    """All outputs' values in one vector (a model with several outputs is bounded as a whole)."""
+    values = values if isinstance(values, (list, tuple)) else [values]
+    return np.concatenate([np.asarray(v, np.float64).ravel() for v in values])
+
+
+def derive(mode: QuantMode, reference, simulated, output_step: float | None,
+           task_metric: str) -> dict:
+    """The bounds for one variant (see the module docstring). `simulated`: a Simulation, the
+    simulated outputs, or None."""
+    reference = _flat(reference)
     span = float(reference.max() - reference.min()) or float(np.abs(reference).max()) or 1.0
     floor = FLOAT32_RTOL * span
     tolerance = {"max_abs": floor, "max_rel": None, "output_step": None, "steps": None,
@@ -132,20 +383,31 @@ def derive(mode: QuantMode, reference: np.ndarray, simulated: np.ndarray | None,
     if mode is QuantMode.FLOAT32:
         tolerance["derivation"] = f"float32: {FLOAT32_RTOL:g} x output range {span:.4g}"
         return tolerance
-    if simulated is None:
+    sim = simulated if isinstance(simulated, Simulation) or simulated is None else Simulation(
+        [simulated])
+    top1 = mode.integer_only and task_metric == "accuracy"
+    if top1:
+        tolerance["min_top1_agreement"] = MIN_TOP1_AGREEMENT
+    top1_text = (f"; top-1 agreement with Keras at least {MIN_TOP1_AGREEMENT:g}"
+                 if top1 else "")
+    if sim is None or sim.outputs is None:
+        why = sim.reason if sim is not None else "the model was not simulated"
         tolerance["max_abs"] = None
-        tolerance["derivation"] = (f"{mode.value}: no simulation (the model is not a chain of "
-                                   "layers); only the task metric is bounded")
         tolerance["task_delta"] = TASK_DELTA[task_metric]
+        tolerance["derivation"] = (f"{mode.value}: no simulation ({why}); only the task metric "
+                                   f"is bounded: {task_metric} may drop by "
+                                   f"{TASK_DELTA[task_metric]:g}{top1_text}")
         return tolerance
-    e_sim = float(np.abs(np.asarray(simulated, np.float64) - reference).max())
+    e_sim = float(np.abs(_flat(sim.outputs) - reference).max())
+    over = f" {sim.describe()}" if sim.layers else ""
     tolerance["max_abs"] = SAFETY * e_sim + floor
     tolerance["derivation"] = (f"{mode.value}: {SAFETY:g} x simulated {mode.value} error "
-                               f"{e_sim:.3g} + {FLOAT32_RTOL:g} x output range {span:.4g}")
+                               f"{e_sim:.3g}{over} + {FLOAT32_RTOL:g} x output range {span:.4g}")
     if mode.integer_only:
         tolerance["output_step"] = output_step
         tolerance["steps"] = tolerance["max_abs"] / output_step if output_step else None
         tolerance["task_delta"] = TASK_DELTA[task_metric]
-        tolerance["derivation"] += (f" = {tolerance['steps']:.1f} output steps; task "
-                                    f"{task_metric} may drop by {TASK_DELTA[task_metric]:g}")
+        steps = f" = {tolerance['steps']:.1f} output steps" if tolerance["steps"] else ""
+        tolerance["derivation"] += (f"{steps}; task {task_metric} may drop by "
+                                    f"{TASK_DELTA[task_metric]:g}{top1_text}")
     return tolerance

@@ -25,8 +25,8 @@ CNN_SAMPLES = 96  # digits test images; enough for several GEMM tiles per layer
 
 
 def per_sample(model, x: np.ndarray) -> np.ndarray:
-    """The loop the bench times: one invoke per sample on a batch-1 input."""
-    return np.concatenate([model._invoke(x[i:i + 1]) for i in range(len(x))])
+    """The loop the bench times: one invoke per sample on a batch-1 input (one model input)."""
+    return np.concatenate([model._invoke([x[i:i + 1]]) for i in range(len(x))])
 
 
 def assert_batched_is_per_sample(content: bytes, x: np.ndarray, kernels: str) -> None:

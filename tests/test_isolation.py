@@ -32,7 +32,8 @@ from edgepipe.device_tests.runner import UsageError, run_bundle
 PASSING = ["mlp-float32", "mlp-int8", "mlp_fixed-float32", "mlp_fixed-int8", "clf-float32",
            "clf-int8"]
 HAVE_TFLM = importlib.util.find_spec("tflite_micro") is not None
-SEGV = "the interpreter crashed: killed by signal 11 (SIGSEGV) while running this entry"
+SEGV = ("the interpreter crashed: killed by signal 11 (SIGSEGV) while running this entry "
+        "(in allocate_tensors: the runtime was preparing the model's ops)")
 
 
 @pytest.fixture

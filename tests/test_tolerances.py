@@ -8,7 +8,14 @@ from edgepipe.converters.modes import QuantMode
 from edgepipe.models.architectures import build_model
 from edgepipe.models.zoo import ZOO
 from edgepipe.pipeline.boundary import analyse
-from edgepipe.pipeline.tolerances import FLOAT32_RTOL, SAFETY, TASK_DELTA, derive, simulate
+from edgepipe.pipeline.tolerances import (
+    FLOAT32_RTOL,
+    SAFETY,
+    TASK_DELTA,
+    derive,
+    simulate,
+    simulation,
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +61,51 @@ def test_int8_bound_is_safety_times_simulation_in_output_steps(mlp):
     assert "output steps" in tol["derivation"]
 
 
-def test_a_model_that_is_not_a_chain_bounds_only_the_task():
-    inputs = keras.Input((4,))
-    a, b = keras.layers.Dense(3)(inputs), keras.layers.Dense(3)(inputs)
-    model = keras.Model(inputs, keras.layers.Add()([a, b]))
-    x = np.ones((5, 4), np.float32)
-    assert simulate(model, QuantMode.INT8, x, x) is None
-    tol = derive(QuantMode.INT8, np.asarray(model(x)), None, 0.1, "accuracy")
+def test_without_a_simulation_only_the_task_is_bounded():
+    ref = np.linspace(0, 1, 20).reshape(5, 4)
+    tol = derive(QuantMode.INT8, ref, None, 0.1, "accuracy")
     assert tol["max_abs"] is None and tol["task_delta"] == TASK_DELTA["accuracy"]
+    assert tol["derivation"].startswith("int8: no simulation (the model was not simulated); "
+                                        "only the task metric is bounded")
+
+
+def test_a_chain_is_simulated_as_the_formula_says_in_sequential_and_functional_form():
+    """Weights per output channel on the symmetric int8 grid; every layer's output on the
+    (max - min) / 255 grid its calibration range gives; the input too."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, rep = rng.normal(size=(50, 10)), rng.normal(size=(80, 10))
+    hidden, out = keras.layers.Dense(64), keras.layers.Dense(2)
+    sequential = keras.Sequential([keras.Input((10,)), hidden, keras.layers.ReLU(), out])
+    inputs = keras.Input((10,))
+    functional = keras.Model(inputs, out(keras.layers.ReLU()(hidden(inputs))))
+    (w1, b1), (w2, b2) = hidden.get_weights(), out.get_weights()
+
+    def grid(h, calibrated):
+        lo, hi = min(calibrated.min(), 0.0), max(calibrated.max(), 0.0)
+        scale = (hi - lo) / 255
+        zero = np.round(-lo / scale)
+        return (np.clip(np.round(h / scale) + zero, 0, 255) - zero) * scale
+
+    def per_channel(w):
+        scale = np.abs(w).max(axis=0) / 127
+        return np.round(w / scale) * scale
+
+    r1 = rep @ w1 + b1
+    r2 = np.maximum(r1, 0)
+    r3 = r2 @ w2 + b2
+    h = grid(x, rep)
+    h = grid(h @ per_channel(w1) + b1, r1)
+    h = grid(np.maximum(h, 0), r2)
+    expected = grid(h @ per_channel(w2) + b2, r3)
+    step = (max(r3.max(), 0) - min(r3.min(), 0)) / 255
+    for model in (sequential, functional):
+        sim = simulation(model, QuantMode.INT8, x.astype(np.float32), rep.astype(np.float32))
+        # float32 against float64 arithmetic: far below one output step
+        np.testing.assert_allclose(sim.outputs[0], expected, rtol=0, atol=1e-3 * step)
+        assert sim.describe() == "over 3 layers (a chain)"
+    np.testing.assert_array_equal(simulate(sequential, QuantMode.INT8, x, rep),
+                                  simulate(functional, QuantMode.INT8, x, rep))
 
 
 def test_boundary_analysis_counts_samples_near_the_kink():

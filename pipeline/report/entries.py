@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ...device_tests.schema import ResultStatus
+from ..boundary import JUMP
 from .compare import as_samples, errors, not_finite_text, outputs_not_finite, where_not_finite
 from .html import anchor, badge, conversion_badge, e, table, value_cell
 from .plots import Plots, histogram, scatter
@@ -118,7 +119,7 @@ def _checks_and_metrics(v: ReportEntry, targets: list[str]) -> str:
 def _flatten(metrics: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in metrics.items():
-        if key == "boundary" and not prefix:
+        if (key == "boundary" and not prefix) or key == "flips":  # shown in tables of their own
             continue
         if isinstance(value, dict):
             flat.update(_flatten(value, f"{prefix}{key}."))
@@ -131,26 +132,60 @@ def _boundary(run: Run, v: ReportEntry, targets: list[str]) -> str:
     boundary = {t: (v.records[t].get("metrics") or {}).get("boundary") for t in targets}
     boundary = {t: b for t, b in boundary.items() if b}
     model_boundary = run.model(v).get("boundary")
-    if not (boundary or model_boundary):
+    flips = [(t, key[3:], f) for t in targets
+             for key, block in (v.records[t].get("metrics") or {}).items()
+             if key.startswith("vs_") and isinstance(block, dict)
+             for f in block.get("flips") or [] if isinstance(f, dict)]
+    if not (boundary or model_boundary or flips):
         return ""
     out = ["<h3>Boundary analysis</h3>"]
     if model_boundary:
         steps = (model_boundary.get("input_steps") or {}).get(v.mode)
-        out.append(f'<p class="small">kink {e(fmt(model_boundary.get("kink")))} · layers '
-                   f'{e(", ".join(model_boundary.get("layers") or []))}'
+        out.append(f'<p class="small">{_kinks_text(model_boundary)}'
                    + (f" · input steps for {e(v.mode)}: {e(fmt(steps))}" if steps else "")
                    + "</p>")
     if boundary:
-        keys = ["kink", "input_step", "near_samples", "near_error_share"]
+        keys = ["kinks", "input_step", "near_samples", "near_error_share"]
         keys += [k for b in boundary.values() for k in b if k not in keys]
         out.append(table([(k, [value_cell(boundary[t].get(k)) for t in boundary])
                           for k in keys], list(boundary), "boundary"))
         out.append('<p class="small">near_samples: samples with a pre-activation within one '
-                   "input quantization step of the kink;<br>near_error_share: the share of the "
+                   "input quantization step of a kink;<br>near_error_share: the share of the "
                    "total squared error they carry.</p>")
     else:
         out.append('<p class="small">no boundary metrics in the results</p>')
+    if flips:
+        columns = ["vs", "output steps", "layer", "unit", "threshold", "input steps away",
+                   "closer to Keras"]
+        rows = [(f"{t}: sample {f.get('sample')}",
+                 [f"<td>{e(baseline)}</td>", value_cell(f.get("output_steps")),
+                  f"<td>{e(str(f.get('layer')))}</td>", value_cell(f.get("unit")),
+                  value_cell(f.get("threshold")), value_cell(f.get("distance_steps")),
+                  f"<td>{e(str(f.get('closer') or 'neither'))}</td>"])
+                for t, baseline, f in flips]
+        out.append("<h4>Threshold flips between targets</h4>" + table(rows, columns, "flip"))
     return "\n".join(out)
+
+
+def _kinks_text(boundary: dict) -> str:
+    """Each layer with its kinks ("step_1: jump 1 at 0.3"); a manifest written before kinks
+    were probed has one kink for every layer."""
+    layers = [str(x) for x in boundary.get("layers") or []]
+    kinks = boundary.get("kinks")
+    if not isinstance(kinks, list):
+        return f"kink {e(fmt(boundary.get('kink')))} · layers {e(', '.join(layers))}"
+    parts = []
+    for layer, layer_kinks in zip(layers, kinks, strict=False):  # a hand-edited file
+        shown = []
+        for k in layer_kinks if isinstance(layer_kinks, list) else []:
+            if not isinstance(k, dict):
+                continue
+            slopes = k.get("slopes") if isinstance(k.get("slopes"), list) else []
+            what = (f"jump {fmt(k.get('height'))}" if k.get("kind") == JUMP else
+                    f"slope {' → '.join(fmt(x) for x in slopes)}" if slopes else "kink")
+            shown.append(f"{what} at {fmt(k.get('at'))}")
+        parts.append(f"{e(layer)}: {e(', '.join(shown) or '–')}")
+    return "kinks · " + " · ".join(parts)
 
 
 def _plots_and_worst(run: Run, v: ReportEntry, plots: Plots, budget: list[int], tol: dict,

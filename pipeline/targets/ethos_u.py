@@ -55,7 +55,7 @@ def run_vela(bundle_dir: Path, out_json: Path, *, accelerator: str = "ethos-u55-
     `timeout`: seconds per variant; `only`: these entry ids (default: all)."""
     # Here, not at the top: listing the targets must not load numpy.
     from ...device_tests.bundle import BundleError, load_bundle, one_line
-    from ...device_tests.runner import write_json_atomic
+    from ...device_tests.runner import integer_only_refusal, write_json_atomic
 
     started = time.perf_counter()
     if accelerator not in vela.ACCELERATORS:
@@ -72,10 +72,15 @@ def run_vela(bundle_dir: Path, out_json: Path, *, accelerator: str = "ethos-u55-
                 continue
             entry_started = time.perf_counter()
             record = not_run(entry, target)
+            # The NPU runs integer models integer-only: a float op inside one is unsupported.
+            refusal = integer_only_refusal(entry, target)
             if record is None and entry.get("mode") not in INTEGER_MODES:
                 record = base_record(entry, target)
                 record["status"] = ResultStatus.UNSUPPORTED
                 record["reason"] = "Ethos-U runs int8 and int16x8 models only"
+            elif record is None and refusal:
+                record = base_record(entry, target)
+                record["status"], record["reason"] = ResultStatus.UNSUPPORTED, refusal
             elif record is None:
                 record = base_record(entry, target)
                 try:

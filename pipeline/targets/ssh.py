@@ -123,14 +123,20 @@ def _runner_files(bundle_dir: Path) -> list:
     """(archive name, local path) of what the runner reads: manifest.json, the files its
     datasets, models and entries name (not the run folder's results/, models/, report), and the
     device_tests package. The bundle is checked here first, as the runner would."""
-    from ...device_tests.bundle import BundleError, load_bundle, resolve_inside  # loads numpy
+    from ...device_tests.bundle import (  # loads numpy
+        BundleError,
+        dataset_inputs,
+        load_bundle,
+        resolve_inside,
+    )
 
     try:
         bundle = load_bundle(bundle_dir)
         names = {RunFolder.MANIFEST}
         manifest = bundle.manifest
         for dataset in (manifest.get("datasets") or {}).values():
-            names.update(dataset.get(k) for k in ("inputs", "labels"))
+            names.update(item["path"] for item in dataset_inputs(dataset))
+            names.add(dataset.get("labels"))
         names.update(model.get("reference") for model in (manifest.get("models") or {}).values())
         for entry in manifest["entries"]:
             names.update(entry.get(k) for k in ("tflite", "reference"))
