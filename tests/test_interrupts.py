@@ -82,11 +82,14 @@ def kill_and_check(config: Path, out: Path, at: float, sig: int) -> str:
 def finish(config: Path, out: Path) -> None:
     done = subprocess.run([EDGEPIPE, "run", "--config", str(config), "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # The verdict is not what this is about (cnn_step trained 3 epochs loses top-1 agreement in
+    # int8, a real fail): every entry ran to a pass or a fail, none is an error or missing.
+    assert done.returncode in (0, 1), done.stderr[-3000:]
     counts = assert_whole(out)
     assert counts[".tflite"] == 4 and counts[".keras"] == 2, counts
-    merged = json.loads((out / "results.json").read_text())
-    assert merged["summary"]["ok"] and merged["summary"]["pass"] == 4, merged["summary"]
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert summary["pass"] + summary["fail"] == 4 and summary["error"] == 0, summary
+    assert summary["missing"] == 0 and summary["ok"] == (done.returncode == 0), summary
     assert not list(out.rglob(PARTIAL)), "a .partial folder survived a completed run"
 
 

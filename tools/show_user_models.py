@@ -5,8 +5,8 @@ command, its exit code, the first line it printed, the statuses) and the toleran
     .venv/bin/python tools/show_user_models.py --out /tmp/show [--only CASE ...]
 
 Everything is built here from data shipped with installed packages (scikit-learn's digits and
-diabetes); nothing is downloaded. MobileNetV3Small is built with weights=None and trained
-briefly, so its BatchNorm statistics come from data.
+diabetes); nothing is downloaded. MobileNetV3Small is built with weights=None; its BatchNorm
+statistics are made realistic by a forward pass over data, then it is trained briefly.
 """
 
 import argparse
@@ -84,12 +84,12 @@ def _import_layers(root: Path):
     return module
 
 
-def digits(root: Path, size: int = 8, channels: int = 1) -> Path:
-    """sklearn's digits as a user would save them: x in [0, 1], integer labels."""
+def digits(root: Path, size: int = 8, channels: int = 1, scale: float = 1.0) -> Path:
+    """sklearn's digits as a user would save them: x in [0, scale], integer labels."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
+    x = (x / 16.0 * scale).astype(np.float32).reshape(-1, 8, 8, 1)
     if size != 8:
         x = np.repeat(np.repeat(x, size // 8, axis=1), size // 8, axis=2)
     x = np.repeat(x, channels, axis=3)
@@ -140,11 +140,20 @@ def build_models(root: Path) -> None:
     model.save(root / "residual.h5")
     model.export(str(root / "residual_savedmodel"), verbose=False)
 
-    # MobileNetV3Small at 32x32x3, weights=None: fresh (dead) and briefly trained.
-    d32 = digits(root, 32, 3)
+    # MobileNetV3Small at 32x32x3 (its own rescaling: pixels 0..255), weights=None: fresh (its
+    # BatchNorm statistics the initial ones: a dead reference), and with the statistics of one
+    # forward pass over data (momentum 0 for it), then trained 3 epochs.
+    d32 = digits(root, 32, 3, scale=255.0)
     fresh = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None,
-                                                classes=10, include_preprocessing=False)
+                                                classes=10)
     fresh.save(root / "mobilenet_fresh.keras")
+    norms = [layer for layer in fresh.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    fresh(np.load(d32)["x_train"][:256], training=True)
+    for layer in norms:
+        layer.momentum = 0.99
     _fit(fresh, d32, 3).save(root / "mobilenet.keras")
 
     # Token ids into an Embedding: the class is whether token 7 appears.
