@@ -7,12 +7,9 @@ it came from (`given`). Nothing here converts; `mode_of` and `label` (the stage 
 need no TensorFlow.
 """
 
-import hashlib
 from pathlib import Path
 
 from ..core.errors import EdgepipeError
-from ..core.files import atomic_path, write_json
-from ..device_tests.schema import ConversionStatus
 from .modes import QuantMode
 from .op_audit import OP_SETS, audit
 from .tflite_file import TFLiteModel, mapped_file, read_tflite
@@ -49,7 +46,7 @@ def label(path: Path, mode: QuantMode) -> str:
 def given_variant(name: str, path: Path, out_dir: Path):
     """The user's file copied into `out_dir` as `<name>.<label>.tflite`, audited, with its
     conversion record `<name>.<label>.json`: a `converters.variants.Variant`."""
-    from .variants import RECORD_SCHEMA_VERSION, Variant, tensor_info  # imports TensorFlow
+    from .variants import RECORD_SCHEMA_VERSION, Variant, file_record, save_variant  # TF
 
     path = Path(path)
     with mapped_file(path) as data:
@@ -62,14 +59,7 @@ def given_variant(name: str, path: Path, out_dir: Path):
     record = {"schema_version": RECORD_SCHEMA_VERSION, "model": name, "mode": mode.value,
               "given": {"file": str(path), "label": tag},
               "converter": None,  # not converted here: the file is the user's
-              "status": ConversionStatus.CONVERTED if report.ok else ConversionStatus.FAILED,
-              "reason": "; ".join(report.problems), "file": tflite_path.name,
-              "bytes": len(flatbuffer), "sha256": hashlib.sha256(flatbuffer).hexdigest(),
-              "inputs": [tensor_info(t) for t in parsed.input_tensors()],
-              "outputs": [tensor_info(t) for t in parsed.output_tensors()],
-              "audit": report.as_dict()}
+              **file_record(flatbuffer, parsed, report, tflite_path)}
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    with atomic_path(tflite_path) as tmp:
-        tmp.write_bytes(flatbuffer)
-    write_json(Path(out_dir) / f"{name}.{tag}.json", record)
+    save_variant(tflite_path, flatbuffer, record)
     return Variant(name, mode, record["status"], record["reason"], record, tflite_path)

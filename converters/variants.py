@@ -47,6 +47,26 @@ def tensor_info(t) -> dict:
             "scale": list(t.scales), "zero_point": list(t.zero_points)}
 
 
+def file_record(flatbuffer: bytes, parsed, report, tflite_path: Path) -> dict:
+    """What a variant's record says of its file, converted here or given by the user: the
+    status its audit gives, its name, size and hash, its input and output tensors, the audit."""
+    return {"status": ConversionStatus.CONVERTED if report.ok else ConversionStatus.FAILED,
+            "reason": "; ".join(report.problems),
+            "file": tflite_path.name, "bytes": len(flatbuffer),
+            "sha256": hashlib.sha256(flatbuffer).hexdigest(),
+            "inputs": [tensor_info(t) for t in parsed.input_tensors()],
+            "outputs": [tensor_info(t) for t in parsed.output_tensors()],
+            "audit": report.as_dict(),
+            "findings": [f.as_dict() for f in report.findings]}
+
+
+def save_variant(tflite_path: Path, flatbuffer: bytes, record: dict) -> None:
+    """The .tflite, then its record beside it (`<stem>.json`): a record names a whole file."""
+    with atomic_path(tflite_path) as tmp:
+        tmp.write_bytes(flatbuffer)
+    write_json(tflite_path.with_suffix(".json"), record)
+
+
 def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                   representative_source: str = "", check_data=None, check_source: str = "",
                   debug: bool = False, no_representative: str = "",
@@ -88,16 +108,8 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                 continue
             parsed = read_tflite(flatbuffer, source=tflite_path.name)
             report = audit(parsed, mode, op_sets=OP_SETS, source=tflite_path.name)
-            record = {**base, "status": (ConversionStatus.CONVERTED if report.ok
-                                         else ConversionStatus.FAILED),
-                      "reason": "; ".join(report.problems),
-                      "file": tflite_path.name, "bytes": len(flatbuffer),
-                      "sha256": hashlib.sha256(flatbuffer).hexdigest(),
+            record = {**base, **file_record(flatbuffer, parsed, report, tflite_path),
                       "seconds": round(seconds, 3),
-                      "inputs": [tensor_info(t) for t in parsed.input_tensors()],
-                      "outputs": [tensor_info(t) for t in parsed.output_tensors()],
-                      "audit": report.as_dict(),
-                      "findings": [f.as_dict() for f in report.findings],
                       "custom_gradients": {"saved_model": gradients,
                                            "tflite_subgraphs": len(parsed.subgraphs),
                                            "dropped": report.ok and len(parsed.subgraphs) == 1}}
@@ -110,9 +122,7 @@ def convert_model(model, name: str, modes, out_dir: Path, representative=None,
                     record["status"] = ConversionStatus.FAILED
                     record["reason"] = (f"float32 forward differs from Keras: max relative "
                                         f"error {check['max_rel_error']:.3g} > {check['bound']:g}")
-            with atomic_path(tflite_path) as tmp:
-                tmp.write_bytes(flatbuffer)
-            write_json(out_dir / f"{name}.{mode.value}.json", record)
+            save_variant(tflite_path, flatbuffer, record)
             results.append(Variant(name, mode, record["status"], record["reason"], record,
                                    tflite_path))
     return results

@@ -72,15 +72,17 @@ def _sample_steps(a: np.ndarray, b: np.ndarray, step: float) -> np.ndarray:
 MAX_LISTED = 20  # flips and unexplained samples listed in a record; the counts say the rest
 
 
-def compare_targets(out: Path, results: list, target: str, baseline: str, bundle=None) -> None:
+def compare_targets(out: Path, results: list, target: str, baseline: str, bundle=None,
+                    files: dict | None = None) -> None:
     """Add `vs_<baseline>` metrics to each of `target`'s records: the largest difference from
     the baseline's outputs, in output steps for integer variants, where both were saved. Two
     implementations of the same reference kernels may differ by one rounding: an integer
     variant more than one step apart fails, unless on every sample that differs a unit sits
     within one input step of a threshold (from `bundle`'s boundary block): that is a flip, and
-    it passes when both sides pass against Keras."""
+    it passes when both sides pass against Keras. `files`: `_model_files` by model, shared
+    with the merge so that each model's files are read and verified once."""
     saved = {(r["id"], r["target"]): r for r in results}
-    files = {}  # model -> its boundary files and reference, read once
+    files = {} if files is None else files
     for r in results:
         other = saved.get((r["id"], baseline))
         ran = r["status"] in (ResultStatus.PASS, ResultStatus.FAIL)
@@ -103,10 +105,9 @@ def compare_targets(out: Path, results: list, target: str, baseline: str, bundle
             r["checks"].append(check)
             if check["ok"]:
                 continue
-            if bundle is not None and r["model"] not in files:
-                files[r["model"]] = _model_files(bundle, out, r, mine.shape)
-            ok, why = _explain(block, r, other, mine, theirs, per_sample,
-                               files.get(r["model"]))
+            model_files = (_checked_files(bundle, out, r, mine.shape, files)
+                           if bundle is not None else None)
+            ok, why = _explain(block, r, other, mine, theirs, per_sample, model_files)
             check["ok"] = ok
             if ok:
                 check["note"] = why
@@ -115,24 +116,33 @@ def compare_targets(out: Path, results: list, target: str, baseline: str, bundle
                 r["reason"] = "; ".join(filter(None, [r.get("reason"), why]))
 
 
-def _model_files(bundle, out: Path, r: dict, shape: tuple) -> dict:
+def _checked_files(bundle, out: Path, r: dict, shape: tuple, files: dict) -> dict:
+    """`_model_files` of r's model (read once into `files`), with r's outputs (of `shape`)
+    checked to be this bundle's."""
+    if r["model"] not in files:
+        files[r["model"]] = _model_files(bundle, r["model"])
+    found = files[r["model"]]
+    ref, preacts = found["reference"], found["preacts"]
+    if tuple(shape) != ref.shape or any(p.ndim == 0 or len(p) != len(ref) for p in preacts):
+        raise EdgepipeError(f"{out / r['outputs']} holds shape {tuple(shape)} where the "
+                            f"reference holds {ref.shape} (or a boundary file disagrees); it is "
+                            "not this bundle's output: rerun `edgepipe parity --force`.")
+    return found
+
+
+def _model_files(bundle, name: str) -> dict:
     """The model's Keras reference and, when it has one, its boundary block, pre-activations
-    and layer kinks: every file verified by sha256, and r's outputs (of `shape`) checked to be
-    this bundle's."""
-    boundary = bundle.manifest["models"].get(r["model"], {}).get("boundary")
-    where = f"models.{r['model']}"
+    and layer kinks: every file verified by sha256."""
+    boundary = bundle.manifest["models"].get(name, {}).get("boundary")
+    where = f"models.{name}"
     try:
-        model = bundle.model(r["model"])
+        model = bundle.model(name)
         ref = bundle.array(model["reference"], model["reference_sha256"], f"{where}.reference")
         preacts = [bundle.array(p, sha, f"{where}.boundary.preact") for p, sha in
                    zip(boundary["preact"], boundary["preact_sha256"], strict=True)
                    ] if boundary else []
     except BundleError as exc:
         raise EdgepipeError(str(exc)) from None
-    if tuple(shape) != ref.shape or any(p.ndim == 0 or len(p) != len(ref) for p in preacts):
-        raise EdgepipeError(f"{out / r['outputs']} holds shape {tuple(shape)} where the "
-                            f"reference holds {ref.shape} (or a boundary file disagrees); it is "
-                            "not this bundle's output: rerun `edgepipe parity --force`.")
     return {"reference": ref.astype(np.float64), "boundary": boundary, "preacts": preacts,
             "kinks": layer_kinks(boundary) if boundary else []}
 
@@ -195,16 +205,16 @@ def _listed(samples: list) -> str:
     return shown + (", ..." if len(samples) > 5 else "")
 
 
-def _boundary(bundle, out: Path, r: dict, boundary: dict, steps: list) -> dict:
-    """The boundary analysis of one result: the bundle's files verified by sha256, the
-    variant's outputs of the reference's shape."""
+def _boundary(bundle, out: Path, r: dict, steps: list, files: dict) -> dict:
+    """The boundary analysis of one result: the bundle's files verified by sha256 (once per
+    model, into `files`), the variant's outputs of the reference's shape."""
     try:
         variant = np.load(out / r["outputs"], allow_pickle=False)
     except (OSError, ValueError) as e:
         raise EdgepipeError(f"{out / r['outputs']}: not a readable .npy ({one_line(e)}); rerun "
                             "`edgepipe parity` on the run folder.") from None
-    files = _model_files(bundle, out, r, variant.shape)
-    return analyse(files["preacts"], steps, files["kinks"], variant, files["reference"])
+    found = _checked_files(bundle, out, r, variant.shape, files)
+    return analyse(found["preacts"], steps, found["kinks"], variant, found["reference"])
 
 
 def collect(out: Path, stages: Stages | None = None) -> dict:
@@ -245,15 +255,16 @@ def _merge(folder: RunFolder) -> dict:
                 except ValueError:  # a results file may come from a board: trust no path
                     r["outputs"] = None
         results += doc["results"]
+    files: dict = {}  # each model's reference and boundary files, read and verified once
     for r in results:
         boundary = manifest["models"].get(r["model"], {}).get("boundary")
         steps = (boundary or {}).get("input_steps", {}).get(r["mode"])
         if boundary and steps and r.get("outputs") and isinstance(r.get("metrics"), dict):
-            r["metrics"]["boundary"] = _boundary(bundle, out, r, boundary, steps)
+            r["metrics"]["boundary"] = _boundary(bundle, out, r, steps, files)
     for name in targets:  # e.g. tflm against host-ref: two builds of the same kernels
         kind = kind_of(name)
         if kind and REGISTRY[kind].compare_with in targets:
-            compare_targets(out, results, name, REGISTRY[kind].compare_with, bundle)
+            compare_targets(out, results, name, REGISTRY[kind].compare_with, bundle, files)
     counts = count_statuses(results)
     # An entry with no result on a target that ran is not a pass: the run is incomplete.
     have = {(r["id"], r["target"]) for r in results}

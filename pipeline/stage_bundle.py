@@ -61,9 +61,8 @@ def _records(config, out, name: str) -> list:
     """The conversion records the convert stage wrote: one per mode, then one per .tflite the
     user gave (named by `converters.given.label`, from the mode its file holds)."""
     folder = RunFolder(out)
-    given = [folder.tflite_dir / f"{name}.{tag}.json"
-             for tag in _given_labels(config, name)]
-    return [folder.conversion_record(name, m.value) for m in config.modes] + given
+    tags = [m.value for m in config.modes] + _given_labels(config, name)
+    return [folder.conversion_record(name, tag) for tag in tags]
 
 
 def _given_labels(config, name: str) -> list:

@@ -45,8 +45,7 @@ def run(job, shared: dict) -> StageRun:
     variants = convert_model(inputs.model, name, config.modes, folder.tflite_dir, inputs.rep,
                              inputs.rep_source, data.x_test,
                              f"{data.name} test split ({sample_count(data.x_test)} samples)",
-                             job.debug,
-                             zoo=not config.keras)
+                             job.debug, zoo=not config.keras)
     variants += [given_variant(name, Path(f), folder.tflite_dir)
                  for f in config.given_tflite.get(name, ())]
     files = [folder.rel(v.path.with_suffix(".json") if v.path else
