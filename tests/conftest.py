@@ -90,6 +90,16 @@ def tiny_bundle(tmp_path_factory):
     return root, models, data
 
 
+def import_as(path, name):
+    """Import a file the way a user's own script would (not on sys.path for Keras to find)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def needs(available: bool, reason: str) -> None:
     """Skip a test whose external tool (emulator sysroot, sshd, vela, tflite-micro) is missing,
     saying why; where CI installed them (EDGEPIPE_REQUIRE_TARGETS=1) a missing tool fails the

@@ -6,6 +6,7 @@ import json
 import textwrap
 
 import pytest
+from conftest import import_as
 from typer.testing import CliRunner
 
 from edgepipe.pipeline.cli import app
@@ -35,13 +36,9 @@ MODEL_PY = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    import importlib.util
-
     root = tmp_path_factory.mktemp("partial")
     (root / "layers.py").write_text(MODEL_PY)
-    spec = importlib.util.spec_from_file_location("partial_layers", root / "layers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_as(root / "layers.py", "partial_layers")
     module.build(root / "plain.keras", flex=False)
     module.build(root / "flex.keras", flex=True)
     return root

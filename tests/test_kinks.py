@@ -1,13 +1,13 @@
 """Thresholds and kinks found from what a layer computes (pipeline/kinks.py), whatever the
 layer's class is called, and the boundary analysis they give users' own models."""
 
-import importlib.util
 import json
 import textwrap
 
 import keras
 import numpy as np
 import pytest
+from conftest import import_as
 from typer.testing import CliRunner
 
 from edgepipe.converters.modes import QuantMode
@@ -61,13 +61,6 @@ LAYERS_PY = textwrap.dedent('''
 ''')
 
 
-def _import_as(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
     """layers.py, digits.npz (standardised as the models take them) and two trained models:
@@ -76,7 +69,7 @@ def user(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("kinks")
     (root / "layers.py").write_text(LAYERS_PY)
-    layers = _import_as(root / "layers.py", "user_kink_layers_under_test")
+    layers = import_as(root / "layers.py", "user_kink_layers_under_test")
     x, y = load_digits(return_X_y=True)
     x = ((x - x[:1400].mean(0)) / (x[:1400].std(0) + 1e-6)).astype(np.float32)
     np.savez(root / "digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:1500],

@@ -1,7 +1,6 @@
 """Users' models as they come: layers written the tutorial way, Lambda errors, legacy .h5 files and
 SavedModel folders, and the formats edgepipe cannot take (issue 14, items 1, 7 and 10)."""
 
-import importlib.util
 import json
 import textwrap
 
@@ -9,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import one_line
+from conftest import import_as, one_line
 from typer.testing import CliRunner
 
 from edgepipe.models.loading import LoadOptions, load_keras
@@ -77,14 +76,6 @@ LAYERS_PY = textwrap.dedent('''
 TUTORIAL = ("Swish", "LeakyKink", "StepUp")
 
 
-def _import_as(path, name):
-    """Import a file the way a user's own script would (not on sys.path for Keras to find)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _trained(model, x, y):
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     model.fit(x, y, epochs=3, batch_size=16, verbose=0)
@@ -99,7 +90,7 @@ def user(tmp_path_factory):
     tutorial.h5; two SavedModel folders."""
     root = tmp_path_factory.mktemp("tutorial")
     (root / "layers.py").write_text(LAYERS_PY)
-    layers = _import_as(root / "layers.py", "tutorial_layers_under_test")
+    layers = import_as(root / "layers.py", "tutorial_layers_under_test")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 6)).astype(np.float32)
     y = np.tanh(x[:, :1] - x[:, 1:2]).astype(np.float32)

@@ -1,7 +1,6 @@
 """Users' own models: unregistered tf.keras-style layers via --custom-objects, Keras safe_mode and
 --unsafe, and `edgepipe run --model my.keras --data my.npz` through the whole pipeline."""
 
-import importlib.util
 import json
 import sys
 import textwrap
@@ -10,7 +9,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import config_error, one_line
+from conftest import config_error, import_as, one_line
 from typer.testing import CliRunner
 
 from edgepipe.models.datasets import Task, load_npz_as_given
@@ -42,14 +41,6 @@ LAYERS_PY = textwrap.dedent('''
 ''')
 
 
-def _import_as(path, name):
-    """Import a file the way a user's own script would (not on sys.path for Keras to find)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
     """layers.py, diabetes.npz (as the models take it), and trained models that use MyAct:
@@ -59,7 +50,7 @@ def user(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("user")
     (root / "layers.py").write_text(LAYERS_PY)
-    layers = _import_as(root / "layers.py", "user_layers_under_test")
+    layers = import_as(root / "layers.py", "user_layers_under_test")
     x, y = load_diabetes(return_X_y=True)
     x = ((x - x[:354].mean(0)) / x[:354].std(0)).astype(np.float32)
     y = ((y - y[:354].mean()) / y[:354].std()).astype(np.float32)
