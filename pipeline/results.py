@@ -60,12 +60,16 @@ def output_steps(a: np.ndarray, b: np.ndarray, step: float) -> int:
     """The largest difference in quantization levels between two dequantized outputs of the
     same integer tensor: (q - zero_point) * step is an integer multiple of the step, so
     rounding recovers the level exactly despite float32 noise."""
-    return int(np.max(np.abs(np.rint(a / step) - np.rint(b / step))))
+    return int(np.max(_levels(a, b, step)))
+
+
+def _levels(a: np.ndarray, b: np.ndarray, step: float) -> np.ndarray:
+    return np.abs(np.rint(a / step) - np.rint(b / step))
 
 
 def _sample_steps(a: np.ndarray, b: np.ndarray, step: float) -> np.ndarray:
     """output_steps per sample (the first axis)."""
-    levels = np.abs(np.rint(a / step) - np.rint(b / step))
+    levels = _levels(a, b, step)
     return levels.reshape(len(levels), -1).max(axis=1).astype(int)
 
 
