@@ -216,6 +216,11 @@ def _positive(value: object, where: str) -> None:
         _refuse(where, "a finite number > 0", value)
 
 
+def _at_least_zero(value: object, where: str) -> None:
+    if not finite_number(value) or value < 0:
+        _refuse(where, "a finite number >= 0", value)
+
+
 def _sha256(value: object, where: str) -> None:
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         _refuse(where, "a sha256 (64 hexadecimal digits)", value)
@@ -363,8 +368,39 @@ def _check_boundary(fields: _Fields, root: Path) -> None:
                 _refuse(f"{fields.where}.input_steps.{mode}[{i}]", "a number >= 0", step)
 
 
+def _check_layer_outputs(fields: _Fields, root: Path, test_samples: object) -> None:
+    """`models.<name>.layers`: each layer's Keras output on some samples of the test split."""
+    samples = fields.get("samples", _list_of(_size), required=True)
+    if samples != sorted(set(samples)) or (isinstance(test_samples, int) and samples
+                                           and samples[-1] >= test_samples):
+        _refuse(f"{fields.where}.samples", "distinct ascending indices into the test split "
+                f"({test_samples} samples)", samples)
+    for i, item in enumerate(fields.get("outputs", _list_of(_object), required=True)):
+        output = _Fields(item, f"{fields.where}.outputs[{i}]")
+        output.get("layer", _text, required=True)
+        output.get("class", _text)
+        output.get("path", _inside(root), required=True)
+        output.get("sha256", _sha256, required=True)
+        shape = output.get("shape", _list_of(_size), required=True)
+        if not shape or shape[0] != len(samples):
+            _refuse(f"{output.where}.shape", f"a shape whose first axis is {len(samples)} (one "
+                    "row per sample)", shape)
+        output.get("range", _positive, required=True)
+
+
+def _check_layer_row(fields: _Fields) -> None:
+    """`entries[i].layers[j]`: a tensor of the variant mapped to a Keras layer."""
+    for key in ("layer", "op", "tensor_name", "dtype"):
+        fields.get(key, _text, required=key != "tensor_name")
+    fields.get("tensor", _size, required=True)
+    fields.get("scale", _at_least_zero)
+    fields.get("zero_point", _integer)
+    fields.get("simulated", _at_least_zero)
+    fields.get("bound", _at_least_zero)
+
+
 def _check_model(fields: _Fields, root: Path, datasets: dict) -> None:
-    fields.get("dataset", _key_of("datasets", datasets), required=True)
+    dataset = fields.get("dataset", _key_of("datasets", datasets), required=True)
     fields.get("reference", _inside(root), required=True)
     fields.get("reference_sha256", _sha256, required=True)
     for key in ("activation", "family", "keras_sha256"):
@@ -373,6 +409,10 @@ def _check_model(fields: _Fields, root: Path, datasets: dict) -> None:
     boundary = fields.get("boundary", _object)
     if boundary is not None:
         _check_boundary(_Fields(boundary, f"{fields.where}.boundary"), root)
+    layers = fields.get("layers", _object)
+    if layers is not None:
+        _check_layer_outputs(_Fields(layers, f"{fields.where}.layers"), root,
+                             datasets[dataset].get("samples"))
 
 
 def _check_finding(fields: _Fields) -> None:
@@ -406,6 +446,11 @@ def _check_entry(fields: _Fields, root: Path, models: dict, datasets: dict) -> N
     fields.get("given", _text)
     for i, finding in enumerate(fields.get("findings", _list_of(_object)) or ()):
         _check_finding(_Fields(finding, f"{fields.where}.findings[{i}]"))
+    for i, row in enumerate(fields.get("layers", _list_of(_object)) or ()):
+        _check_layer_row(_Fields(row, f"{fields.where}.layers[{i}]"))
+    for i, fused in enumerate(fields.get("layers_fused", _list_of(_object)) or ()):
+        for key in ("layer", "into"):
+            _Fields(fused, f"{fields.where}.layers_fused[{i}]").get(key, _text, required=True)
     tolerance = fields.get("tolerance", _object, required=converted)
     if tolerance is not None:
         try:

@@ -52,4 +52,27 @@ def parity_results(pytestconfig) -> dict:
     document = run_bundle(bundle.root, runtime=pytestconfig.getoption("runtime"),
                           kernels=pytestconfig.getoption("kernels"),
                           entry_timeout=pytestconfig.getoption("entry_timeout"))
+    pytestconfig._device_tests_results = document["results"]
     return {record["id"]: record for record in document["results"]}
+
+
+def layers_line(record: dict) -> str | None:
+    """What the per-layer comparison found for one record, one line, or None when it found
+    nothing to say (no birth layer) or did not run."""
+    layers = record.get("layers") or {}
+    why = layers.get("unavailable") or layers.get("error")
+    if why:
+        return f"{record['id']} on {record['target']}: no per-layer error: {why}"
+    if layers.get("born"):
+        return f"{record['id']} on {record['target']}: {layers.get('text')}"
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The layer where each entry's error is born (diagnostic: it fails no test)."""
+    lines = [line for line in map(layers_line, getattr(config, "_device_tests_results", None)
+                                  or ()) if line]
+    if lines:
+        terminalreporter.write_sep("=", "per-layer error")
+        for line in lines:
+            terminalreporter.write_line(line)

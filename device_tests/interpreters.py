@@ -16,6 +16,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -48,6 +49,19 @@ class ModelError(Exception):
 
 class KernelMissing(ModelError):
     """The runtime has no kernel for an op the model uses: the target cannot run it."""
+
+
+class PreserveUnavailable(Exception):
+    """The runtime cannot keep intermediate tensors after invoke (no per-layer error here)."""
+
+
+class Preserving:
+    """A model loaded so that every tensor keeps its value after invoke (device_tests/layers.py):
+    `model` (LoadedModel), `read(index)` (a tensor of subgraph 0 by index), `names` ({index:
+    name}, or None where the runtime gives no names), `kernels` (what computed them)."""
+
+    def __init__(self, model, read, names, kernels: str):
+        self.model, self.read, self.names, self.kernels = model, read, names, kernels
 
 
 def _module_version(module, dist_names) -> str:
@@ -140,6 +154,37 @@ class Runtime:
         except Exception as exc:
             raise explain_error(exc, self.label, "create the interpreter") from None
         return LoadedModel(interpreter, self.label)
+
+    def load_preserving(self, model_content: bytes) -> Preserving:
+        """These bytes in an interpreter that keeps every intermediate tensor, on this runtime's
+        kernels. With the default resolver XNNPACK still applies; measured (ai-edge-litert 2.3.0,
+        zoo int8/float16/dynamic variants): the tensors its nodes output hold the values it
+        computed (they differ from BUILTIN kernels by XNNPACK's rounding, and the graph output
+        equals the run without preservation), so the per-layer figures are this target's."""
+        kwargs = {"model_content": model_content, "experimental_preserve_all_tensors": True}
+        if self.kernels == "reference":
+            kwargs["experimental_op_resolver_type"] = self._resolver_type.BUILTIN_REF
+        try:
+            with without_native_info(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "intended for debugging purposes"
+                interpreter = self._interpreter_class(**kwargs)
+                interpreter.allocate_tensors()
+        except TypeError as exc:
+            if "experimental_preserve_all_tensors" in str(exc):
+                raise PreserveUnavailable(
+                    f"{self.label} cannot preserve intermediate tensors (its Interpreter takes "
+                    f"no experimental_preserve_all_tensors; a newer tflite-runtime or "
+                    f"ai-edge-litert has it)") from None
+            raise explain_error(exc, self.label, "create the interpreter") from None
+        except Exception as exc:
+            raise explain_error(exc, self.label, "create the interpreter") from None
+        names = {int(d["index"]): str(d.get("name") or "")
+                 for d in interpreter.get_tensor_details()}
+        kernels = ("reference (BUILTIN_REF)" if self.kernels == "reference" else
+                   "default (XNNPACK where it applies; its nodes' output tensors hold the "
+                   "values it computed)")
+        return Preserving(LoadedModel(interpreter, self.label),
+                          lambda index: np.array(interpreter.get_tensor(index)), names, kernels)
 
     @property
     def label(self) -> str:
@@ -495,17 +540,22 @@ class LoadedModel:
             spent += times[-1]
         return float(np.median(times) * 1000.0)
 
-    def run(self, x) -> tuple:
+    def run(self, x, tap=None) -> tuple:
         """(float32 outputs for every sample, "batch" | "per-sample"). `x`: one array (a model
         with one input) or {Keras input name: array} (the bundle's input_files).
 
         One invoke for the whole set when every input's batch dimension is dynamic (-1 in its
         shape_signature); otherwise one invoke per fixed-size batch (per sample when it is 1; a
         last partial batch is padded with zeros and the padding dropped).
+        `tap(real)`, when given, is called after every invoke with the number of real samples
+        in that batch (device_tests/layers.py reads the intermediate tensors there).
         """
         arrays = self.feeds(x)
         if self.batched:
-            return self._invoke(arrays), "batch"
+            outputs = self._invoke(arrays)
+            if tap is not None:
+                tap(arrays[0].shape[0])
+            return outputs, "batch"
         size = max(1, self.signature[0])
         pieces = []
         for start in range(0, arrays[0].shape[0], size):
@@ -515,4 +565,6 @@ class LoadedModel:
                 chunk = [np.concatenate([c, np.zeros((size - real,) + c.shape[1:], c.dtype)])
                          for c in chunk]
             pieces.append(self._invoke(chunk)[:real])
+            if tap is not None:
+                tap(real)
         return np.concatenate(pieces), "per-sample"

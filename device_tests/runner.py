@@ -34,6 +34,7 @@ import numpy as np
 from .bundle import Bundle, BundleError, dataset_inputs, load_bundle, one_line
 from .interpreters import KERNELS, KernelMissing, Runtime, RuntimeUnavailable, find_runtime
 from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, run_isolated
+from .layers import layer_record
 from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
 from .schema import (
     OUTPUTS,
@@ -272,6 +273,9 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     constant = constant_reference(reference)
     if constant:  # max|Δ| 0 against a dead reference proves nothing: never a pass
         record["status"], record["reason"] = ResultStatus.ERROR, constant
+    block = bundle.model(entry.get("model")).get("layers")
+    if entry.get("layers") and block:  # diagnostic: never changes the status
+        record["layers"] = layer_record(bundle, entry, block, inputs, runtime, data)
     if outputs_dir is not None:
         folder = output_folder(outputs_dir, target)
         write_atomic(folder / f"{entry['id']}.npy",

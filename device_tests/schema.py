@@ -128,7 +128,7 @@ class RunFolder:
     relative POSIX form of any of them.
 
         manifest.json  tflite/  data/  reference/  models/  results/  results.json
-        junit.xml  report.html  .edgepipe/
+        overlays/  junit.xml  report.html  .edgepipe/
     """
 
     MANIFEST = "manifest.json"
@@ -167,6 +167,10 @@ class RunFolder:
         """The Keras outputs of `model`, or the Keras inputs of one of its layers."""
         return self.root / "reference" / (f"{model}.{layer}.npy" if layer else f"{model}.npy")
 
+    def layer_reference(self, model: str, index: int) -> Path:
+        """The Keras outputs of the `index`-th layer of `model`'s `layers` block."""
+        return self.root / "reference" / "layers" / f"{model}.{index}.npy"
+
     # What was trained (zoo models)
     @property
     def models_dir(self) -> Path:
@@ -189,6 +193,16 @@ class RunFolder:
     @property
     def results(self) -> Path:
         return self.root / self.RESULTS
+
+    @property
+    def overlays_dir(self) -> Path:
+        return self.root / "overlays"
+
+    def overlay(self, model: str, tag: str, metric: str | None = None) -> Path:
+        """A variant's Model Explorer node-data overlay (pipeline/overlay.py): the error, or
+        another `metric` of its tensors. `tag`: its entry id after `<model>-`."""
+        suffix = f".{metric}" if metric else ""
+        return self.overlays_dir / f"{model}.{tag}.overlay{suffix}.json"
 
     @property
     def junit(self) -> Path:

@@ -37,6 +37,10 @@ def test_parity(entry_id, parity_results, record_property):
     record_property("status", record["status"])
     if record.get("metrics"):
         record_property("max_abs_error", record["metrics"].get("max_abs_error"))
+    layers = record.get("layers") or {}
+    if layers:  # diagnostic, never a failure: where the error is born, or why it is not known
+        record_property("layers", layers.get("text") or layers.get("unavailable")
+                        or layers.get("error"))
     if record["status"] == ResultStatus.UNSUPPORTED:
         reason = record["reason"]
         pytest.skip(reason if reason.startswith("unsupported") else f"unsupported: {reason}")

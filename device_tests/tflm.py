@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .interpreters import KernelMissing, LoadedModel, ModelError, _module_version
+from .interpreters import (
+    KernelMissing,
+    LoadedModel,
+    ModelError,
+    PreserveUnavailable,
+    Preserving,
+    _module_version,
+)
 from .isolation import last_words, signal_name
 
 PROBE = str(Path(__file__).with_name("tflm_probe.py"))
@@ -132,6 +139,32 @@ class TflmRuntime:
         model = LoadedModel(_Adapter(interpreter), self.label)
         model.facts = {"arena_bytes": arena, "arena_probes": probes}
         return model
+
+    def load_preserving(self, data: bytes) -> Preserving:
+        """A second interpreter in TFLM's preserve-all-tensors mode (`GetTensor` works only
+        there; it records no allocations, so it is not the arena-measuring one above). Every
+        tensor then has its own place in the arena: it gets a generous one, no search."""
+        config = getattr(getattr(self._runtime, "InterpreterConfig", None),
+                         "kPreserveAllTensors", None)
+        if config is None:
+            raise PreserveUnavailable(f"{self.label} cannot preserve intermediate tensors (its "
+                                      f"Python runtime has no InterpreterConfig."
+                                      f"kPreserveAllTensors)")
+        arena = max(16 << 20, 40 * len(data))
+        try:
+            with _quiet_stderr():
+                interpreter = self._runtime.Interpreter.from_bytes(
+                    data, arena_size=arena, intrepreter_config=config)
+        except Exception as exc:
+            raise ModelError(f"{self.label} failed to load the model with all tensors preserved "
+                             f"in a {arena}-byte arena: {exc}") from None
+
+        def read(index: int) -> np.ndarray:
+            return np.array(interpreter.GetTensor(index, 0)["tensor_data"])
+
+        return Preserving(LoadedModel(_Adapter(interpreter), self.label), read, None,
+                          f"reference (TFLite Micro preserve-all-tensors mode, {arena}-byte "
+                          f"arena)")
 
 
 @contextlib.contextmanager

@@ -18,6 +18,16 @@ class GradientKind(str, Enum):
 
 
 @dataclass(frozen=True)
+class LoweringSpec:
+    """An alternative lowering the layer declares (its `lowerings` attribute, models/lowering.py):
+    the same forward written without the ops in `avoids`, lowering to `tflite_ops` instead."""
+
+    name: str
+    avoids: tuple[str, ...]
+    tflite_ops: tuple[str, ...]  # float32, int8 and int16x8
+
+
+@dataclass(frozen=True)
 class ActivationSpec:
     name: str
     class_name: str  # in edgepipe.models.activations
@@ -25,6 +35,7 @@ class ActivationSpec:
     gradient: GradientKind
     tflite_ops: tuple[str, ...]  # builtins the forward is expected to lower to (float and int8)
     kinks: tuple[float, ...] = ()  # points where the forward has no derivative
+    lowerings: tuple[LoweringSpec, ...] = ()
 
     @property
     def layer(self) -> type:
@@ -41,16 +52,22 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
                        ("LOGISTIC", "MUL")),
         ActivationSpec("piecewise", "PiecewiseLinear", "x if x > 0 else alpha * x",
                        GradientKind.CUSTOM, ("LEAKY_RELU",), kinks=(0.0,)),
+        # No lowering: TFLite Micro runs GREATER and SELECT_V2 (int8, float32), and no exact
+        # rewrite avoids GREATER (a steep clip ramp is not a step once quantized).
         ActivationSpec("step", "Step", "1 if x > 0 else 0", GradientKind.SURROGATE,
                        ("GREATER", "SELECT_V2"), kinks=(0.0,)),
         ActivationSpec("hard_swish", "HardSwish", "x * relu6(x + 3) / 6", GradientKind.AUTODIFF,
-                       ("HARD_SWISH",), kinks=(-3.0, 3.0)),
-        # also a RELU, unless the converter fuses it into the layer before (it does after Dense)
+                       ("HARD_SWISH",), kinks=(-3.0, 3.0),
+                       lowerings=(LoweringSpec("clip", ("HARD_SWISH",),
+                                               ("ADD", "MINIMUM", "MUL")),)),
+        # also a RELU, unless the converter fuses it into the layer before (it does after Dense).
+        # No lowering: TFLite Micro's int8 EXP is repaired by selective precision (EXP in float).
         ActivationSpec("mish", "Mish", "x * tanh(softplus(x))", GradientKind.AUTODIFF,
                        ("SUB", "EXP", "LOG", "ADD", "TANH", "MUL")),
         ActivationSpec("gelu_tanh", "GeluTanh",
                        "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))", GradientKind.AUTODIFF,
-                       ("GELU",)),
+                       ("GELU",),
+                       lowerings=(LoweringSpec("tanh", ("GELU",), ("TANH", "MUL", "ADD")),)),
     )
 }
 

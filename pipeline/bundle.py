@@ -10,6 +10,7 @@ from ..core.versions import versions
 from ..device_tests.schema import MANIFEST_SCHEMA_VERSION, ConversionStatus, RunFolder
 from ..models.datasets import Dataset, Task
 from ..models.loading import training_record
+from .layer_references import entry_layers, layers_block, references_from_block
 from .tolerances import derive, simulation
 
 # The variants whose error can concentrate at a kink: the integer ones (calibrated input steps)
@@ -87,9 +88,11 @@ def boundary_block(root: Path, name: str, model, x_test, representative) -> dict
 
 
 def model_block(root: Path, name: str, activation: str, family: str, model, data: Dataset,
-                keras_path: Path, representative) -> tuple[dict, np.ndarray]:
+                keras_path: Path, representative, layer_samples: int = 0
+                ) -> tuple[dict, np.ndarray]:
     """`activation`/`family`: the zoo's (e.g. "step", "mlp"), or "custom", "user" for a user's
-    own model."""
+    own model. `layer_samples`: at most that many test samples of every layer's Keras output
+    (`layers`; 0: none)."""
     reference = np.asarray(model(data.x_test, training=False), np.float32)
     folder = RunFolder(root)
     ref = save_npy(folder, folder.reference(name), reference)
@@ -103,44 +106,67 @@ def model_block(root: Path, name: str, activation: str, family: str, model, data
     boundary = boundary_block(root, name, model, data.x_test, representative)
     if boundary:
         block["boundary"] = boundary
+    layers = layers_block(root, name, model, data.x_test, layer_samples)
+    if layers is not None:
+        block["layers"] = layers.block
     return block, reference
 
 
 def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, representative,
-          overrides: dict) -> dict:
+          overrides: dict, keep: dict | None = None, layers: dict | None = None) -> dict:
+    """`keep`: a repaired variant's layers kept in higher precision ({layer: precision}), which
+    its tolerance derivation leaves unrounded (tolerances.simulation). `layers`: the model
+    block's `layers` (its per-layer references), to map and bound the variant's layers."""
     record, mode, folder = variant.record, variant.mode, RunFolder(root)
     given = record.get("given")  # a .tflite the user gave: its own entry beside the mode's
-    tag = given["label"] if given else mode.value
+    repair = record.get("repair")  # a repaired variant: its own entry, never the plain one's
+    tag = given["label"] if given else repair["tag"] if repair else mode.value
     base = {"id": f"{variant.model}-{tag}", "model": variant.model, "mode": mode.value,
             "status": record["status"], "reason": record.get("reason", ""),
             "dataset": data.name, "reference": folder.rel(folder.reference(variant.model)),
             "converter": record.get("converter")}  # the options that made it, to reproduce it
     if given:
         base["given"] = given["file"]
+    if repair:
+        base["repair"] = repair
     # Float ops inside an integer variant: it runs where float kernels exist; a runtime that
-    # runs integer models integer-only reports it unsupported from these.
-    findings = record.get("findings") or (record.get("audit") or {}).get("findings")
+    # runs integer models integer-only reports it unsupported from these. A repair's float
+    # islands are its point, declared in `repair`: the runtime decides whether it has them.
+    findings = None if repair else (record.get("findings")
+                                    or (record.get("audit") or {}).get("findings"))
     if findings:
         base["findings"] = findings
     if variant.path is None or record["status"] != ConversionStatus.CONVERTED:
         return base
     out_scale = record["outputs"][0]["scale"]
     metric = "accuracy" if data.task is Task.CLASSIFICATION else "r2"
-    tolerance = derive(mode, reference, simulation(model, mode, data.x_test, representative),
-                       out_scale[0] if out_scale else None, metric)
+    refs = references_from_block(model, data.x_test, layers)
+    simulated = simulation(model, mode, data.x_test, representative, keep=keep,
+                           layer_rows=refs.samples if refs else None)
+    tolerance = derive(mode, reference, simulated, out_scale[0] if out_scale else None, metric)
+    if keep:
+        tolerance["derivation"] += "; simulated with " + ", ".join(
+            f"{layer} in {precision}" for layer, precision in keep.items())
     for key, value in overrides.get(mode.value, {}).items():
         tolerance[key] = value
         tolerance["derivation"] += f"; {key} set to {value} by the config"
-    return {**base, "tflite": folder.rel(variant.path), "sha256": record["sha256"],
+    made = {**base, "tflite": folder.rel(variant.path), "sha256": record["sha256"],
             "bytes": record["bytes"],
             "expected_ops": sorted({op["op"] for op in record["audit"]["ops"]}),
             "tolerance": tolerance}
+    if refs is not None:
+        made.update(entry_layers(refs, variant.path, mode, simulated))
+    return made
 
 
-def write_manifest(root: Path, datasets: dict, models: dict, entries: list, seed: int) -> dict:
+def write_manifest(root: Path, datasets: dict, models: dict, entries: list, seed: int,
+                   repairs=()) -> dict:
+    """`repairs`: the record of every repair search (pipeline/repair.py), when any ran."""
     manifest = {"schema_version": MANIFEST_SCHEMA_VERSION,
                 "created_by": f"edgepipe {versions().get('edgepipe', '?')}",
                 "versions": versions(), "seed": seed,
                 "datasets": datasets, "models": models, "entries": entries}
+    if repairs:
+        manifest["repairs"] = list(repairs)
     write_json(RunFolder(root).manifest, manifest)
     return manifest

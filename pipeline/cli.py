@@ -24,7 +24,7 @@ from ..core.files import writable_folder
 from ..device_tests.schema import ConversionStatus, RunFolder
 from ..models.zoo import ZOO, check_input_shape, get_model_spec
 from .quiet import import_tensorflow, quiet_tensorflow
-from .report.console import ops_table, parity_table, trained_table, variants_table
+from .report.console import deployable_table, ops_table, parity_table, trained_table, variants_table
 from .values import COUNT, SECONDS, SEED, Rule, number
 
 app = typer.Typer(
@@ -351,6 +351,9 @@ Jobs = Annotated[int | None, typer.Option(
          "cores).")]
 Timeout = Annotated[float | None, typer.Option(
     callback=_within(SECONDS), help="Seconds each target may take (default: 1800).")]
+Strict = Annotated[bool, typer.Option(
+    "--strict", help="Exit 1 when any plain variant fails or errs, even when a repaired "
+                     "variant of its mode passes.")]
 
 
 def _with_targets(config, ssh_identity: Path | None, ssh_python: str | None,
@@ -393,6 +396,10 @@ def run(
     jobs: Jobs = None,
     force: Annotated[bool, typer.Option(
         help="Redo every stage, even those whose inputs did not change.")] = False,
+    no_repair: Annotated[bool, typer.Option(
+        "--no-repair", help="Do not build repaired variants (selective precision, lowering) "
+                            "for variants that fail or that a target refuses.")] = False,
+    strict: Strict = False,
 ) -> None:
     """Train, audit, convert every mode, bundle, check parity on each target, report.
 
@@ -400,8 +407,9 @@ def run(
     without training. A stage whose inputs (code, config, data, upstream artifacts) did not
     change since the last run in the same --out folder is reused; --force redoes everything.
 
-    Exit 0 only when every expected check passed (unsupported variants are documented TFLite
-    limits); 1 when a variant failed or errored; 2 on bad input.
+    Exit 0 when every model has a passing variant (plain or repaired) for every mode each
+    target supports (a mode a target refuses, unsupported, does not count); 1 otherwise, and
+    with --strict also when any plain variant failed or errored; 2 on bad input.
     """
     from .config import load_config
     from .run import RunContext, run
@@ -412,9 +420,10 @@ def run(
                     tflite=[str(t) for t in tflite] if tflite else None,
                     data=str(data) if data else None,
                     custom_objects=list(custom_objects) if custom_objects else None,
-                    unsafe=True if unsafe else None),
+                    unsafe=True if unsafe else None, no_repair=True if no_repair else None),
         ssh_identity, ssh_python, timeout)
-    _finish(run(RunContext.for_run(config, out_dir, err, _debug(ctx), jobs, force)), out_dir)
+    _finish(run(RunContext.for_run(config, out_dir, err, _debug(ctx), jobs, force)), out_dir,
+            strict)
 
 
 @command
@@ -430,14 +439,20 @@ def parity(
     ssh_python: SshPython = None,
     timeout: Timeout = None,
     jobs: Jobs = None,
+    strict: Strict = False,
 ) -> None:
-    """Run parity on an existing run folder (any targets), and rewrite its reports."""
+    """Run parity on an existing run folder (any targets), and rewrite its reports.
+
+    Exit codes as for `run`: 0 when every model has a passing variant for every mode each
+    target supports, 1 otherwise (--strict: also when a plain variant failed), 2 on bad input.
+    """
     from .config import load_config
     from .run import RunContext, parity
 
     config = _with_targets(load_config(config_path, targets=target.split(",") if target else None),
                            ssh_identity, ssh_python, timeout)
-    _finish(parity(RunContext.for_folder(config, run_dir, err, _debug(ctx), jobs)), run_dir)
+    _finish(parity(RunContext.for_folder(config, run_dir, err, _debug(ctx), jobs)), run_dir,
+            strict)
 
 
 @command
@@ -486,11 +501,14 @@ def report(
     out.print(f"wrote {write_report(run_dir, junit=True)}", highlight=False)
 
 
-def _finish(merged: dict, run_dir: Path) -> None:
+def _finish(merged: dict, run_dir: Path, strict: bool = False) -> None:
     folder = RunFolder(run_dir)
     out.print(parity_table(merged))
+    out.print(deployable_table(merged["deployable"]))
     out.print(f"wrote {folder.results}, {folder.junit}, {folder.report}", highlight=False)
-    if not merged["summary"]["ok"]:
+    # deployable.ok: a repaired variant that passes stands for its mode; --strict asks that
+    # every plain variant pass too.
+    if not merged["deployable"]["strict_ok" if strict else "ok"]:
         raise typer.Exit(1)
 
 

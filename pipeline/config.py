@@ -8,6 +8,9 @@
     seed = 0
     epochs = 300                           # maximum; early stopping ends most runs sooner
     rep_samples = 200
+    layer_samples = 32                     # test samples of every layer's Keras output in the
+                                           # bundle (per-layer error; fewer for large layers);
+                                           # 0 turns per-layer error off
     # Your own trained models instead of the zoo (paths relative to this file); no training:
     # keras = ["my.keras"]                 # each model's name is its file name without .keras
     # data = "my.npz"                      # x_train (calibration), y_train, x_test, y_test
@@ -33,6 +36,11 @@
     max_arena_bytes = 65_536
     max_latency_ms = 5.0
 
+    [repair]                               # a variant that fails or that a target refuses
+    enabled = true                         # (pipeline/repair_settings.py; --no-repair)
+    max_conversions = 8
+    precisions = ["int16", "float32"]
+
 Unknown keys are errors that suggest the nearest valid key. Every value's type and range is
 checked before any work, by the rule its key has in RUN_RULES, TOLERANCE_RULES, TARGET_RULES
 (pipeline/targets/options.py) or BUDGET_RULES (pipeline/budgets.py): lists hold distinct names,
@@ -52,12 +60,13 @@ from ..core.errors import EdgepipeError, unknown_key, unknown_name
 from ..models.loading import SAVED_MODEL, model_kind
 from ..models.zoo import ZOO
 from .budgets import BUDGET_KEYS, check_budget
+from .repair_settings import RepairSettings, check_repair, repair_settings
 from .targets import TARGET_RULES, TargetOptions, check_target
 from .values import COUNT, FLAG, SEED, TABLE, check_table, is_text, names, number
 
 DEFAULT_TARGETS = ("host", "host-ref")
 TARGET_KEYS = tuple(f.name for f in dataclasses.fields(TargetOptions))
-SECTIONS = ("run", "tolerances", "targets", "budgets")
+SECTIONS = ("run", "tolerances", "targets", "budgets", "repair")
 # [run] key -> what it must be; keras, tflite, data and custom_objects are paths (`_paths`).
 RUN_RULES = {
     "models": names('["mlp_swish", "cnn_step"]'),
@@ -66,6 +75,7 @@ RUN_RULES = {
     "seed": SEED,
     "epochs": COUNT,
     "rep_samples": COUNT,
+    "layer_samples": number(0, whole=True),
     "unsafe": FLAG,
 }
 RUN_KEYS = (*RUN_RULES, "keras", "tflite", "data", "custom_objects")
@@ -90,6 +100,7 @@ class RunConfig:
     seed: int = 0
     epochs: int = 300
     rep_samples: int = 200
+    layer_samples: int = 32  # per-layer references: at most this many test samples; 0: off
     # {model: {mode: {bound: value}}}: replaces the derived value of each bound named
     tolerances: dict = field(default_factory=dict)
     target_options: TargetOptions = TargetOptions()
@@ -101,6 +112,8 @@ class RunConfig:
     unsafe: bool = False
     # .tflite files the user already has, each checked against the Keras model it came from
     tflite: tuple[str, ...] = ()
+    repair: dict = field(default_factory=dict)  # the [repair] table (repair_settings.py)
+    no_repair: bool = False  # --no-repair: no model is repaired, whatever [repair] says
 
     def __post_init__(self):
         check_table(RUN_RULES, vars(self), "the run config")
@@ -113,6 +126,9 @@ class RunConfig:
             raise EdgepipeError("Expected at least one model, mode and target in the run config.")
         self._check_user_models()
         self.given_tflite  # noqa: B018 (refuses a file no model claims, before any work)
+
+    def repair_for(self, model: str) -> RepairSettings:
+        return repair_settings(self.repair, model, False if self.no_repair else None)
 
     @property
     def user_models(self) -> dict[str, str]:
@@ -213,7 +229,9 @@ def load_config(path: Path | None, **overrides) -> RunConfig:
     names = [*ZOO, *(user_model_name(p) for p in run.get("keras", ()))]
     tolerances = data.get("tolerances", {})
     _check_tolerances(tolerances, names, where)
-    return RunConfig(**run, tolerances=tolerances,
+    repair = data.get("repair", {})
+    check_repair(repair, names, where)
+    return RunConfig(**run, tolerances=tolerances, repair=repair,
                      target_options=_target_options(data.get("targets", {}), where),
                      budgets=_budgets(data.get("budgets", {}), where))
 

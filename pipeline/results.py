@@ -15,6 +15,8 @@ from ..core.files import sha256_file, write_json
 from ..device_tests.bundle import BundleError, load_bundle, one_line
 from ..device_tests.schema import RESULTS_SCHEMA_VERSION, ResultStatus, RunFolder, count_statuses
 from .boundary import analyse, layer_kinks, thresholds_near
+from .deployable import deployable
+from .overlay import write_overlays
 from .report.shape import RECORD, check_shape
 from .stages import Stages, code_key, digest
 from .targets import REGISTRY, kind_of, order_key
@@ -277,8 +279,10 @@ def _merge(folder: RunFolder) -> dict:
           and counts["missing"] == 0)
     merged = {"schema_version": RESULTS_SCHEMA_VERSION,
               "manifest_sha256": sha256_file(folder.manifest),
-              "targets": targets, "results": results, "summary": {**counts, "ok": ok}}
+              "targets": targets, "results": results, "summary": {**counts, "ok": ok},
+              "deployable": deployable(manifest, results, list(targets))}
     write_json(folder.results, merged)
+    write_overlays(folder, manifest, results)  # Model Explorer node data, per variant
     write_junit(out, merged)
     write_report(out)
     return merged

@@ -20,6 +20,7 @@ from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, 
 from .bundle import write_manifest
 from .config import RunConfig
 from .parity import parity_stage
+from .repair import repair_stage
 from .results import check_other_results, collect
 from .stages import Stages
 from .workers import default_jobs, in_context, prepare, run_jobs
@@ -73,9 +74,15 @@ class RunContext:
 
 
 def run(ctx: RunContext) -> dict:
-    """Build every model, run parity on every target, collect; the merged results."""
-    build_stage(ctx)
-    return parity(ctx)
+    """Build every model, run parity on every target, repair what failed or was refused (and
+    run parity on the repaired variants), collect; the merged results."""
+    manifest = build_stage(ctx)
+    check_other_results(ctx.folder, ctx.config.targets)
+    warn_constant_references(ctx)
+    parity_stage(ctx)
+    if repair_stage(ctx, manifest) is not None:
+        parity_stage(ctx)  # the new entries; every other result is fresh and reused
+    return collect(ctx.out, ctx.stages)
 
 
 def parity(ctx: RunContext) -> dict:

@@ -14,10 +14,11 @@ from .stage_convert import model_inputs
 
 def key_parts(config, out, name: str) -> list:
     """The convert stage's key, what each conversion made (its time aside: a byte-identical
-    redo changes nothing) and the model's tolerance overrides."""
+    redo changes nothing), the model's tolerance overrides and the per-layer sample count."""
     records = [{k: v for k, v in json.loads(path.read_text()).items() if k != "seconds"}
                for path in _records(config, out, name)]
-    return [stage_key("convert", config, out, name), records, config.tolerances.get(name, {})]
+    return [stage_key("convert", config, out, name), records, config.tolerances.get(name, {}),
+            config.layer_samples]
 
 
 def run(job, shared: dict) -> StageRun:
@@ -32,12 +33,14 @@ def run(job, shared: dict) -> StageRun:
     activation = "custom" if config.keras else ZOO[name].activation
     dataset = dataset_block(out, data)
     block, reference = model_block(out, name, activation, family, model, data,
-                                   keras_path(config, out, name), rep)
-    entries = [entry(out, v, model, data, reference, rep, config.tolerances.get(name, {}))
+                                   keras_path(config, out, name), rep, config.layer_samples)
+    entries = [entry(out, v, model, data, reference, rep, config.tolerances.get(name, {}),
+                     layers=block.get("layers"))
                for v in _recorded_variants(config, out, name)]
     inputs = [f["path"] for f in dataset.get("input_files") or ()] or [dataset["inputs"]]
     files = [*inputs, dataset["labels"], block["reference"],
-             *block.get("boundary", {}).get("preact", [])]
+             *block.get("boundary", {}).get("preact", []),
+             *(f["path"] for f in block.get("layers", {}).get("outputs", []))]
     return StageRun(tuple(files), {"dataset": data.name, "dataset_block": dataset,
                                    "model": block, "entries": entries})
 

@@ -25,6 +25,15 @@ top-1 class must agree with Keras' on at least MIN_TOP1_AGREEMENT of the samples
 A model the simulation cannot walk (a subclassed model, a layer whose weights have no known
 rounding rule) gets the task bounds only, and the derivation names why.
 float32 gets only the float32 term. Nothing here looks at the variant's real outputs.
+
+The walk also gives each layer's output (keyed by its path: nested model calls joined by "/";
+a layer called several times: its last call), in Keras (`keras_layer_outputs`) and simulated
+(`simulation(..., layer_rows=...)`): the per-layer references and bounds of the bundle
+(pipeline/layer_references.py). `simulation(..., keep=...)` simulates a variant that keeps some
+layers at a higher precision (a repaired variant): "float32", their weights and outputs are not
+rounded; "int16", their outputs are rounded to the int16 grid (weights stay int8, as TFLite's
+16x8 kernels take them). A kept layer's output that is a model output is still rounded to the
+mode's grid: the variant's output tensor has the mode's type.
 """
 
 from dataclasses import dataclass
@@ -60,6 +69,8 @@ class Simulation:
     shared: int = 0   # layers called more than once
     inputs: int = 1
     n_outputs: int = 1
+    # {layer path: simulated output on the rows asked for}, in call order (`layer_rows`)
+    layer_outputs: dict | None = None
 
     def describe(self) -> str:
         parts = [f"{self.merges} merge{'s' * (self.merges != 1)}"] if self.merges else []
@@ -179,6 +190,9 @@ def _is_float(v) -> bool:
     return isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating)
 
 
+KEEP_PRECISIONS = ("float32", "int16")
+
+
 class _Walk:
     """One pass over a model's graph, calling each layer on numpy values.
 
@@ -186,32 +200,39 @@ class _Walk:
     check that the walk reproduces the model). True: the mode's rounding is applied, with the
     integer grids taken from `ranges`. Tensors are keyed by the path of the calls that made
     them (a nested model's inner tensors once per call of it), so each call of a shared layer has
-    its own range.
+    its own range. `keep`: {layer path: "float32" | "int16"}, layers kept at that precision.
+    `rows`: record each layer's (single, float) output at these rows of the batch.
     """
 
-    def __init__(self, mode: QuantMode, ranges: dict | None, round_: bool):
+    def __init__(self, mode: QuantMode, ranges: dict | None, round_: bool,
+                 keep: dict | None = None, rows=None):
         self.mode, self.ranges, self.round = mode, ranges, round_
         self.record = None if round_ else {}
         self.layers = self.merges = 0
         self.calls: dict[int, int] = {}
+        self.keep, self.rows = keep or {}, rows
+        self.paths: dict[str, str] = {}  # every layer path called, in call order -> class name
+        self.outputs: dict[str, np.ndarray] = {}  # layer path -> its output at `rows`
+        self.producer: dict[int, str] = {}  # id of an output array -> the layer path it came from
+        self.kept: dict[int, tuple] = {}  # id of a kept layer's output -> its range key
 
-    def _activation(self, value, key):
+    def _activation(self, value, key, mode: QuantMode | None = None, unrounded: bool = False):
         if not _is_float(value):
             return value  # integer tensors (token ids, indices) are never rounded
         if self.record is not None:
             self.record[key] = (float(value.min()), float(value.max()))
-        elif self.round and self.mode.integer_only:
-            value = _grid(value, *self.ranges[key], self.mode)
+        elif self.round and self.mode.integer_only and not unrounded:
+            value = _grid(value, *self.ranges[key], mode or self.mode)
         return value
 
-    def model(self, model, inputs: list, key: tuple) -> list:
+    def model(self, model, inputs: list, key: tuple, path: tuple = ()) -> list:
         """The flat outputs of a Sequential or functional `model` on its flat `inputs`."""
         import keras
 
         if isinstance(model, keras.Sequential):
             values = inputs
             for i, layer in enumerate(model.layers):
-                values = self.call(layer, (values[0],), {}, key + (i,), 1)
+                values = self.call(layer, (values[0],), {}, key + (i,), 1, path)
             return values
         if not isinstance(model, keras.Function):
             raise NotSimulated(f"{model.name!r} ({type(model).__name__}) is a subclassed model: "
@@ -229,7 +250,7 @@ class _Walk:
                 continue  # not computable from the inputs (Keras skips it too)
             args, kwargs = node.arguments.fill_in(values)
             outputs = self.call(node.operation, args, kwargs, key + (id(node),),
-                                len(node.input_tensors))
+                                len(node.input_tensors), path)
             for t, v in zip(node.outputs, outputs, strict=True):
                 values[id(t)] = v
             for t in node.input_tensors:
@@ -238,13 +259,36 @@ class _Walk:
                     values.pop(id(t), None)
         return [values[id(t)] for t in model.outputs]
 
-    def call(self, op, args: tuple, kwargs: dict, key: tuple, n_inputs: int) -> list:
+    def call(self, op, args: tuple, kwargs: dict, key: tuple, n_inputs: int,
+             path: tuple = ()) -> list:
         """The flat outputs of one call of `op` (a layer, an op or a nested model)."""
         import keras
 
         if isinstance(op, (keras.Sequential, keras.Function)):
             inner = args[0] if args else kwargs.get("inputs")
-            return self.model(op, keras.tree.flatten(inner), key)
+            return self.model(op, keras.tree.flatten(inner), key, path + (op.name,))
+        name = "/".join(path + (op.name,))
+        precision = self.keep.get(name)
+        unrounded = precision == "float32"
+        act_mode = (QuantMode.INT16X8 if precision == "int16" and self.mode.integer_only
+                    else self.mode)
+        outputs = self._layer(op, args, kwargs, key, n_inputs, unrounded, act_mode)
+        self.paths.pop(name, None)  # a layer called again: its last call counts
+        self.paths[name] = type(op).__name__  # display only
+        for j, v in enumerate(outputs):
+            self.producer[id(v)] = name
+            if precision and self.round and _is_float(v):
+                self.kept[id(v)] = key + (j,)
+        if self.rows is not None:
+            self.outputs.pop(name, None)
+            if len(outputs) == 1 and _is_float(outputs[0]):
+                self.outputs[name] = np.array(outputs[0][self.rows], np.float32)
+        return outputs
+
+    def _layer(self, op, args: tuple, kwargs: dict, key: tuple, n_inputs: int,
+               unrounded: bool, act_mode: QuantMode) -> list:
+        import keras
+
         self.layers += 1
         self.merges += n_inputs > 1
         self.calls[id(op)] = self.calls.get(id(op), 0) + 1
@@ -254,7 +298,7 @@ class _Walk:
         activation = getattr(op, "activation", None)
         split = (weights and self.mode.integer_only and callable(activation)
                  and activation not in _fused_activations())
-        if weights and self.round:
+        if weights and self.round and not unrounded:
             if self.mode is QuantMode.DYNAMIC and any(_int8_weights(w, self.mode)
                                                       for w in weights):
                 args, kwargs = keras.tree.map_structure(
@@ -270,12 +314,14 @@ class _Walk:
         if split:
             # The converter keeps a kernel's activation fused only for ReLU/ReLU6: any other
             # (tanh, sigmoid, softmax, swish) is an op of its own whose input is quantized too.
-            pre = self._activation(outputs[0], key + ("pre",))
+            pre = self._activation(outputs[0], key + ("pre",), act_mode, unrounded)
             outputs = [np.asarray(activation(cast(pre)))]
-        fixed = _fixed_grid(op) if self.round and self.mode.integer_only else None
+        fixed = (_fixed_grid(op) if self.round and self.mode.integer_only and not unrounded
+                 else None)
         if fixed is not None:
-            return [_on_fixed_grid(v, fixed, self.mode) for v in outputs]
-        return [self._activation(v, key + (j,)) for j, v in enumerate(outputs)]
+            return [_on_fixed_grid(v, fixed, act_mode) for v in outputs]
+        return [self._activation(v, key + (j,), act_mode, unrounded)
+                for j, v in enumerate(outputs)]
 
     @staticmethod
     def _run(op, args, kwargs, split: bool = False) -> list:
@@ -327,11 +373,48 @@ def _check_walk(model, x: list) -> None:
                                "more than its inputs (a mask, a training flag)")
 
 
-def simulation(model, mode: QuantMode, x, representative) -> Simulation | None:
+@dataclass(frozen=True)
+class LayerOutputs:
+    """Each layer's Keras output, from the walk in float: `paths` every layer path in call
+    order (-> its class name, for display), `outputs` {path: array} for those with one float
+    output, `output_layers` the layer path of each model output."""
+    paths: dict
+    outputs: dict
+    output_layers: list
+
+
+def keras_layer_outputs(model, x) -> LayerOutputs:
+    """The outputs of every layer of `model` on `x` (raises NotSimulated when the model cannot
+    be walked, or the walk does not give the model's own outputs)."""
+    xs = _flat_inputs(model, x)
+    _check_walk(model, xs)
+    walk = _Walk(QuantMode.FLOAT32, None, False, rows=slice(None))
+    outputs = walk.model(model, [v.astype(np.float32) if _is_float(v) else v for v in xs], ())
+    return LayerOutputs(dict(walk.paths), dict(walk.outputs),
+                        [walk.producer.get(id(v)) for v in outputs])
+
+
+def _check_keep(keep: dict, walked: dict) -> None:
+    for path, precision in keep.items():
+        if precision not in KEEP_PRECISIONS:
+            raise ValueError(f"keep[{path!r}] = {precision!r}: expected one of "
+                             f"{', '.join(KEEP_PRECISIONS)}")
+        if path not in walked:
+            raise ValueError(f"keep names layer {path!r}, which the model does not call "
+                             f"(its layers: {', '.join(walked)})")
+
+
+def simulation(model, mode: QuantMode, x, representative, keep: dict | None = None,
+               layer_rows=None) -> Simulation | None:
     """The model's outputs on `x` with the mode's rounding simulated; None for float32. When the
-    model cannot be walked, a Simulation without outputs that says why."""
+    model cannot be walked, a Simulation without outputs that says why.
+
+    `keep`: {layer path: "float32" | "int16"}, layers the variant keeps at that precision (see
+    the module docstring). `layer_rows`: indices of samples of `x` at which each layer's
+    simulated output is returned too (`Simulation.layer_outputs`)."""
     if mode is QuantMode.FLOAT32:
         return None
+    keep = dict(keep or {})
     xs = _flat_inputs(model, x)
     try:
         _check_walk(model, xs)
@@ -345,15 +428,25 @@ def simulation(model, mode: QuantMode, x, representative) -> Simulation | None:
                 calibration._activation(v, ("input", i))
             calibration.model(model, rep, ())
             ranges = calibration.record
-        walk = _Walk(mode, ranges, True)
+        rows = None if layer_rows is None else np.asarray(layer_rows, np.int64)
+        walk = _Walk(mode, ranges, True, keep, rows)
         inputs = [walk._activation(v.astype(np.float32) if _is_float(v) else v, ("input", i))
                   for i, v in enumerate(xs)]
         outputs = walk.model(model, inputs, ())
+        _check_keep(keep, walk.paths)
+        if mode.integer_only:  # the variant's output tensors have the mode's type
+            for i, v in enumerate(outputs):
+                if id(v) in walk.kept:
+                    key, name = walk.kept[id(v)], walk.producer[id(v)]
+                    outputs[i] = _grid(v, *ranges[key], mode)
+                    if rows is not None and name in walk.outputs:
+                        walk.outputs[name] = np.array(outputs[i][rows], np.float32)
     except NotSimulated as e:
         return Simulation(None, reason=str(e), inputs=len(xs))
     return Simulation(outputs, layers=walk.layers, merges=walk.merges,
                       shared=sum(n > 1 for n in walk.calls.values()), inputs=len(xs),
-                      n_outputs=len(outputs))
+                      n_outputs=len(outputs),
+                      layer_outputs=None if rows is None else dict(walk.outputs))
 
 
 def simulate(model, mode: QuantMode, x, representative):

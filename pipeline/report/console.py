@@ -1,5 +1,6 @@
 """Rich tables for the terminal. Data in, tables out: no logic that decides pass or fail."""
 
+from rich.markup import escape
 from rich.table import Table
 
 from ...device_tests.schema import ConversionStatus, ResultStatus
@@ -91,4 +92,28 @@ def parity_table(merged: dict) -> Table:
     s = merged["summary"]
     table.caption = (", ".join(f"{s[status]} {status}" for status in ResultStatus)
                      + (f", {s['missing']} missing" if s.get("missing") else ""))
+    return table
+
+
+def deployable_table(block: dict) -> Table:
+    """Per model and target, the smallest variant that passes (results.json `deployable`)."""
+    table = Table(title="Deployable: the smallest passing variant per model and target")
+    for col in ("model", "target", "variant", "bytes", "latency ms", "arena bytes", "repaired",
+                "why none"):
+        table.add_column(col)
+    for r in block["rows"]:
+        if r["id"] is None:
+            table.add_row(r["model"], r["target"], "[red]none[/]", "-", "-", "-", "-",
+                          escape(r["why"][:160]))
+            continue
+        table.add_row(r["model"], r["target"], f"[green]{escape(r['label'])}[/]",
+                      f"{r['bytes']:,}" if r["bytes"] is not None else "-",
+                      f"{r['latency_ms']:.3g}" if r["latency_ms"] is not None else "-",
+                      f"{r['arena_bytes']:,}" if r["arena_bytes"] is not None else "-",
+                      "yes" if r["repaired"] else "no", "")
+    short = [f"{c['model']} {c['mode']} on {c['target']}" for c in block["coverage"]
+             if not c["ok"]]
+    table.caption = ("every requested mode the targets support has a passing variant"
+                     if block["ok"] else f"no passing variant: {', '.join(short[:6])}"
+                     + (", ..." if len(short) > 6 else ""))
     return table

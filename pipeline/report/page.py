@@ -8,9 +8,11 @@ from pathlib import Path
 
 from ...converters.modes import QuantMode
 from ...device_tests.schema import ConversionStatus, ResultStatus, count_statuses
+from ..deployable import deployable
 from .compare import differences, outputs_not_finite, where_not_finite
 from .entries import sections
 from .html import CSS, MISSING, anchor, badge, e
+from .layer_plots import section as layer_section
 from .read import ReportEntry, Run
 from .text import fmt
 
@@ -20,7 +22,7 @@ INT_MODES = {m.value for m in QuantMode if m.integer_only}
 def render(run: Run) -> str:
     title = f"edgepipe report: {run.run_dir.name}"
     shown = sections(run)
-    body = [_header(run), _matrix(run), _host_vs_ref(run),
+    body = [_header(run), _matrix(run), _host_vs_ref(run), layer_section(run),
             '<h2>Variants</h2><p class="small">Failing variants are open; click a title to open '
             "or close it.</p>", *(shown[v.id] for v in run.entries)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -61,7 +63,7 @@ def _header(run: Run) -> str:
     chips = " ".join(f'{badge(s)} {counts[s]}' for s in ResultStatus)
     out = ['<h1>edgepipe run report</h1>',
            f'<div class="verdict {"ok" if ok else "bad"}" id="verdict">{e(verdict)}</div>',
-           f'<p>{chips}</p>']
+           f'<p>{chips}</p>', _deployable(run)]
 
     folder = run.folder
     warnings = list(run.warnings)
@@ -119,6 +121,37 @@ def _header(run: Run) -> str:
     if not run.targets:
         out.append(f'<tr><td colspan="{9 + len(ResultStatus)}">no target ran</td></tr>')
     out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _deployable(run: Run) -> str:
+    """Per model and target, the smallest variant that passes: the answer a user wants first."""
+    block = deployable(run.manifest, run.results.get("results") or [], run.targets)
+    bad = [f"{c['model']} {c['mode']} on {c['target']}" for c in block["coverage"]
+           if not c["ok"]]
+    said = ("Every requested mode the targets support has a passing variant (plain or repaired)."
+            if block["ok"] else f"No passing variant for {len(bad)}: " + ", ".join(bad[:8])
+            + (", …" if len(bad) > 8 else "") + ".")
+    out = ['<h2 id="deployable">Deployable</h2>',
+           f'<p class="small">The smallest variant that passes, per model and target. {e(said)}'
+           '</p><div class="scroll"><table><thead><tr><th>model</th><th>target</th>'
+           '<th>variant</th><th>bytes</th><th>latency ms</th><th>arena bytes</th>'
+           '<th>repaired</th><th>why none passes</th></tr></thead><tbody>']
+    for r in block["rows"]:
+        if r["id"] is None:
+            variant, why = f'<span class="badge st-{e(ResultStatus.FAIL)}">none</span>', r["why"]
+        else:
+            variant, why = f'<a href="#{anchor(r["id"])}">{e(r["label"])}</a>', ""
+        size = "–" if r["bytes"] is None else f"{r['bytes']:,}"
+        out.append(f'<tr><td>{e(r["model"])}</td><td>{e(r["target"])}</td><td>{variant}</td>'
+                   f'<td class="num">{size}</td>'
+                   f'<td class="num">{e(fmt(r["latency_ms"]))}</td>'
+                   f'<td class="num">{e(fmt(r["arena_bytes"]))}</td>'
+                   f'<td>{"yes" if r["repaired"] else "no" if r["id"] else "–"}</td>'
+                   f'<td>{e(why)}</td></tr>')
+    if not block["rows"]:
+        out.append('<tr><td colspan="8">no results</td></tr>')
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 

@@ -47,10 +47,19 @@ METRICS = {"samples": "integer", "nan_mismatches": "integer", "nan_positions": "
            "worst_sample": "integer", "worst_samples": "integers", "task": TASK,
            "latency_ms": "number", "arena_bytes": "integer", "arena_probes": "integer",
            "boundary": "object", "npu": "object", "vs_host-ref": "object"}
+LAYER_ROW = {"layer": "string", "op": "string", "tensor": "integer", "max_abs": "number",
+             "range": "number", "rel": "number", "sqnr_db": "number", "steps": "number",
+             "simulated": "number", "bound": "number", "bound_steps": "number", "ok": "boolean",
+             "error": "string"}
+LAYERS = {"samples": "integer", "kernels": "string", "rows": [LAYER_ROW],
+          "born": {"layer": "string", "op": "string", "steps": "number",
+                   "simulated_steps": "number", "bound_steps": "number", "max_abs": "number",
+                   "bound": "number"},
+          "text": "string", "unavailable": "string", "error": "string"}
 RECORD = {"id": "!string", "target": "!string", "status": "!string", "model": "string",
           "mode": "string", "reason": "string", "seconds": "number", "metrics": METRICS,
           "checks": [{"name": "string", "ok": "boolean"}], "tolerance": TOLERANCE,
-          "outputs": "string"}
+          "outputs": "string", "layers": LAYERS}
 RESULTS = {"manifest_sha256": "string", "summary": "object",
            "targets": {"*": {"runtime": "object", "platform": "object", "seconds": "number"}},
            "results": [RECORD]}

@@ -28,6 +28,9 @@ class Target(abc.ABC):
     name: str  # what a user writes in --targets and [run] targets
     description: str  # one line for `edgepipe targets`
     compare_with: str | None = None  # the target whose outputs this one's are compared with
+    # The op audit's op set (converters/op_audit.OP_SETS) that says, without running, which ops
+    # in which types it has; None: only running the model tells.
+    op_set: str | None = None
 
     def claims(self, name: str) -> bool:
         """Whether `name` is this kind of target."""

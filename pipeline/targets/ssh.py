@@ -137,7 +137,11 @@ def _runner_files(bundle_dir: Path) -> list:
         for dataset in (manifest.get("datasets") or {}).values():
             names.update(item["path"] for item in dataset_inputs(dataset))
             names.add(dataset.get("labels"))
-        names.update(model.get("reference") for model in (manifest.get("models") or {}).values())
+        for model in (manifest.get("models") or {}).values():
+            names.add(model.get("reference"))
+            # the Keras outputs of every layer, for the per-layer comparison
+            names.update(item.get("path") for item in (model.get("layers") or {}).get(
+                "outputs") or ())
         for entry in manifest["entries"]:
             names.update(entry.get(k) for k in ("tflite", "reference"))
         names.discard(None)

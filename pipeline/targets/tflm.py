@@ -9,6 +9,7 @@ class Tflm(LocalRunner):
     runner_options = ("--runtime", "tflite_micro")
     # Both are reference kernels: what differs is TFLite Micro's own (arena, op resolver).
     compare_with = "host-ref"
+    op_set = "tflm"
 
     def availability(self):
         return missing_module("tflite_micro", "tflite-micro is not installed: pip install "

@@ -1,0 +1,153 @@
+"""Repair (issue 15): a plain integer variant that fails parity, or whose op a target refuses in
+that type, gets repaired variants of its own, each a bundle entry that runs on every target.
+
+This module is the parent's side (no TensorFlow): it reads the targets' results for what needs
+repair (`triggers`), runs one job per model (repair_search.py, in the build workers), keeps each
+model's outcome as a stage keyed by its inputs, and puts the repaired entries and the record of
+every search into the manifest. The parity stage then runs the new entries everywhere.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..converters.builtin_ops import BUILTIN_OPERATORS
+from ..converters.modes import QuantMode
+from ..device_tests.schema import ConversionStatus, ResultStatus, RunFolder
+from .build import stage_key
+from .results import read_target_results
+from .stages import code_key, digest
+from .targets import get_target
+
+SEARCH = "edgepipe.pipeline.repair_search"
+INTEGER_MODES = tuple(m.value for m in QuantMode if m.integer_only)
+_OP_NAMES = frozenset(BUILTIN_OPERATORS.values())
+_WORD = re.compile(r"\b[A-Z][A-Z0-9_]+\b")
+
+
+@dataclass(frozen=True)
+class RepairJob:
+    """Repair the entries of model `name` that `triggers` name (one list per plain entry id);
+    `config`, `out`, `debug` as a BuildJob's (repair_search loads the model the same way)."""
+
+    name: str
+    config: object
+    out: Path
+    triggers: dict
+    debug: bool = False
+
+
+def refused_ops(reason: str) -> list[str]:
+    """The TFLite builtin ops a target's reason for `unsupported` names, in order."""
+    return list(dict.fromkeys(w for w in _WORD.findall(reason or "") if w in _OP_NAMES))
+
+
+def triggers(manifest: dict, folder: RunFolder, targets) -> dict:
+    """{model: {plain entry id: [trigger]}}: each integer variant (converted by edgepipe, not a
+    given file nor a repair) that failed on a target, or that a target refused naming an op.
+    A trigger: {target, kind ("failure" | "refusal"), reason, ops, op_set, layers (the record's
+    per-layer rows, worst first)}."""
+    plain = {e["id"]: e for e in manifest["entries"]
+             if e.get("mode") in INTEGER_MODES and e.get("status") == ConversionStatus.CONVERTED
+             and not e.get("given") and not e.get("repair")}
+    found: dict = {}
+    for target in targets:
+        path = folder.target_results(target)
+        if not path.is_file():
+            continue
+        for r in read_target_results(path)["results"]:
+            entry = plain.get(r["id"])
+            if entry is None:
+                continue
+            trigger = {"target": target, "reason": r.get("reason") or ""}
+            if r["status"] == ResultStatus.FAIL:
+                trigger.update(kind="failure", ops=[], op_set=None, layers=_worst_layers(r))
+            elif r["status"] == ResultStatus.UNSUPPORTED and refused_ops(r.get("reason")):
+                trigger.update(kind="refusal", ops=refused_ops(r["reason"]),
+                               op_set=get_target(target).op_set, layers=[])
+            else:
+                continue
+            found.setdefault(entry["model"], {}).setdefault(entry["id"], []).append(trigger)
+    return found
+
+
+def _worst_layers(record: dict) -> list[str]:
+    """The layers of a record's per-layer comparison, the worst against its bound first (the
+    one where the error is born leads)."""
+    rows = ((record.get("layers") or {}).get("rows")) or []
+    born = ((record.get("layers") or {}).get("born") or {}).get("layer")
+
+    def ratio(row: dict) -> float:
+        bound = row.get("bound")
+        return (row.get("max_abs") or 0.0) / bound if bound else 0.0
+
+    ranked = [row["layer"] for row in sorted(rows, key=ratio, reverse=True) if ratio(row) > 0]
+    return list(dict.fromkeys(([born] if born else []) + ranked))
+
+
+def job_key(config, out: Path, name: str, model_triggers: dict) -> str:
+    """What decides a model's repairs: the search's code, the model's bundle (its variants,
+    references and tolerances), what triggered them and the model's [repair] settings."""
+    return digest("repair", code_key(SEARCH), stage_key("bundle", config, out, name),
+                  model_triggers, config.repair_for(name).as_dict(),
+                  config.tolerances.get(name, {}))
+
+
+def stage_name(model: str) -> str:
+    return f"repair:{model}"
+
+
+def repair_stage(ctx, manifest: dict) -> dict | None:
+    """Repair what the last parity run found (models whose [repair] is enabled); return the
+    manifest with the repaired entries and the record of every search (`repairs`), written to
+    the run folder, or None when nothing needed repair."""
+    from .workers import run_jobs
+
+    config, stages, folder = ctx.config, ctx.stages, ctx.folder
+    wanted = {name: t for name, t in triggers(manifest, folder, config.targets).items()
+              if config.repair_for(name).enabled}
+    if not wanted:
+        return None
+    jobs, values = [], {}
+    for name, model_triggers in wanted.items():
+        key = job_key(config, ctx.out, name, model_triggers)
+        if stages.fresh(stage_name(name), key):
+            values[name] = stages.value(stage_name(name))
+        else:
+            jobs.append((RepairJob(name, config, ctx.out, model_triggers, ctx.debug), key))
+    if jobs:
+        ctx.console.print(f"repairing {sum(len(j.triggers) for j, _ in jobs)} variant(s) of "
+                          f"{len(jobs)} model(s)", highlight=False)
+    keys = {job.name: key for job, key in jobs}
+    from .repair_search import repair_model
+
+    for job, (value, files) in run_jobs(repair_model, [j for j, _ in jobs], ctx.workers,
+                                        ctx.debug, config.custom_objects, config.unsafe):
+        stages.record(stage_name(job.name), keys[job.name], files, value)
+        stages.save()
+        values[job.name] = value
+        for line in summary_lines(value):
+            ctx.console.print(f"{job.name}: {line}", highlight=False, markup=False)
+    from .bundle import write_manifest
+
+    entries = [e for e in manifest["entries"] if not e.get("repair")]
+    repairs = []
+    for name in manifest["models"]:
+        if name in values:
+            entries += values[name]["entries"]
+            repairs += values[name]["repairs"]
+    return write_manifest(ctx.out, manifest["datasets"], manifest["models"], entries,
+                          manifest["seed"], repairs)
+
+
+def summary_lines(value: dict) -> list[str]:
+    """One console line per search: what was repaired and how, or why it could not be."""
+    lines = []
+    for r in value["repairs"]:
+        tries = len(r["tries"])
+        if r["ok"]:
+            lines.append(f"{r['of']} repaired as {r['label']} ({tries} conversion"
+                         f"{'s' * (tries != 1)})")
+        else:
+            lines.append(f"{r['of']} not repaired: {r['why']}")
+    return lines

@@ -1,0 +1,381 @@
+"""The repair search (issue 15), run in a build worker (TensorFlow): for each plain integer
+variant that failed or that a target refused, try variants that keep the culprit layers in
+higher precision, or that lower an activation into ops the target has, within a budget of
+conversions; judge each try as the runner would (derived tolerance, reference kernels, the
+target's op table); record every try; make the first that passes a bundle entry of its own.
+
+Culprits, in order: for a failure, the layers with a threshold (pipeline/kinks.py) together
+with the layers that feed them, since a flip is decided by the quantized input of the
+comparison and per-layer statistics do not show it (FACTS.md: mlp_step int8 passes only when
+the Dense feeding the step and the comparison are both float); then the layers whose error is
+worst against their simulated bound, from the runner's per-layer comparison. For a refusal,
+the layers that hold the refused op. Greedy: the next culprit group is added until a try passes
+or the budget is spent; each group is tried in each precision of [repair] precisions.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..converters.modes import QuantMode
+from ..converters.op_audit import OP_SETS, audit
+from ..converters.tflite_file import read_tflite
+from ..converters.variants import RECORD_SCHEMA_VERSION, Variant, file_record, save_variant
+from ..core.versions import versions
+from ..device_tests.schema import ConversionStatus, RunFolder
+from .stage_convert import model_inputs
+
+SHORT = {"float32": "f32", "int16": "i16"}
+
+
+def tag_of(label: str) -> str:
+    """The id/file part of a repaired variant's label: `int8+f32[hidden,step]` ->
+    `int8.f32.hidden.step` (entry ids allow letters, digits, '.', '_' and '-' only)."""
+    tag = label.replace("+", ".").replace("[", ".").replace(",", ".").replace("]", "")
+    tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in tag)
+    if len(tag) > 120:  # many layers: keep the id short and unique
+        import hashlib
+
+        tag = f"{tag[:100]}.{hashlib.sha256(label.encode()).hexdigest()[:12]}"
+    return tag
+
+
+@dataclass
+class Search:
+    """What every try of one plain variant shares."""
+
+    job: object
+    entry: dict
+    triggers: list
+    model: object
+    data: object
+    rep: object
+    reference: np.ndarray
+    saved_model: Path
+    plain: bytes
+    settings: object
+    tries: list = field(default_factory=list)
+    note: str = ""  # why nothing could be tried, when nothing was
+
+    @property
+    def mode(self) -> QuantMode:
+        return QuantMode(self.entry["mode"])
+
+    @property
+    def budget_left(self) -> int:
+        return self.settings.max_conversions - len(self.tries)
+
+
+def repair_model(job) -> tuple[dict, list]:
+    """Search every triggered entry of the job's model; (stage value {"entries", "repairs"},
+    the files written, relative to the run folder)."""
+    from ..converters.convert import temporary_export
+
+    shared: dict = {}
+    inputs = model_inputs(job, shared)
+    folder = RunFolder(job.out)
+    manifest_entries = _plain_entries(job)
+    reference = np.asarray(inputs.model(inputs.data.x_test, training=False), np.float32)
+    value, files = {"entries": [], "repairs": []}, []
+    with temporary_export(inputs.model, job.debug) as saved_model:
+        for entry_id, entry_triggers in job.triggers.items():
+            entry = manifest_entries[entry_id]
+            search = Search(job, entry, entry_triggers, inputs.model, inputs.data, inputs.rep,
+                            reference, saved_model,
+                            (folder.root / entry["tflite"]).read_bytes(),
+                            job.config.repair_for(job.name))
+            found = _search(search)
+            summary = {"of": entry_id, "mode": entry["mode"], "ok": found is not None,
+                       "tries": search.tries,
+                       "triggers": [{k: t[k] for k in ("target", "kind", "reason")}
+                                    for t in entry_triggers]}
+            if found is None:
+                summary.update(label=None, why=_why_not(search))
+            else:
+                made, written = _save(search, found)
+                value["entries"].append(made)
+                files += written
+                summary.update(label=found["label"], id=made["id"], why="")
+            value["repairs"].append(summary)
+    return value, files
+
+
+def _plain_entries(job) -> dict:
+    import json
+
+    manifest = json.loads(RunFolder(job.out).manifest.read_text())
+    return {e["id"]: e for e in manifest["entries"]}
+
+
+def _why_not(search: Search) -> str:
+    if not search.tries:
+        return search.note or "no culprit layer to keep in higher precision"
+    last, budget = search.tries[-1], search.settings.max_conversions
+    spent = (f"the budget of {budget} conversions is spent" if len(search.tries) >= budget
+             else "no culprit layer is left to add")
+    return f"{spent}; last try {last['label']}: {last['why']}"
+
+
+def _search(search: Search) -> dict | None:
+    """The first try that passes (its label, bytes, precision, layers, keep), or None."""
+    refusals = [t for t in search.triggers if t["kind"] == "refusal"]
+    lowering = _lowering_needed(refusals)
+    if lowering:
+        return _lower(search, lowering)
+    groups = _culprit_groups(search)
+    if not groups:
+        search.note = "no culprit layer found to keep in higher precision"
+        return None
+    keep: list[str] = []
+    precisions = [p for p in search.settings.precisions
+                  if not (p == "int16" and search.mode is QuantMode.INT16X8)]
+    while groups:
+        group = groups.pop(0)
+        keep += [layer for layer in group if layer not in keep]
+        for precision in precisions:
+            if search.budget_left <= 0:
+                return None
+            found, more = _try(search, keep, precision)
+            if found:
+                return found
+            for layer in more:  # a refused op the target lacks in this type: keep it too
+                if layer not in keep and [layer] not in groups:
+                    groups.insert(0, [layer])
+    return None
+
+
+def _lowering_needed(refusals: list) -> list[str]:
+    """The refused ops that a refusing target has in no type at all: precision cannot help."""
+    from ..converters.tflm_ops import TFLM_KERNELS
+
+    tables = {"tflm": TFLM_KERNELS}
+    return [op for t in refusals for op in t["ops"]
+            if t.get("op_set") in tables and not tables[t["op_set"]].get(op)]
+
+
+def _culprit_groups(search: Search) -> list[list[str]]:
+    """The culprit layer groups, most likely first (see the module docstring)."""
+    from ..converters.selective import layers_of_ops
+
+    groups: list[list[str]] = []
+    refused = [op for t in search.triggers if t["kind"] == "refusal" for op in t["ops"]]
+    if refused:
+        groups.append(layers_of_ops(read_tflite(search.plain), refused, _layer_names(search)))
+    if any(t["kind"] == "failure" for t in search.triggers):
+        boundary = _model_block(search).get("boundary") or {}
+        for layer in boundary.get("layers", []):
+            groups.append([*_producers(search.model, layer), layer])
+        for t in search.triggers:
+            groups += [[layer] for layer in t.get("layers", [])]
+    seen, unique = set(), []
+    for group in groups:
+        key = tuple(group)
+        if group and key not in seen:
+            seen.add(key)
+            unique.append(group)
+    return unique
+
+
+def _model_block(search: Search) -> dict:
+    import json
+
+    manifest = json.loads(RunFolder(search.job.out).manifest.read_text())
+    return manifest["models"].get(search.entry["model"], {})
+
+
+def _layer_names(search: Search) -> list[str]:
+    return [layer.name for layer in search.model.layers]
+
+
+def _producers(model, name: str) -> list[str]:
+    """The layers whose outputs `name` takes (its first call's inputs), model inputs aside."""
+    import keras
+
+    try:
+        layer = model.get_layer(name)
+    except ValueError:
+        return []
+    found = []
+    for node in getattr(layer, "_inbound_nodes", [])[:1]:
+        for tensor in node.input_tensors:
+            op = tensor._keras_history.operation
+            if not isinstance(op, keras.layers.InputLayer) and op.name != name:
+                found.append(op.name)
+    return found
+
+
+def _label(mode: QuantMode, precision: str, layers: list[str]) -> str:
+    return f"{mode.value}+{SHORT[precision]}[{','.join(layers)}]"
+
+
+def _try(search: Search, keep: list[str], precision: str) -> tuple[dict | None, list[str]]:
+    """One conversion with `keep` in `precision`, judged; (the found variant or None, layers
+    holding ops a refusing target still lacks)."""
+    from ..converters import selective
+    from ..converters.representative import by_input_name
+
+    label = _label(search.mode, precision, keep)
+    record = {"label": label, "layers": list(keep), "precision": precision}
+    rep = by_input_name(search.model, search.rep)
+    output_layer = search.model.outputs[0]._keras_history.operation.name
+    try:
+        if precision == "float32" and search.mode is QuantMode.INT8:
+            record["tool"] = selective.debugger_tool()
+            nodes = selective.nodes_of_layers(search.plain, keep, output_layer)
+            data = selective.float_islands(search.saved_model, rep, nodes,
+                                           debug=search.job.debug)
+        else:
+            record["tool"] = selective.aeq_tool()
+            float32 = _float32(search)
+            data = selective.ai_edge_quantized(
+                float32, rep, search.mode,
+                {selective.layer_regex(keep, float32, output_layer): precision},
+                debug=search.job.debug)
+    except Exception as e:  # a tool's refusal is this try's outcome, not the run's end
+        record.update(bytes=None, ok=False, why=_one_line(e))
+        search.tries.append(record)
+        return None, []
+    ok, why, more = _judge(search, data, {layer: precision for layer in keep}, search.model)
+    record.update(bytes=len(data), ok=ok, why=why)
+    search.tries.append(record)
+    if not ok:
+        return None, more
+    return {**record, "data": data, "keep": {layer: precision for layer in keep},
+            "kind": "precision", "model": search.model}, []
+
+
+def _lower(search: Search, ops: list[str]) -> dict | None:
+    """One conversion of the model with its activations lowered away from `ops`."""
+    from ..converters.convert import convert_saved_model, temporary_export
+    from ..converters.representative import by_input_name
+    from ..models.lowering import lowered_model, output_change
+
+    lowered, what = lowered_model(search.model, set(ops))
+    if lowered is None:
+        search.note = (f"no layer declares a lowering that avoids {', '.join(ops)} "
+                                "(README: Alternative lowerings)")
+        return None
+    names = ",".join(w["layer"] for w in what)
+    how = "+".join(dict.fromkeys(w["lowering"] for w in what))
+    label = f"{search.mode.value}+{how}[{names}]"
+    record = {"label": label, "layers": [w["layer"] for w in what], "precision": None,
+              "lowerings": what, "tool": "tflite converter",
+              # where the rewrite changes numerics: the lowered Keras model against the original
+              "float32_change": output_change(search.model, lowered, _inputs(search.data))}
+    try:
+        with temporary_export(lowered, search.job.debug) as saved:
+            data, _ = convert_saved_model(saved, search.mode, by_input_name(lowered, search.rep),
+                                          [layer.name for layer in lowered.layers],
+                                          search.job.debug)
+    except Exception as e:
+        record.update(bytes=None, ok=False, why=_one_line(e))
+        search.tries.append(record)
+        return None
+    ok, why, _ = _judge(search, data, None, lowered)
+    record.update(bytes=len(data), ok=ok, why=why)
+    search.tries.append(record)
+    return {**record, "data": data, "keep": None, "kind": "lowering", "model": lowered} if ok \
+        else None
+
+
+def _float32(search: Search) -> bytes:
+    """The plain float32 variant of the model (AI Edge Quantizer starts from it)."""
+    folder = RunFolder(search.job.out)
+    path = folder.tflite_dir / f"{search.entry['model']}.{QuantMode.FLOAT32.value}.tflite"
+    if path.is_file():
+        return path.read_bytes()
+    from ..converters.convert import convert_saved_model
+
+    data, _ = convert_saved_model(search.saved_model, QuantMode.FLOAT32)
+    return data
+
+
+def _judge(search: Search, data: bytes, keep: dict | None, model) -> tuple[bool, str, list]:
+    """Whether a try passes as the runner would judge it: no audit problem, every op a refusing
+    target's table lists in its type, and the derived bounds held on the test split with
+    LiteRT's reference kernels. (ok, why not, layers holding ops still refused)."""
+    from ..converters.selective import layers_of_ops
+    from ..device_tests.interpreters import find_runtime
+    from ..device_tests.metrics import (
+        check_bounds,
+        error_metrics,
+        fail_reason,
+        read_bounds,
+        task_metrics,
+    )
+    from ..models.datasets import Task
+    from .tolerances import derive, simulation
+
+    parsed = read_tflite(data)
+    report = audit(parsed, search.mode, op_sets=OP_SETS)
+    if report.problems:
+        return False, report.problems[0], []
+    for t in search.triggers:
+        if t["kind"] == "refusal" and t.get("op_set"):
+            lacking = report.unsupported(t["op_set"])
+            if lacking:
+                ops = sorted({line.split(":")[0] for line in lacking})
+                return (False, f"{t['target']} still lacks {'; '.join(lacking)}",
+                        layers_of_ops(parsed, ops, _layer_names(search)))
+    metric = "accuracy" if search.data.task is Task.CLASSIFICATION else "r2"
+    out_scale = parsed.output_tensors()[0].scales
+    tolerance = derive(search.mode, search.reference,
+                       simulation(model, search.mode, search.data.x_test, search.rep, keep=keep),
+                       out_scale[0] if len(out_scale) else None, metric)
+    for key, value in search.job.config.tolerances.get(search.job.name, {}).get(
+            search.mode.value, {}).items():
+        tolerance[key] = value
+    try:  # a variant the reference kernels refuse (a rescale they cannot do) fails its try
+        loaded = find_runtime(None, "reference").load(data)
+        outputs, _ = loaded.run(_inputs(search.data))
+        outputs = outputs.reshape(search.reference.shape)
+    except Exception as e:
+        return False, f"host-ref kernels: {_one_line(e)}", []
+    step = loaded.output_step
+    metrics = error_metrics(outputs, search.reference, step)
+    metrics["task"] = task_metrics(search.data.task.value, search.data.y_test, search.reference,
+                                   outputs, search.data.y_std)
+    failed = fail_reason(check_bounds(read_bounds(tolerance), metrics))
+    return (not failed), failed or "passes its derived bounds on host-ref kernels", []
+
+
+def _inputs(data):
+    """The test inputs as the runner feeds them: one array, or {input name: array}."""
+    if data.input_names:
+        return {n: x for n, x in zip(data.input_names, data.x_test, strict=True)}
+    x = data.x_test
+    return x if x.dtype.kind in "iu" else x.astype(np.float32)
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return (text or type(e).__name__)[:300]
+
+
+def _save(search: Search, found: dict) -> tuple[dict, list]:
+    """The repaired variant's .tflite and record, and its bundle entry; the files written."""
+    from .bundle import entry as bundle_entry
+
+    job, folder = search.job, RunFolder(search.job.out)
+    tag = tag_of(found["label"])
+    path = folder.tflite_dir / f"{job.name}.{tag}.tflite"
+    reason = "; ".join(f"{t['target']}: {t['reason']}" for t in search.triggers)
+    repair = {"of": search.entry["id"], "kind": found["kind"], "label": found["label"],
+              "tag": tag, "precision": found["precision"], "layers": found["layers"],
+              "lowerings": found.get("lowerings", []), "tool": found["tool"],
+              "reason": reason,
+              "tries": search.tries}
+    parsed = read_tflite(found["data"], source=path.name)
+    report = audit(parsed, search.mode, op_sets=OP_SETS, source=path.name)
+    record = {"schema_version": RECORD_SCHEMA_VERSION, "model": job.name, "mode": search.mode.value,
+              **file_record(found["data"], parsed, report, path), "repair": repair,
+              "converter": {"tool": found["tool"], "of": search.entry["id"]},
+              "versions": versions()}
+    save_variant(path, found["data"], record)
+    variant = Variant(job.name, search.mode, ConversionStatus.CONVERTED, "", record, path)
+    made = bundle_entry(job.out, variant, found["model"], search.data, search.reference,
+                        search.rep, job.config.tolerances.get(job.name, {}),
+                        keep=found["keep"])
+    return made, [folder.rel(path), folder.rel(path.with_suffix(".json"))]
+
