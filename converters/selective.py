@@ -136,6 +136,24 @@ def layer_regex(layers, tflite=None, output_layer: str | None = None) -> str:
     return "|".join(alternatives)
 
 
+def nodes_of_ops(tflite, ops) -> list[str]:
+    """The output tensor names of every operator named in `ops` (e.g. the EXP and LOG a target
+    lacks in int8): the nodes `float_islands` keeps in float when only those ops need to be.
+    Raises SelectiveFailure when the variant holds none of them."""
+    model = _model(tflite)
+    wanted = set(ops)
+    found = [t.name for op, t in _op_outputs(model) if op.name in wanted]
+    if not found:
+        raise _refused(f"not converted: the variant holds no {', '.join(sorted(wanted))} op")
+    return list(dict.fromkeys(found))
+
+
+def ops_regex(tflite, ops) -> str:
+    """A regex for AI Edge Quantizer's overrides that selects exactly the operators named in
+    `ops` in `tflite` (the float32 variant it quantizes), by their output tensor names."""
+    return "|".join(f"(?:^|;){re.escape(name)};" for name in nodes_of_ops(tflite, ops))
+
+
 def layers_of_ops(tflite, ops, layer_names) -> list[str]:
     """The layers among `layer_names` (in their order) that hold an operator named in `ops`
     (e.g. the EXP a target refuses in int8 -> the mish layer). Ops outside every layer's scope

@@ -42,13 +42,24 @@ def refused_ops(reason: str) -> list[str]:
     return list(dict.fromkeys(w for w in _WORD.findall(reason or "") if w in _OP_NAMES))
 
 
+def lacks_everywhere(op_set: str | None, op: str) -> bool:
+    """Whether the op set's measured table has `op` in no type at all: no precision can help,
+    only a lowering into other ops (GELU on TFLite Micro)."""
+    from ..converters.tflm_ops import TFLM_KERNELS
+
+    tables = {"tflm": TFLM_KERNELS}
+    return op_set in tables and not tables[op_set].get(op)
+
+
 def triggers(manifest: dict, folder: RunFolder, targets) -> dict:
-    """{model: {plain entry id: [trigger]}}: each integer variant (converted by edgepipe, not a
-    given file nor a repair) that failed on a target, or that a target refused naming an op.
-    A trigger: {target, kind ("failure" | "refusal"), reason, ops, op_set, layers (the record's
-    per-layer rows, worst first)}."""
+    """{model: {plain entry id: [trigger]}}: each variant converted by edgepipe (not a given
+    file nor a repair) that needs repair. An integer variant: it failed on a target, or a
+    target refused it naming an op. Any variant: a target refused an op it has in no type (a
+    lowering may avoid it). A trigger: {target, kind ("failure" | "refusal"), reason, ops,
+    lowering (the ops to lower away), op_set, layers (the record's per-layer rows, worst
+    first)}."""
     plain = {e["id"]: e for e in manifest["entries"]
-             if e.get("mode") in INTEGER_MODES and e.get("status") == ConversionStatus.CONVERTED
+             if e.get("status") == ConversionStatus.CONVERTED
              and not e.get("given") and not e.get("repair")}
     found: dict = {}
     for target in targets:
@@ -59,12 +70,15 @@ def triggers(manifest: dict, folder: RunFolder, targets) -> dict:
             entry = plain.get(r["id"])
             if entry is None:
                 continue
-            trigger = {"target": target, "reason": r.get("reason") or ""}
-            if r["status"] == ResultStatus.FAIL:
+            integer = entry["mode"] in INTEGER_MODES
+            trigger = {"target": target, "reason": r.get("reason") or "", "lowering": []}
+            op_set, ops = get_target(target).op_set, refused_ops(r.get("reason"))
+            lower = [op for op in ops if lacks_everywhere(op_set, op)]
+            if r["status"] == ResultStatus.FAIL and integer:
                 trigger.update(kind="failure", ops=[], op_set=None, layers=_worst_layers(r))
-            elif r["status"] == ResultStatus.UNSUPPORTED and refused_ops(r.get("reason")):
-                trigger.update(kind="refusal", ops=refused_ops(r["reason"]),
-                               op_set=get_target(target).op_set, layers=[])
+            elif r["status"] == ResultStatus.UNSUPPORTED and ops and (integer or lower):
+                trigger.update(kind="refusal", ops=ops, op_set=op_set, layers=[],
+                               lowering=lower)
             else:
                 continue
             found.setdefault(entry["model"], {}).setdefault(entry["id"], []).append(trigger)
@@ -100,14 +114,13 @@ def stage_name(model: str) -> str:
 def repair_stage(ctx, manifest: dict) -> dict | None:
     """Repair what the last parity run found (models whose [repair] is enabled); return the
     manifest with the repaired entries and the record of every search (`repairs`), written to
-    the run folder, or None when nothing needed repair."""
+    the run folder, or None when it holds them already (nothing needed repair, or the repairs
+    `with_previous_repairs` put in it were confirmed)."""
     from .workers import run_jobs
 
     config, stages, folder = ctx.config, ctx.stages, ctx.folder
     wanted = {name: t for name, t in triggers(manifest, folder, config.targets).items()
               if config.repair_for(name).enabled}
-    if not wanted:
-        return None
     jobs, values = [], {}
     for name, model_triggers in wanted.items():
         key = job_key(config, ctx.out, name, model_triggers)
@@ -119,10 +132,9 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
         ctx.console.print(f"repairing {sum(len(j.triggers) for j, _ in jobs)} variant(s) of "
                           f"{len(jobs)} model(s)", highlight=False)
     keys = {job.name: key for job, key in jobs}
-    from .repair_search import repair_model
-
-    for job, (value, files) in run_jobs(repair_model, [j for j, _ in jobs], ctx.workers,
+    for job, (value, files) in run_jobs(_repair_model, [j for j, _ in jobs], ctx.workers,
                                         ctx.debug, config.custom_objects, config.unsafe):
+        value["bundle_key"] = stage_key("bundle", config, ctx.out, job.name)
         stages.record(stage_name(job.name), keys[job.name], files, value)
         stages.save()
         values[job.name] = value
@@ -130,14 +142,47 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
             ctx.console.print(f"{job.name}: {line}", highlight=False, markup=False)
     from .bundle import write_manifest
 
-    entries = [e for e in manifest["entries"] if not e.get("repair")]
-    repairs = []
-    for name in manifest["models"]:
-        if name in values:
-            entries += values[name]["entries"]
-            repairs += values[name]["repairs"]
+    entries, repairs = _joined([e for e in manifest["entries"] if not e.get("repair")],
+                               [values.get(name) for name in manifest["models"]])
+    if entries == manifest["entries"] and repairs == manifest.get("repairs", []):
+        return None  # the repairs of the last run, confirmed: parity has run them already
     return write_manifest(ctx.out, manifest["datasets"], manifest["models"], entries,
                           manifest["seed"], repairs)
+
+
+def _joined(plain: list, values: list) -> tuple[list, list]:
+    """The manifest's entries (the plain ones, then each model's repaired ones, in model
+    order) and its repair records; `values`: each model's repair stage value or None."""
+    entries, repairs = list(plain), []
+    for value in values:
+        if value:
+            entries += value["entries"]
+            repairs += value["repairs"]
+    return entries, repairs
+
+
+def with_previous_repairs(ctx, names: list, plain: list) -> tuple[list, list]:
+    """The manifest's entries and repair records, with the repaired entries of the last run
+    whose model bundle has not changed since (their files intact): parity then reuses their
+    results as it reuses the plain ones, and the manifest is written once, not without them
+    and then with them again. The repair stage, after parity, confirms or replaces them."""
+    stages, values = ctx.stages, []
+    for name in names:
+        done = stages.done_stages.get(stage_name(name))
+        value = done.get("value") if done else None
+        keep = (value is not None and ctx.config.repair_for(name).enabled
+                and stages.fresh(stage_name(name), done.get("key"))
+                and value.get("bundle_key") == stage_key("bundle", ctx.config, ctx.out, name))
+        values.append(value if keep else None)
+    return _joined(plain, values)
+
+
+def _repair_model(job: RepairJob):
+    """repair_search.repair_model, imported in the worker: it imports TensorFlow, which a run
+    whose every stage is fresh never loads."""
+    from .repair_search import repair_model
+
+    return repair_model(job)
 
 
 def summary_lines(value: dict) -> list[str]:

@@ -119,10 +119,12 @@ def _why_not(search: Search) -> str:
 
 def _search(search: Search) -> dict | None:
     """The first try that passes (its label, bytes, precision, layers, keep), or None."""
-    refusals = [t for t in search.triggers if t["kind"] == "refusal"]
-    lowering = _lowering_needed(refusals)
+    lowering = list(dict.fromkeys(op for t in search.triggers for op in t.get("lowering", ())))
     if lowering:
         return _lower(search, lowering)
+    refused = list(dict.fromkeys(op for t in search.triggers for op in t["ops"]))
+    if refused and not any(t["kind"] == "failure" for t in search.triggers):
+        return _islands(search, refused)
     groups = _culprit_groups(search)
     if not groups:
         search.note = "no culprit layer found to keep in higher precision"
@@ -139,29 +141,54 @@ def _search(search: Search) -> dict | None:
             found, more = _try(search, keep, precision)
             if found:
                 return found
-            for layer in more:  # a refused op the target lacks in this type: keep it too
+            for layer in _holding(search, more):  # an op a target lacks in this type
                 if layer not in keep and [layer] not in groups:
                     groups.insert(0, [layer])
     return None
 
 
-def _lowering_needed(refusals: list) -> list[str]:
-    """The refused ops that a refusing target has in no type at all: precision cannot help."""
+def _islands(search: Search, ops: list[str]) -> dict | None:
+    """A refusal only: keep just the refused ops (their outputs) in a precision the refusing
+    targets have them in, adding the next op a target still lacks, within the budget. The
+    layer's output stays in the mode's type, so the tolerance is the plain one's."""
     from ..converters.tflm_ops import TFLM_KERNELS
 
     tables = {"tflm": TFLM_KERNELS}
-    return [op for t in refusals for op in t["ops"]
-            if t.get("op_set") in tables and not tables[t["op_set"]].get(op)]
+    sets = {t["op_set"] for t in search.triggers if t.get("op_set") in tables}
+    precisions = [p for p in search.settings.precisions
+                  if not (p == "int16" and search.mode is QuantMode.INT16X8)
+                  and all(p in tables[s].get(op, ()) for s in sets for op in ops)]
+    if not precisions:
+        search.note = (f"no precision in [repair] precisions "
+                       f"({', '.join(search.settings.precisions)}) has a kernel for "
+                       f"{', '.join(ops)} on {', '.join(sorted(sets))}")
+        return None
+    ops = list(ops)
+    for precision in precisions:
+        while search.budget_left > 0:
+            found, more = _try(search, _holding(search, ops), precision, ops)
+            if found:
+                return found
+            new = [op for op in more if op not in ops]
+            if not new:
+                break
+            ops += new
+    return None
+
+
+def _holding(search: Search, ops: list[str]) -> list[str]:
+    """The layers that hold an op named in `ops`."""
+    from ..converters.selective import layers_of_ops
+
+    return layers_of_ops(search.plain, ops, _layer_names(search)) if ops else []
 
 
 def _culprit_groups(search: Search) -> list[list[str]]:
     """The culprit layer groups, most likely first (see the module docstring)."""
-    from ..converters.selective import layers_of_ops
-
     groups: list[list[str]] = []
     refused = [op for t in search.triggers if t["kind"] == "refusal" for op in t["ops"]]
     if refused:
-        groups.append(layers_of_ops(read_tflite(search.plain), refused, _layer_names(search)))
+        groups.append(_holding(search, refused))
     if any(t["kind"] == "failure" for t in search.triggers):
         boundary = _model_block(search).get("boundary") or {}
         for layer in boundary.get("layers", []):
@@ -205,44 +232,50 @@ def _producers(model, name: str) -> list[str]:
     return found
 
 
-def _label(mode: QuantMode, precision: str, layers: list[str]) -> str:
-    return f"{mode.value}+{SHORT[precision]}[{','.join(layers)}]"
+def _label(mode: QuantMode, precision: str, layers: list[str], ops=None) -> str:
+    inside = f":{','.join(ops)}" if ops else ""
+    return f"{mode.value}+{SHORT[precision]}[{','.join(layers)}{inside}]"
 
 
-def _try(search: Search, keep: list[str], precision: str) -> tuple[dict | None, list[str]]:
-    """One conversion with `keep` in `precision`, judged; (the found variant or None, layers
-    holding ops a refusing target still lacks)."""
+def _try(search: Search, keep: list[str], precision: str,
+         ops: list[str] | None = None) -> tuple[dict | None, list[str]]:
+    """One conversion with the layers `keep` (only their `ops`, when given) in `precision`,
+    judged; (the found variant or None, the ops a refusing target still lacks)."""
     from ..converters import selective
     from ..converters.representative import by_input_name
 
-    label = _label(search.mode, precision, keep)
-    record = {"label": label, "layers": list(keep), "precision": precision}
+    label = _label(search.mode, precision, keep, ops)
+    record = {"label": label, "layers": list(keep), "precision": precision,
+              "ops": list(ops or ())}
     rep = by_input_name(search.model, search.rep)
     output_layer = search.model.outputs[0]._keras_history.operation.name
     try:
         if precision == "float32" and search.mode is QuantMode.INT8:
             record["tool"] = selective.debugger_tool()
-            nodes = selective.nodes_of_layers(search.plain, keep, output_layer)
+            nodes = (selective.nodes_of_ops(search.plain, ops) if ops else
+                     selective.nodes_of_layers(search.plain, keep, output_layer))
             data = selective.float_islands(search.saved_model, rep, nodes,
                                            debug=search.job.debug)
         else:
             record["tool"] = selective.aeq_tool()
             float32 = _float32(search)
-            data = selective.ai_edge_quantized(
-                float32, rep, search.mode,
-                {selective.layer_regex(keep, float32, output_layer): precision},
-                debug=search.job.debug)
+            regex = (selective.ops_regex(float32, ops) if ops else
+                     selective.layer_regex(keep, float32, output_layer))
+            data = selective.ai_edge_quantized(float32, rep, search.mode, {regex: precision},
+                                               debug=search.job.debug)
     except Exception as e:  # a tool's refusal is this try's outcome, not the run's end
         record.update(bytes=None, ok=False, why=_one_line(e))
         search.tries.append(record)
         return None, []
-    ok, why, more = _judge(search, data, {layer: precision for layer in keep}, search.model)
+    # Islands of single ops leave the layer's output in the mode's type: the plain simulation.
+    keep_layers = None if ops else {layer: precision for layer in keep}
+    ok, why, more = _judge(search, data, keep_layers, search.model)
     record.update(bytes=len(data), ok=ok, why=why)
     search.tries.append(record)
     if not ok:
         return None, more
-    return {**record, "data": data, "keep": {layer: precision for layer in keep},
-            "kind": "precision", "model": search.model}, []
+    return {**record, "data": data, "keep": keep_layers, "kind": "precision",
+            "model": search.model}, []
 
 
 def _lower(search: Search, ops: list[str]) -> dict | None:
@@ -294,8 +327,7 @@ def _float32(search: Search) -> bytes:
 def _judge(search: Search, data: bytes, keep: dict | None, model) -> tuple[bool, str, list]:
     """Whether a try passes as the runner would judge it: no audit problem, every op a refusing
     target's table lists in its type, and the derived bounds held on the test split with
-    LiteRT's reference kernels. (ok, why not, layers holding ops still refused)."""
-    from ..converters.selective import layers_of_ops
+    LiteRT's reference kernels. (ok, why not, the ops a refusing target still lacks)."""
     from ..device_tests.interpreters import find_runtime
     from ..device_tests.metrics import (
         check_bounds,
@@ -316,8 +348,7 @@ def _judge(search: Search, data: bytes, keep: dict | None, model) -> tuple[bool,
             lacking = report.unsupported(t["op_set"])
             if lacking:
                 ops = sorted({line.split(":")[0] for line in lacking})
-                return (False, f"{t['target']} still lacks {'; '.join(lacking)}",
-                        layers_of_ops(parsed, ops, _layer_names(search)))
+                return False, f"{t['target']} still lacks {'; '.join(lacking)}", ops
     metric = "accuracy" if search.data.task is Task.CLASSIFICATION else "r2"
     out_scale = parsed.output_tensors()[0].scales
     tolerance = derive(search.mode, search.reference,
@@ -363,6 +394,7 @@ def _save(search: Search, found: dict) -> tuple[dict, list]:
     reason = "; ".join(f"{t['target']}: {t['reason']}" for t in search.triggers)
     repair = {"of": search.entry["id"], "kind": found["kind"], "label": found["label"],
               "tag": tag, "precision": found["precision"], "layers": found["layers"],
+              "ops": found.get("ops", []),
               "lowerings": found.get("lowerings", []), "tool": found["tool"],
               "reason": reason,
               "tries": search.tries}
@@ -376,6 +408,6 @@ def _save(search: Search, found: dict) -> tuple[dict, list]:
     variant = Variant(job.name, search.mode, ConversionStatus.CONVERTED, "", record, path)
     made = bundle_entry(job.out, variant, found["model"], search.data, search.reference,
                         search.rep, job.config.tolerances.get(job.name, {}),
-                        keep=found["keep"])
+                        keep=found["keep"], layers=_model_block(search).get("layers"))
     return made, [folder.rel(path), folder.rel(path.with_suffix(".json"))]
 

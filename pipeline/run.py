@@ -20,7 +20,7 @@ from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, 
 from .bundle import write_manifest
 from .config import RunConfig
 from .parity import parity_stage
-from .repair import repair_stage
+from .repair import repair_stage, with_previous_repairs
 from .results import check_other_results, collect
 from .stages import Stages
 from .workers import default_jobs, in_context, prepare, run_jobs
@@ -161,8 +161,10 @@ def build_stage(ctx: RunContext) -> dict:
     datasets = {}
     for value in values.values():
         datasets.setdefault(value["dataset"], value["dataset_block"])
+    entries, repairs = with_previous_repairs(ctx, names, [e for v in values.values()
+                                                          for e in v["entries"]])
     return write_manifest(out, datasets, {n: v["model"] for n, v in values.items()},
-                          [e for v in values.values() for e in v["entries"]], config.seed)
+                          entries, config.seed, repairs)
 
 
 def _first_stale(config: RunConfig, out: Path, name: str, stages: Stages) -> str | None:
