@@ -179,13 +179,32 @@ def layer_errors(bundle, entry: dict, block: dict, inputs, runtime, data: bytes)
                         "bound": out["bound"]}
                 text = born_text(dict(born, simulated=row.get("simulated")), out["range"])
         rows.append(out)
+    growth = largest_growth(rows)
     if text is None:
         compared = [r for r in rows if "error" not in r]
         bounded = [r for r in compared if r.get("ok") is not None]
         text = (f"every layer stays within its bound ({len(bounded)} of {len(rows)} layers "
                 f"bounded)" if bounded else f"no layer has a bound ({len(compared)} of "
                                               f"{len(rows)} layers compared)")
+        if growth and bounded:  # the format itself costs this: where it costs the most
+            text += (f"; the error grows most in layer `{growth['layer']}` ({growth['op']}): "
+                     f"from {_fmt(growth['from'])} to {_fmt(growth['to'])} of the range")
         if len(compared) < len(rows):
             text += f"; {len(rows) - len(compared)} could not be compared"
     return {"samples": len(samples), "kernels": preserved.kernels, "rows": rows, "born": born,
-            "text": text}
+            "growth": growth, "text": text}
+
+
+def largest_growth(rows: list) -> dict | None:
+    """The layer (in op order) whose relative error rises most above the largest before it:
+    where the error grows, whether or not it leaves a bound (a threshold layer whose flips the
+    simulation predicts stays within its bound and still carries the variant's error)."""
+    found, before = None, 0.0
+    for row in rows:
+        rel = row.get("rel")
+        if rel is None:
+            continue
+        if rel - before > 0 and (found is None or rel - before > found["to"] - found["from"]):
+            found = {"layer": row.get("layer"), "op": row.get("op"), "from": before, "to": rel}
+        before = max(before, rel)
+    return found

@@ -231,7 +231,9 @@ def test_every_mode_gets_a_row_per_mapped_layer(host, made):
         assert [r["tensor"] for r in layers["rows"]] == \
             [r["tensor"] for r in entry_of(manifest, f"mymodel-{mode}")["layers"]]
         assert layers["born"] is None, (mode, layers)
-        assert layers["text"] == "every layer stays within its bound (3 of 3 layers bounded)"
+        assert layers["text"].startswith(
+            "every layer stays within its bound (3 of 3 layers bounded); the error grows most "
+            f"in layer `{layers['growth']['layer']}`")
         mapped = entry_of(manifest, f"mymodel-{mode}")["layers"]
         for row, given in zip(layers["rows"], mapped, strict=True):
             assert "error" not in row and row["ok"] is True
@@ -457,3 +459,15 @@ def test_edgepipe_parity_names_the_layer_of_a_tightened_bound(user_run):
         if record["id"] == "mymodel-int8":
             assert record["status"] == ResultStatus.PASS
             assert BORN.match(record["layers"]["text"]), (record["target"], record["layers"])
+
+
+def test_the_layer_where_the_error_grows_most_is_named_even_within_every_bound():
+    from edgepipe.device_tests.layers import largest_growth
+
+    rows = [{"layer": "hidden", "op": "FULLY_CONNECTED", "rel": 0.013},
+            {"layer": "step_1", "op": "SELECT_V2", "rel": 1.0},
+            {"layer": "broken", "op": "ADD", "error": "unreadable"},
+            {"layer": "output", "op": "FULLY_CONNECTED", "rel": 0.1}]
+    assert largest_growth(rows) == {"layer": "step_1", "op": "SELECT_V2", "from": 0.013,
+                                    "to": 1.0}
+    assert largest_growth([{"layer": "a", "op": "ADD", "rel": 0.0}]) is None

@@ -55,6 +55,7 @@ LAYERS = {"samples": "integer", "kernels": "string", "rows": [LAYER_ROW],
           "born": {"layer": "string", "op": "string", "steps": "number",
                    "simulated_steps": "number", "bound_steps": "number", "max_abs": "number",
                    "bound": "number"},
+          "growth": {"layer": "string", "op": "string", "from": "number", "to": "number"},
           "text": "string", "unavailable": "string", "error": "string"}
 RECORD = {"id": "!string", "target": "!string", "status": "!string", "model": "string",
           "mode": "string", "reason": "string", "seconds": "number", "metrics": METRICS,
