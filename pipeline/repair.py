@@ -20,6 +20,10 @@ from .stages import code_key, digest
 from .targets import get_target
 
 SEARCH = "edgepipe.pipeline.repair_search"
+# Repair, then parity on the repaired variants, at most this many times a run: a repaired
+# variant that fails or errs on a target (an older runtime without the kernel it needs) is
+# rejected and the search goes on past it.
+ROUNDS = 3
 INTEGER_MODES = tuple(m.value for m in QuantMode if m.integer_only)
 _OP_NAMES = frozenset(BUILTIN_OPERATORS.values())
 _WORD = re.compile(r"\b[A-Z][A-Z0-9_]+\b")
@@ -57,16 +61,25 @@ def triggers(manifest: dict, folder: RunFolder, targets) -> dict:
     target refused it naming an op. Any variant: a target refused an op it has in no type (a
     lowering may avoid it). A trigger: {target, kind ("failure" | "refusal"), reason, ops,
     lowering (the ops to lower away), op_set, layers (the record's per-layer rows, worst
-    first)}."""
+    first)}. A repaired variant that fails or errs on a target adds a trigger of kind
+    "rejected" (its `label`) to the entry it repairs: the search does not offer it again."""
     plain = {e["id"]: e for e in manifest["entries"]
              if e.get("status") == ConversionStatus.CONVERTED
              and not e.get("given") and not e.get("repair")}
+    repaired = {e["id"]: e for e in manifest["entries"] if e.get("repair")}
     found: dict = {}
     for target in targets:
         path = folder.target_results(target)
         if not path.is_file():
             continue
         for r in read_target_results(path)["results"]:
+            made = repaired.get(r["id"])
+            if made is not None and r["status"] in (ResultStatus.FAIL, ResultStatus.ERROR):
+                label = made["repair"]["label"]
+                found.setdefault(made["model"], {}).setdefault(made["repair"]["of"], []).append(
+                    {"target": target, "kind": "rejected", "label": label, "ops": [],
+                     "lowering": [], "op_set": None, "layers": [],
+                     "reason": f"{label} {r['status']} on {target}: {r.get('reason') or ''}"})
             entry = plain.get(r["id"])
             if entry is None:
                 continue
@@ -123,6 +136,7 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
               if config.repair_for(name).enabled}
     jobs, values = [], {}
     for name, model_triggers in wanted.items():
+        _remember_rejected(model_triggers, _previous(ctx, name))
         key = job_key(config, ctx.out, name, model_triggers)
         if stages.fresh(stage_name(name), key):
             values[name] = stages.value(stage_name(name))
@@ -132,8 +146,11 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
         ctx.console.print(f"repairing {sum(len(j.triggers) for j, _ in jobs)} variant(s) of "
                           f"{len(jobs)} model(s)", highlight=False)
     keys = {job.name: key for job, key in jobs}
+    # Always in a worker: the conversion tools leave semaphores behind (joblib's), which the
+    # run's own process would be warned about at its exit.
     for job, (value, files) in run_jobs(_repair_model, [j for j, _ in jobs], ctx.workers,
-                                        ctx.debug, config.custom_objects, config.unsafe):
+                                        ctx.debug, config.custom_objects, config.unsafe,
+                                        spawn=True):
         value["bundle_key"] = stage_key("bundle", config, ctx.out, job.name)
         stages.record(stage_name(job.name), keys[job.name], files, value)
         stages.save()
@@ -148,6 +165,26 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
         return None  # the repairs of the last run, confirmed: parity has run them already
     return write_manifest(ctx.out, manifest["datasets"], manifest["models"], entries,
                           manifest["seed"], repairs)
+
+
+def _previous(ctx, name: str) -> dict | None:
+    """The model's last repair stage value, when made from the bundle it has now."""
+    done = ctx.stages.done_stages.get(stage_name(name))
+    value = done.get("value") if done else None
+    if value and value.get("bundle_key") == stage_key("bundle", ctx.config, ctx.out, name):
+        return value
+    return None
+
+
+def _remember_rejected(model_triggers: dict, previous: dict | None) -> None:
+    """Add to `model_triggers` the rejections of earlier rounds (kept in the last value): a
+    rejected variant's entry is gone from the manifest, its results with it, yet it must not
+    be offered again, nor the search flip back to it on the next run."""
+    for trigger in (previous or {}).get("rejected", []):
+        listed = model_triggers.get(trigger["of"])
+        if listed is not None and not any(t["kind"] == "rejected" and t["label"]
+                                          == trigger["label"] for t in listed):
+            listed.append({k: v for k, v in trigger.items() if k != "of"})
 
 
 def _joined(plain: list, values: list) -> tuple[list, list]:
@@ -168,11 +205,9 @@ def with_previous_repairs(ctx, names: list, plain: list) -> tuple[list, list]:
     and then with them again. The repair stage, after parity, confirms or replaces them."""
     stages, values = ctx.stages, []
     for name in names:
-        done = stages.done_stages.get(stage_name(name))
-        value = done.get("value") if done else None
+        value = _previous(ctx, name)
         keep = (value is not None and ctx.config.repair_for(name).enabled
-                and stages.fresh(stage_name(name), done.get("key"))
-                and value.get("bundle_key") == stage_key("bundle", ctx.config, ctx.out, name))
+                and stages.fresh(stage_name(name), stages.done_stages[stage_name(name)]["key"]))
         values.append(value if keep else None)
     return _joined(plain, values)
 

@@ -66,6 +66,11 @@ class Search:
     def budget_left(self) -> int:
         return self.settings.max_conversions - len(self.tries)
 
+    def rejected(self, label: str) -> str | None:
+        """Why a repaired variant with this label was rejected in an earlier round, or None."""
+        return next((t["reason"] for t in self.triggers
+                     if t["kind"] == "rejected" and t["label"] == label), None)
+
 
 def repair_model(job) -> tuple[dict, list]:
     """Search every triggered entry of the job's model; (stage value {"entries", "repairs"},
@@ -77,10 +82,12 @@ def repair_model(job) -> tuple[dict, list]:
     folder = RunFolder(job.out)
     manifest_entries = _plain_entries(job)
     reference = np.asarray(inputs.model(inputs.data.x_test, training=False), np.float32)
-    value, files = {"entries": [], "repairs": []}, []
+    value, files = {"entries": [], "repairs": [], "rejected": []}, []
     with temporary_export(inputs.model, job.debug) as saved_model:
         for entry_id, entry_triggers in job.triggers.items():
             entry = manifest_entries[entry_id]
+            value["rejected"] += [{**t, "of": entry_id} for t in entry_triggers
+                                  if t["kind"] == "rejected"]
             search = Search(job, entry, entry_triggers, inputs.model, inputs.data, inputs.rep,
                             reference, saved_model,
                             (folder.root / entry["tflite"]).read_bytes(),
@@ -247,6 +254,10 @@ def _try(search: Search, keep: list[str], precision: str,
     label = _label(search.mode, precision, keep, ops)
     record = {"label": label, "layers": list(keep), "precision": precision,
               "ops": list(ops or ())}
+    if search.rejected(label):  # its conversion was spent in an earlier round
+        record.update(bytes=None, ok=False, why=f"rejected: {search.rejected(label)}")
+        search.tries.append(record)
+        return None, []
     rep = by_input_name(search.model, search.rep)
     output_layer = search.model.outputs[0]._keras_history.operation.name
     try:
@@ -284,10 +295,15 @@ def _lower(search: Search, ops: list[str]) -> dict | None:
     from ..converters.representative import by_input_name
     from ..models.lowering import lowered_model, output_change
 
+    others = _also_lacking(search, ops)
+    if others:
+        search.note = (f"a lowering avoids {', '.join(ops)} but {others}: no lowering makes "
+                       "this variant run there")
+        return None
     lowered, what = lowered_model(search.model, set(ops))
     if lowered is None:
         search.note = (f"no layer declares a lowering that avoids {', '.join(ops)} "
-                                "(README: Alternative lowerings)")
+                       "(README: Alternative lowerings)")
         return None
     names = ",".join(w["layer"] for w in what)
     how = "+".join(dict.fromkeys(w["lowering"] for w in what))
@@ -296,6 +312,10 @@ def _lower(search: Search, ops: list[str]) -> dict | None:
               "lowerings": what, "tool": "tflite converter",
               # where the rewrite changes numerics: the lowered Keras model against the original
               "float32_change": output_change(search.model, lowered, _inputs(search.data))}
+    if search.rejected(label):  # its conversion was spent in an earlier round
+        record.update(bytes=None, ok=False, why=f"rejected: {search.rejected(label)}")
+        search.tries.append(record)
+        return None
     try:
         with temporary_export(lowered, search.job.debug) as saved:
             data, _ = convert_saved_model(saved, search.mode, by_input_name(lowered, search.rep),
@@ -310,6 +330,20 @@ def _lower(search: Search, ops: list[str]) -> dict | None:
     search.tries.append(record)
     return {**record, "data": data, "keep": None, "kind": "lowering", "model": lowered} if ok \
         else None
+
+
+def _also_lacking(search: Search, ops: list[str]) -> str:
+    """What else the refusing targets lack in the plain variant, beside `ops` (float16's
+    DEQUANTIZE, a hybrid kernel on TFLite Micro), one line; "" when nothing."""
+    report = audit(read_tflite(search.plain), search.mode, op_sets=OP_SETS)
+    found = []
+    for t in search.triggers:
+        if t["kind"] == "refusal" and t.get("op_set"):
+            lacking = [line for line in report.unsupported(t["op_set"])
+                       if line.split(":")[0] not in ops]
+            if lacking:
+                found.append(f"{t['target']} also lacks {lacking[0]}")
+    return "; ".join(found)
 
 
 def _float32(search: Search) -> bytes:

@@ -20,6 +20,7 @@ from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, 
 from .bundle import write_manifest
 from .config import RunConfig
 from .parity import parity_stage
+from .repair import ROUNDS as REPAIR_ROUNDS
 from .repair import repair_stage, with_previous_repairs
 from .results import check_other_results, collect
 from .stages import Stages
@@ -80,7 +81,10 @@ def run(ctx: RunContext) -> dict:
     check_other_results(ctx.folder, ctx.config.targets)
     warn_constant_references(ctx)
     parity_stage(ctx)
-    if repair_stage(ctx, manifest) is not None:
+    for _ in range(REPAIR_ROUNDS):
+        manifest = repair_stage(ctx, manifest)
+        if manifest is None:
+            break
         parity_stage(ctx)  # the new entries; every other result is fresh and reused
     return collect(ctx.out, ctx.stages)
 

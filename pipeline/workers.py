@@ -63,18 +63,20 @@ def _call(fn_and_job):
     return job, in_context(fn, job)
 
 
-def run_jobs(fn, jobs: list, workers: int, debug: bool, files=(), unsafe: bool = False):
+def run_jobs(fn, jobs: list, workers: int, debug: bool, files=(), unsafe: bool = False,
+             spawn: bool = False):
     """Yield (job, fn(job)) as each finishes: in this process when `workers` is 1 (or there is
-    one job), else in that many spawned worker processes. A job's exception is raised here."""
+    one job) and not `spawn`, else in that many spawned worker processes. A job's exception is
+    raised here."""
     if not jobs:
         return
-    if workers <= 1 or len(jobs) == 1:
+    if not spawn and (workers <= 1 or len(jobs) == 1):
         prepare(debug, files, unsafe)
         for job in jobs:
             yield _call((fn, job))
         return
     context = multiprocessing.get_context("spawn")
     # The pool's exit terminates the workers, also on an exception or Ctrl-C here.
-    with context.Pool(min(workers, len(jobs)), initializer=_init_worker,
+    with context.Pool(max(1, min(workers, len(jobs))), initializer=_init_worker,
                       initargs=(debug, tuple(files), unsafe)) as pool:
         yield from pool.imap_unordered(_call, [(fn, job) for job in jobs])
