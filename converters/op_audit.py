@@ -99,6 +99,15 @@ class AuditReport:
                                 "unsupported_ops": self.unsupported(t)} for t in self.op_sets}}
 
 
+def measured_types(op_set: str | None, op: str) -> frozenset | None:
+    """The tensor types (tflm_ops.kernel_type's names) an op set was measured to run `op` in;
+    None for an op set without a measured table (LiteRT's builtins run every builtin)."""
+    from .tflm_ops import TFLM_KERNELS
+
+    tables = {"tflm": TFLM_KERNELS}
+    return tables[op_set].get(op, frozenset()) if op_set in tables else None
+
+
 def infer_integer_only(model: TFLiteModel, mode: QuantMode | None) -> bool:
     if mode is not None:
         return mode.integer_only

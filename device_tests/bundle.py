@@ -499,6 +499,21 @@ def _check_manifest(manifest: object, root: Path) -> None:
         seen.add(entry_id)
         fields.where = f"entries[{i}] ({entry_id})"
         _check_entry(fields, root, models, datasets)
+    ids = set(seen)
+
+    def an_entry(value: object, where: str) -> None:
+        if not isinstance(value, str) or value not in ids:
+            _refuse(where, "the id of an entry of this manifest", value)
+
+    for entry in manifest["entries"]:
+        repair = _Fields(entry, f"entries ({entry['id']})").get("repair", _object)
+        if repair is not None:  # a repaired variant: its label, and the entry it repairs
+            where = f"entries ({entry['id']}).repair"
+            _Fields(repair, where).get("label", _text, required=True)
+            _Fields(repair, where).get("of", an_entry, required=True)
+    for i, record in enumerate(_Fields(manifest, "manifest").get("repairs", _list_of(_object))
+                               or ()):
+        _Fields(record, f"repairs[{i}]").get("of", an_entry, required=True)
 
 
 def _reject_constant(name: str):

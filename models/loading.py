@@ -53,6 +53,24 @@ def load_options(options: LoadOptions):
         _OPTIONS.reset(token)
 
 
+@contextmanager
+def fresh_layer_names():
+    """Keras' automatic layer names counted from zero inside: a layer saved without a name (a
+    tutorial layer whose __init__ takes no name) is then called the same (`step_up`) by every
+    load in every process, not `step_up_1` by a process that loaded the model once before
+    (the build worker and the repair worker must agree on layer names)."""
+    import collections
+
+    from keras.src.backend.common import global_state  # Keras' own counters; not public
+
+    saved = global_state.get_global_attribute("object_name_uids")
+    global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("object_name_uids", saved)
+
+
 def regular_file(path: Path, what: str, hint: str) -> None:
     """Refuse `path` unless it is a regular file (a link to one is fine), from its stat alone:
     opening a FIFO blocks for ever and /dev/zero never ends. `what` names the file in the
@@ -248,7 +266,8 @@ def load_keras(path: Path, options: LoadOptions | None = None):
     else:
         error = None
         try:
-            with load_options(options):  # `tolerated` notes go to this command's options
+            # `tolerated` notes go to this command's options
+            with load_options(options), fresh_layer_names():
                 model = keras.models.load_model(
                     path, custom_objects=options.custom_objects or None,
                     safe_mode=not options.unsafe, compile=kind == KERAS)

@@ -49,10 +49,9 @@ def refused_ops(reason: str) -> list[str]:
 def lacks_everywhere(op_set: str | None, op: str) -> bool:
     """Whether the op set's measured table has `op` in no type at all: no precision can help,
     only a lowering into other ops (GELU on TFLite Micro)."""
-    from ..converters.tflm_ops import TFLM_KERNELS
+    from ..converters.op_audit import measured_types
 
-    tables = {"tflm": TFLM_KERNELS}
-    return op_set in tables and not tables[op_set].get(op)
+    return measured_types(op_set, op) == frozenset()
 
 
 def triggers(manifest: dict, folder: RunFolder, targets) -> dict:

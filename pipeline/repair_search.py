@@ -24,6 +24,7 @@ from ..converters.tflite_file import read_tflite
 from ..converters.variants import RECORD_SCHEMA_VERSION, Variant, file_record, save_variant
 from ..core.versions import versions
 from ..device_tests.schema import ConversionStatus, RunFolder
+from .boundary import JUMP, layer_kinks
 from .stage_convert import model_inputs
 
 SHORT = {"float32": "f32", "int16": "i16"}
@@ -141,7 +142,10 @@ def _search(search: Search) -> dict | None:
                   if not (p == "int16" and search.mode is QuantMode.INT16X8)]
     while groups:
         group = groups.pop(0)
-        keep += [layer for layer in group if layer not in keep]
+        added = [layer for layer in group if layer not in keep]
+        if not added:  # the same conversion again would only spend the budget
+            continue
+        keep += added
         for precision in precisions:
             if search.budget_left <= 0:
                 return None
@@ -158,13 +162,13 @@ def _islands(search: Search, ops: list[str]) -> dict | None:
     """A refusal only: keep just the refused ops (their outputs) in a precision the refusing
     targets have them in, adding the next op a target still lacks, within the budget. The
     layer's output stays in the mode's type, so the tolerance is the plain one's."""
-    from ..converters.tflm_ops import TFLM_KERNELS
+    from ..converters.op_audit import measured_types
 
-    tables = {"tflm": TFLM_KERNELS}
-    sets = {t["op_set"] for t in search.triggers if t.get("op_set") in tables}
+    sets = {t["op_set"] for t in search.triggers if measured_types(t.get("op_set"), "")
+            is not None}
     precisions = [p for p in search.settings.precisions
                   if not (p == "int16" and search.mode is QuantMode.INT16X8)
-                  and all(p in tables[s].get(op, ()) for s in sets for op in ops)]
+                  and all(p in measured_types(s, op) for s in sets for op in ops)]
     if not precisions:
         search.note = (f"no precision in [repair] precisions "
                        f"({', '.join(search.settings.precisions)}) has a kernel for "
@@ -198,8 +202,10 @@ def _culprit_groups(search: Search) -> list[list[str]]:
         groups.append(_holding(search, refused))
     if any(t["kind"] == "failure" for t in search.triggers):
         boundary = _model_block(search).get("boundary") or {}
-        for layer in boundary.get("layers", []):
-            groups.append([*_producers(search.model, layer), layer])
+        for layer, kinks in zip(boundary.get("layers", []), layer_kinks(boundary) if boundary
+                                else [], strict=True):
+            if any(k.get("kind") == JUMP for k in kinks):  # a threshold: units can flip
+                groups.append([*_producers(search.model, layer), layer])
         for t in search.triggers:
             groups += [[layer] for layer in t.get("layers", [])]
     seen, unique = set(), []

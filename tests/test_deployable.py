@@ -174,3 +174,10 @@ def test_the_report_starts_with_the_deployable_table(run, repaired):
     row = _row(repaired[3])
     assert f'href="#v-{row["id"]}">' in page
     assert "has a passing variant (plain or repaired)" in page
+
+
+def test_the_verdict_says_deployable_not_pass_when_a_repair_stands_in(run, repaired):
+    assert ">FAIL — 1 failed, 0 errors<" in (run[0] / "report.html").read_text()
+    page = (repaired[0] / "report.html").read_text()
+    assert '<div class="verdict ok" id="verdict">DEPLOYABLE — 1 failed, 0 errors' in page
+    assert "PASS —" not in page

@@ -60,3 +60,27 @@ def test_bad_repair_settings_are_one_line(tmp_path, text, message):
 ])
 def test_the_ops_a_refusal_names(reason, ops):
     assert refused_ops(reason) == ops
+
+
+def test_a_repaired_entry_must_name_the_entry_it_repairs(tiny_bundle, tmp_path):
+    import shutil
+
+    from tiny_bundle import read_manifest, write_manifest
+
+    from edgepipe.device_tests.bundle import BundleError, load_bundle
+
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle[0], root)
+    manifest = read_manifest(root)
+    first = manifest["entries"][0]
+    made = {**first, "id": first["id"] + ".f32.dense",
+            "repair": {"of": first["id"], "label": f"{first['mode']}+f32[dense]"}}
+    manifest["entries"].append(made)
+    manifest["repairs"] = [{"of": first["id"], "ok": True, "tries": []}]
+    write_manifest(root, manifest)
+    load_bundle(root)  # well formed
+    made["repair"]["of"] = "no-such-entry"
+    write_manifest(root, manifest)
+    with pytest.raises(BundleError, match=r"repair\.of must be the id of an entry of this "
+                                          r"manifest\. Received: \"no-such-entry\""):
+        load_bundle(root)
