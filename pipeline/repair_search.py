@@ -1,18 +1,22 @@
-"""The repair search (issue 15), run in a build worker (TensorFlow): for each plain integer
-variant that failed or that a target refused, try variants that keep the culprit layers in
-higher precision, or that lower an activation into ops the target has, within a budget of
-conversions; judge each try as the runner would (derived tolerance, reference kernels, the
-target's op table); record every try; make the first that passes a bundle entry of its own.
+"""The repair search (issue 15), run in a build worker (TensorFlow): for each plain variant that
+failed or that a target refused, try variants that keep the culprits in higher precision, or
+that lower an activation into ops the target has, within a budget of conversions; judge each
+try as the runner would (derived tolerance, reference kernels, the refusing target's measured
+op table); record every try; make the first that passes a bundle entry of its own.
 
-Culprits, in order: for a failure, the layers with a threshold (pipeline/kinks.py) together
-with the layers that feed them, since a flip is decided by the quantized input of the
-comparison and per-layer statistics do not show it (FACTS.md: mlp_step int8 passes only when
-the Dense feeding the step and the comparison are both float); then the layers whose error is
-worst against their simulated bound, from the runner's per-layer comparison. For a refusal,
-the layers that hold the refused op. Greedy: the next culprit group is added until a try passes
-or the budget is spent; each group is tried in each precision of [repair] precisions.
+- A target lacks an op in every type (GELU on TFLite Micro): the model with the activations
+  that declare a lowering avoiding it (models/lowering.py), converted in the same mode.
+- A target refuses an op in this type only (int8 EXP on TFLite Micro): just those ops kept in
+  a precision the target has them in (op-level islands), adding the next op it still lacks.
+- An integer variant fails: culprit layer groups, greedily added. First the layers with a
+  threshold (a jump, pipeline/kinks.py) together with the layers that feed them: a flip is
+  decided by the quantized input of the comparison, which per-layer statistics do not show
+  (FACTS.md: mlp_step int8 passes only when the Dense feeding the step and the comparison are
+  both float); then the layers worst against their simulated bound, from the runner's
+  per-layer comparison. Each group in each precision of [repair] precisions.
+A repaired variant that a later parity round failed on some target is "rejected": its label is
+not offered again (its try counts against the budget).
 """
-
 from dataclasses import dataclass, field
 from pathlib import Path
 

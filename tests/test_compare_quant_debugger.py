@@ -1,14 +1,15 @@
 """tools/compare_quant_debugger.py: edgepipe's per-layer figures beside TF's QuantizationDebugger
 on a user's tiny model (a tutorial-style layer), run through `edgepipe run` as a user would.
 
-Measured (TF 2.21, ai-edge-litert 2.3.0): with the default kernels (the ones the debugger's own
-interpreter uses) every per-op and accumulated MSE agrees to < 1e-4 relative: both sides run the
-same quantized graph (same grids) and differ only in float32 summation order. With host-ref's
-reference kernels a 1-step rounding difference on some elements moves an MSE by up to a few %.
+Measured (TF 2.21, ai-edge-litert 2.3.0) on this model: every per-op and accumulated MSE and
+max|diff| agrees to <= 1e-5 relative (largest 5.2e-6), with either kernels: both sides run the
+same quantized graph (same grids) and differ only in float32 summation order; 1e-4 leaves a
+margin. Reference kernels (host-ref) may round some elements of some ops (LEAKY_RELU, CONV_2D on
+the zoo) one step differently from the optimized ones the debugger's interpreter uses, which
+moves an MSE by up to a few % on the zoo: 1e-2 allows that for host-ref.
 """
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 
@@ -96,8 +97,8 @@ def test_host_ref_figures_agree_within_reference_kernel_rounding(compared):
     tool, found = compared
     _, rows = _layer_rows(found["reference"])
     for layer, r in rows.items():
-        assert tool.rel_diff(r["tf_mse"], r["ep_mse"]) < 0.1, (layer, r)
-        assert tool.rel_diff(r["tf_whole_mse"], r["runner_mse"]) < 0.1, (layer, r)
+        assert tool.rel_diff(r["tf_mse"], r["ep_mse"]) < 1e-2, (layer, r)
+        assert tool.rel_diff(r["tf_whole_mse"], r["runner_mse"]) < 1e-2, (layer, r)
 
 
 def test_the_first_layer_per_op_error_includes_the_input_quantization(compared):
@@ -107,7 +108,3 @@ def test_the_first_layer_per_op_error_includes_the_input_quantization(compared):
     first = rows["dense"]
     assert tool.rel_diff(first["tf_mse"], first["tf_whole_mse"]) < 1e-6
     assert rows["dense_1"]["tf_whole_mse"] > rows["dense_1"]["tf_mse"]
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
