@@ -100,7 +100,8 @@ def map_layers(model: TFLiteModel, paths, outputs=(), model_name: str | None = N
         if k < len(outputs):
             graph_outputs[index] = outputs[k]
     holds: dict[int, list[str]] = {}  # tensor -> the layers its name (or its origin) gives it
-    last: dict[str, tuple[Operator, int]] = {}  # layer -> (op, tensor) of its last output
+    last: dict[str, tuple[Operator, int]] = {}  # layer -> (op, tensor) of its last own output
+    taken: dict[str, tuple[Operator, int]] = {}  # layer -> its last output a later layer took
     for op in graph.operators:
         inputs = [i for i in op.inputs if i >= 0]
         if inputs and all(i in constant for i in inputs):
@@ -120,24 +121,24 @@ def map_layers(model: TFLiteModel, paths, outputs=(), model_name: str | None = N
             layers = [layer for layer in dict.fromkeys(layers) if layer in order]
             if layers:
                 holds[index] = layers
+            # A tensor that also names a later layer is that layer's work: a Dense followed by
+            # Activation("relu") (one tensor for both), or a mish whose inner Relu the converter
+            # fused into a second copy of the Dense before it. It is a layer's own output only
+            # when it names no later layer.
+            latest = max(layers, key=order.__getitem__, default=None)
             for layer in layers:
-                last[layer] = (op, index)
-    by_tensor: dict[int, list[str]] = {}
-    for layer, (_, index) in last.items():
-        by_tensor.setdefault(index, []).append(layer)
+                (last if layer == latest else taken)[layer] = (op, index)
     rows, fused = [], []
+    for layer, (_, index) in taken.items():
+        if layer not in last:  # no tensor of its own: fused into the latest layer it shares
+            fused.append({"layer": layer,
+                          "into": max(holds[index], key=order.__getitem__)})
     for layer, (op, index) in sorted(last.items(), key=lambda kv: (kv[1][0].index,
                                                                   kv[1][0].outputs.index(
                                                                       kv[1][1]))):
-        owner = max(by_tensor[index], key=order.__getitem__)
-        if layer != owner:
-            continue
         tensor = graph.tensors[index]
         scale, zero_point = _quantization(tensor)
         rows.append({"layer": layer, "op": op.name, "tensor": index,
                      "tensor_name": tensor.name, "dtype": tensor.dtype, "scale": scale,
                      "zero_point": zero_point})
-        fused.extend({"layer": other, "into": layer}
-                     for other in sorted(by_tensor[index], key=order.__getitem__)
-                     if other != layer)
     return rows, fused

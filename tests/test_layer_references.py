@@ -61,7 +61,26 @@ def nested():
     return keras.Model(inputs, L.Dense(1, name="out")(block(stem)), name="outermodel")
 
 
-BUILDERS = {"fused": fused, "residual": residual, "nested": nested}
+class Mish(keras.layers.Layer):
+    """The zoo's mish written in a user's file: x * tanh(softplus(x)) with softplus as
+    relu(x) + log(1 + exp(x - 2 relu(x))). The converter fuses the Relu into a second copy of
+    the Dense before it: that tensor names both layers and is not the Dense's output."""
+
+    def __init__(self):
+        super().__init__()
+
+    def call(self, x):
+        r = tf.nn.relu(x)
+        return x * tf.tanh(r + tf.math.log(1.0 + tf.exp(x - 2.0 * r)))
+
+
+def mish():
+    inputs = keras.Input((6,))
+    hidden = L.Dense(16, name="hidden")(inputs)
+    return keras.Model(inputs, L.Dense(1, name="out")(Mish()(hidden)), name="mishmodel")
+
+
+BUILDERS = {"fused": fused, "residual": residual, "nested": nested, "mish": mish}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +123,21 @@ def test_relu_layer_fused_into_the_dense_before_it(converted, data, mode):
     assert "hidden" in rows[0]["tensor_name"] and "relu" in rows[0]["tensor_name"]
     assert rows[-1]["tensor"] in read_tflite_file(converted["fused"][1][mode].path
                                                   ).subgraphs[0].outputs
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_a_dense_whose_tensor_a_later_layer_took_over_is_fused_into_it(converted, data, mode):
+    """The Dense's own output (its unfused copy) is its row, never the tensor that also holds
+    the mish's inner Relu: comparing that one with the Dense's Keras output named a false birth
+    layer (201 steps against a simulated 5 on the zoo's mlp_mish int8)."""
+    rows, fused_layers = mapped(converted, "mish", mode, data[2])
+    by_layer = {r["layer"]: r for r in rows}
+    assert list(by_layer)[-1] == "out" and "hidden" in by_layer, rows
+    assert "Relu" not in by_layer["hidden"]["tensor_name"], by_layer["hidden"]
+    model = read_tflite_file(converted["mish"][1][mode].path).subgraphs[0]
+    names = [model.tensors[i].name for op in model.operators for i in op.outputs if i >= 0]
+    assert any("hidden" in n and "Relu" in n for n in names), names  # the fusion happened
+    assert fused_layers == []
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
