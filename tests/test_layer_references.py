@@ -18,6 +18,7 @@ from edgepipe.converters.variants import convert_model
 from edgepipe.device_tests.bundle import BundleError, load_bundle
 from edgepipe.device_tests.schema import RunFolder
 from edgepipe.models.datasets import load_npz_as_given
+from edgepipe.models.loading import fresh_layer_names
 from edgepipe.pipeline.bundle import dataset_block, entry, model_block, write_manifest
 from edgepipe.pipeline.tolerances import keras_layer_outputs, simulation
 
@@ -99,7 +100,8 @@ def converted(data, tmp_path_factory):
     made = {}
     for name, build in BUILDERS.items():
         keras.utils.set_random_seed(0)
-        model = build()
+        with fresh_layer_names():  # `step`, whatever other tests named before in this process
+            model = build()
         model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
         model.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
         variants = convert_model(model, name, MODES, out, representative=x_train)

@@ -115,7 +115,7 @@ def user(tmp_path_factory):
     model.compile(optimizer=keras.optimizers.Adam(1e-2),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:1200], y[:1200], epochs=10, batch_size=32, verbose=0)
-    for name in ("steps", "capped", "floats"):
+    for name in ("steps", "capped", "floats", "wide"):
         model.save(root / f"{name}.keras")
     x, y = load_diabetes(return_X_y=True)
     x = ((x - x[:354].mean(0)) / x[:354].std(0)).astype(np.float32)
@@ -160,6 +160,7 @@ def repaired_run(step_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("repaired_run")
     args = ["run", "--config", step_config, "--out", str(out)]
     first = _invoke(args)
+    assert first.exit_code == 0, first.output
     manifest, merged, before = _manifest(out), _results(out), _tree(out)
     again = _invoke(args)
     after = _tree(out)
@@ -241,13 +242,14 @@ def test_no_repair_builds_no_repaired_variant_and_exits_1(step_config, tmp_path)
 
 @pytest.fixture(scope="module")
 def budget_run(user, tmp_path_factory):
-    """Two copies of the step classifier held to a bound no variant can meet (an int8 output
+    """Copies of the step classifier held to a bound no variant can meet (an int8 output
     cannot be within 1e-6 of Keras): `capped` under [repair] max_conversions = 2, `floats`
-    under its own [repair.floats] budget of 1 and float32 only."""
+    under its own [repair.floats] budget of 1 and float32 only, `wide` under its own budget
+    of 4."""
     root, _ = user
     config = _config(root, "budget", '''
         [run]
-        keras = ["capped.keras", "floats.keras"]
+        keras = ["capped.keras", "floats.keras", "wide.keras"]
         data = "digits.npz"
         custom_objects = ["layers.py"]
         modes = ["float32", "int8"]
@@ -256,11 +258,15 @@ def budget_run(user, tmp_path_factory):
         max_abs = 1e-6
         [tolerances.floats.int8]
         max_abs = 1e-6
+        [tolerances.wide.int8]
+        max_abs = 1e-6
         [repair]
         max_conversions = 2
         [repair.floats]
         max_conversions = 1
         precisions = ["float32"]
+        [repair.wide]
+        max_conversions = 4
     ''')
     out = tmp_path_factory.mktemp("budget_run")
     result = _invoke(["run", "--config", config, "--out", str(out)])
@@ -381,3 +387,13 @@ def test_a_refused_op_is_kept_in_float_alone_and_the_variant_passes_on_tflm(tflm
     for target in ("tflm", "host-ref"):
         assert status[(made["id"], target)]["status"] == ResultStatus.PASS, \
             status[(made["id"], target)]["reason"]
+
+
+def test_each_try_is_a_new_conversion(budget_run):
+    """A culprit group that adds no layer to those kept (the step's layers come first as a
+    threshold and its producer, then again as the worst layers) is not converted again."""
+    out, _ = budget_run
+    record = _repairs(_manifest(out))["wide-int8"]
+    labels = [t["label"] for t in record["tries"]]
+    assert len(labels) == 4 and len(set(labels)) == 4, labels
+    assert record["why"].startswith("the budget of 4 conversions is spent")

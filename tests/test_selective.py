@@ -236,7 +236,8 @@ def test_ai_edge_quantizers_default_calibration_clips_the_output(step_model, dia
     model, _, f32 = step_model
     x = calibration(diabetes)
     quant = quantizer.Quantizer(f32, recipe.static_wi8_ai8())
-    qsvs = quant.calibrate({"serving_default": [{"keras_tensor": s[None]} for s in x]})
+    name = model.inputs[0].name  # the signature names the input after the Keras tensor
+    qsvs = quant.calibrate({"serving_default": [{name: s[None]} for s in x]})
     default = bytes(quant.quantize(qsvs, enable_progress_report=False).quantized_model)
     low, high, scale = output_range(default)
     reference = model.predict(x, verbose=0)
