@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import needs
+from tiny_bundle import by_id, entry_of, put_array, read_manifest, write_manifest
 
 from edgepipe.device_tests.bundle import load_bundle
 from edgepipe.device_tests.interpreters import Runtime, find_runtime
@@ -38,29 +39,6 @@ SAMPLES = [1, 4, 5, 9, 12, 20, 33, 41]
 KERAS_LAYERS = ("hidden", "relu", "d2", "out")  # hidden+relu fuse into one tensor
 BORN = re.compile(r"error is born in layer `d2` \(TANH\): \d+(\.\d+)? steps against a "
                   r"simulated \d+(\.\d+)?$")
-
-
-def put_array(root: Path, rel: str, array: np.ndarray) -> str:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, array)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_manifest(root: Path) -> dict:
-    return json.loads((root / "manifest.json").read_text())
-
-
-def write_manifest(root: Path, manifest: dict) -> None:
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-
-def entry_of(manifest: dict, entry_id: str) -> dict:
-    return next(e for e in manifest["entries"] if e["id"] == entry_id)
-
-
-def by_id(document: dict) -> dict:
-    return {record["id"]: record for record in document["results"]}
 
 
 def convert(model, mode: str, representative: np.ndarray) -> bytes:
