@@ -271,7 +271,10 @@ def _try(search: Search, keep: list[str], precision: str,
     rep = by_input_name(search.model, search.rep)
     output_layer = search.model.outputs[0]._keras_history.operation.name
     try:
-        if precision == "float32" and search.mode is QuantMode.INT8:
+        # The QuantizationDebugger keeps the model's int8 output: a float output layer is
+        # AI Edge Quantizer's (float32 at the edges) to make.
+        if (precision == "float32" and search.mode is QuantMode.INT8
+                and (ops or output_layer not in keep)):
             record["tool"] = selective.debugger_tool()
             nodes = (selective.nodes_of_ops(search.plain, ops) if ops else
                      selective.nodes_of_layers(search.plain, keep, output_layer))

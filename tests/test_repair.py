@@ -397,3 +397,16 @@ def test_each_try_is_a_new_conversion(budget_run):
     labels = [t["label"] for t in record["tries"]]
     assert len(labels) == 4 and len(set(labels)) == 4, labels
     assert record["why"].startswith("the budget of 4 conversions is spent")
+
+
+def test_a_float_output_layer_is_made_by_the_tool_that_can_make_it(budget_run):
+    """The QuantizationDebugger keeps an int8 model's output int8: a try that keeps the output
+    layer in float goes to AI Edge Quantizer (float32 at the edges), the others to the
+    debugger."""
+    out, _ = budget_run
+    manifest = _manifest(out)
+    tries = [t for r in manifest["repairs"] for t in r["tries"]
+             if t.get("precision") == "float32" and t.get("tool")]
+    assert any("out" in t["layers"] for t in tries), manifest["repairs"]
+    for t in tries:
+        assert ("ai-edge-quantizer" in t["tool"]) == ("out" in t["layers"]), t
