@@ -99,12 +99,15 @@ class AuditReport:
                                 "unsupported_ops": self.unsupported(t)} for t in self.op_sets}}
 
 
+MEASURED_OP_SETS = ("tflm",)  # those with a measured table of ops and types (tflm_ops.py)
+
+
 def measured_types(op_set: str | None, op: str) -> frozenset | None:
     """The tensor types (tflm_ops.kernel_type's names) an op set was measured to run `op` in;
     None for an op set without a measured table (LiteRT's builtins run every builtin)."""
     from .tflm_ops import TFLM_KERNELS
 
-    tables = {"tflm": TFLM_KERNELS}
+    tables = dict(zip(MEASURED_OP_SETS, (TFLM_KERNELS,), strict=True))
     return tables[op_set].get(op, frozenset()) if op_set in tables else None
 
 

@@ -166,10 +166,9 @@ def _islands(search: Search, ops: list[str]) -> dict | None:
     """A refusal only: keep just the refused ops (their outputs) in a precision the refusing
     targets have them in, adding the next op a target still lacks, within the budget. The
     layer's output stays in the mode's type, so the tolerance is the plain one's."""
-    from ..converters.op_audit import measured_types
+    from ..converters.op_audit import MEASURED_OP_SETS, measured_types
 
-    sets = {t["op_set"] for t in search.triggers if measured_types(t.get("op_set"), "")
-            is not None}
+    sets = {t["op_set"] for t in search.triggers if t.get("op_set") in MEASURED_OP_SETS}
     precisions = [p for p in search.settings.precisions
                   if not (p == "int16" and search.mode is QuantMode.INT16X8)
                   and all(p in measured_types(s, op) for s in sets for op in ops)]
