@@ -255,3 +255,22 @@ def test_time_limit(server, tiny_bundle, tmp_path):
     while _processes_running(["sleep", "97.25"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _processes_running(["sleep", "97.25"])
+
+
+def test_the_layer_references_travel_to_the_board(tiny_bundle, tmp_path):
+    """The per-layer comparison reads each layer's Keras outputs: a board gets them too."""
+    import numpy as np
+    from tiny_bundle import put_array
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bundle[0], run)
+    manifest = read_manifest(run)
+    name = next(iter(manifest["models"]))
+    rel = "reference/layers/mlp.0.npy"  # not a run folder path of the code: a test fixture
+    sha = put_array(run, rel, np.zeros((1, 4), np.float32))
+    manifest["models"][name]["layers"] = {
+        "samples": [0], "outputs": [{"layer": "hidden", "class": "Dense", "path": rel,
+                                     "sha256": sha, "shape": [1, 4], "range": 1.0}]}
+    write_manifest(run, manifest)
+    names = [n for n, _ in _runner_files(run)]
+    assert f"bundle/{rel}" in names, names
