@@ -86,10 +86,16 @@ def finish(config: Path, out: Path) -> None:
     # int8, a real fail): every entry ran to a pass or a fail, none is an error or missing.
     assert done.returncode in (0, 1), done.stderr[-3000:]
     counts = assert_whole(out)
-    assert counts[".tflite"] == 4 and counts[".keras"] == 2, counts
-    summary = json.loads((out / "results.json").read_text())["summary"]
-    assert summary["pass"] + summary["fail"] == 4 and summary["error"] == 0, summary
-    assert summary["missing"] == 0 and summary["ok"] == (done.returncode == 0), summary
+    # 2 models x 2 modes, and a repaired variant of a failing int8 one when repair found one
+    entries = json.loads((out / "manifest.json").read_text())["entries"]
+    repaired = sum(1 for e in entries if e.get("repair"))
+    assert len(entries) == 4 + repaired, entries
+    assert counts[".tflite"] == 4 + repaired and counts[".keras"] == 2, counts
+    merged = json.loads((out / "results.json").read_text())
+    summary = merged["summary"]
+    assert summary["pass"] + summary["fail"] == len(entries) and summary["error"] == 0, summary
+    assert summary["missing"] == 0, summary
+    assert merged["deployable"]["ok"] == (done.returncode == 0), merged["deployable"]
     assert not list(out.rglob(PARTIAL)), "a .partial folder survived a completed run"
 
 
@@ -127,7 +133,9 @@ def test_killed_runs_leave_no_partial_artifact_and_the_next_run_completes(tmp_pa
     for manifest in manifests:  # what reproducing the run needs
         assert manifest["seed"] == 0 and manifest["versions"]["tensorflow-cpu"] == "2.21.0"
         assert manifest["datasets"]["digits"]["sha256"]["train"]
-        assert all(e["converter"]["supported_ops"] for e in manifest["entries"])
+        # the converter options of a plain variant; the tool and the plain entry of a repair
+        assert all(e["converter"]["tool"] and e["repair"]["of"] if e.get("repair") else
+                   e["converter"]["supported_ops"] for e in manifest["entries"])
     assert [e["sha256"] for e in manifests[0]["entries"]] == [
         e["sha256"] for e in manifests[1]["entries"]]
 
