@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import needs
-from tiny_bundle import by_id, entry_of, put_array, read_manifest, write_manifest
+from tiny_bundle import by_id, convert, entry_of, put_array, read_manifest, write_manifest
 
 from edgepipe.device_tests.bundle import load_bundle
 from edgepipe.device_tests.interpreters import Runtime, find_runtime
@@ -39,25 +39,6 @@ SAMPLES = [1, 4, 5, 9, 12, 20, 33, 41]
 KERAS_LAYERS = ("hidden", "relu", "d2", "out")  # hidden+relu fuse into one tensor
 BORN = re.compile(r"error is born in layer `d2` \(TANH\): \d+(\.\d+)? steps against a "
                   r"simulated \d+(\.\d+)?$")
-
-
-def convert(model, mode: str, representative: np.ndarray) -> bytes:
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if mode == "int8":
-        converter.representative_dataset = lambda: ([representative[i:i + 1]]
-                                                     for i in range(len(representative)))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return converter.convert()
 
 
 def keras_layer(tensor_name: str):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import needs
 from mutations import add_entry
-from tiny_bundle import _convert, by_id, read_manifest, write_manifest
+from tiny_bundle import by_id, convert, read_manifest, write_manifest
 
 from edgepipe.device_tests.isolation import failing_op, last_words
 from edgepipe.device_tests.runner import main, run_bundle
@@ -90,7 +90,7 @@ def _degenerate_softmax(data) -> bytes:
     model = keras.Sequential([keras.Input((6,)), dense, keras.layers.Softmax()])
     kernel, bias = dense.get_weights()
     dense.set_weights([kernel * 1e-9, np.zeros_like(bias)])
-    return _convert(model, "int8", data["cls"][0][:100])
+    return convert(model, "int8", data["cls"][0][:100])
 
 
 @pytest.fixture(scope="module")

@@ -81,12 +81,16 @@ def make_models(data: dict) -> dict:
     return {"mlp": reg, "mlp_fixed": fixed, "clf": clf}
 
 
-def _convert(model, mode: str, representative: np.ndarray) -> bytes:
+def convert(model, mode: str, representative: np.ndarray) -> bytes:
+    """`model` as a .tflite in `mode` (float32, float16, dynamic or int8 with int8 I/O)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode == "int8":
+    if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
         converter.representative_dataset = lambda: ([representative[i:i + 1]]
                                                      for i in range(len(representative)))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -145,7 +149,7 @@ def build_bundle(root: Path, data: dict, models: dict) -> dict:
             "dataset": dataset, "activation": "tanh", "family": "mlp", "reference": rel_ref,
             "reference_sha256": put_array(root, rel_ref, reference), "keras_sha256": "0" * 64}
         for mode in ("float32", "int8"):
-            content = _convert(model, mode, x_train[:100])
+            content = convert(model, mode, x_train[:100])
             rel = f"tflite/{model_name}.{mode}.tflite"
             (root / "tflite").mkdir(exist_ok=True)
             (root / rel).write_bytes(content)
