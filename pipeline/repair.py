@@ -145,8 +145,8 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
         ctx.console.print(f"repairing {sum(len(j.triggers) for j, _ in jobs)} variant(s) of "
                           f"{len(jobs)} model(s)", highlight=False)
     keys = {job.name: key for job, key in jobs}
-    # Always in a worker: the conversion tools leave semaphores behind (joblib's), which the
-    # run's own process would be warned about at its exit.
+    # Always in a worker: run in this process, the repair left a "leaked semaphore" warning
+    # (a loky one, joblib's) at the run's exit; its source in the tools was not found.
     for job, (value, files) in run_jobs(_repair_model, [j for j, _ in jobs], ctx.workers,
                                         ctx.debug, config.custom_objects, config.unsafe,
                                         spawn=True):

@@ -17,6 +17,7 @@ op table); record every try; make the first that passes a bundle entry of its ow
 A repaired variant that a later parity round failed on some target is "rejected": its label is
 not offered again (its try counts against the budget).
 """
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class Search:
     data: object
     rep: object
     reference: np.ndarray
+    block: dict  # the model's block of the manifest (its boundary and layers blocks)
     saved_model: Path
     plain: bytes
     settings: object
@@ -85,16 +87,18 @@ def repair_model(job) -> tuple[dict, list]:
     shared: dict = {}
     inputs = model_inputs(job, shared)
     folder = RunFolder(job.out)
-    manifest_entries = _plain_entries(job)
-    reference = np.asarray(inputs.model(inputs.data.x_test, training=False), np.float32)
+    manifest = json.loads(folder.manifest.read_text())
+    block = manifest["models"][job.name]
+    entries = {e["id"]: e for e in manifest["entries"]}
+    reference = np.load(folder.root / block["reference"])  # the bundle's Keras reference
     value, files = {"entries": [], "repairs": [], "rejected": []}, []
     with temporary_export(inputs.model, job.debug) as saved_model:
         for entry_id, entry_triggers in job.triggers.items():
-            entry = manifest_entries[entry_id]
+            entry = entries[entry_id]
             value["rejected"] += [{**t, "of": entry_id} for t in entry_triggers
                                   if t["kind"] == "rejected"]
             search = Search(job, entry, entry_triggers, inputs.model, inputs.data, inputs.rep,
-                            reference, saved_model,
+                            reference, block, saved_model,
                             (folder.root / entry["tflite"]).read_bytes(),
                             job.config.repair_for(job.name))
             found = _search(search)
@@ -111,13 +115,6 @@ def repair_model(job) -> tuple[dict, list]:
                 summary.update(label=found["label"], id=made["id"], why="")
             value["repairs"].append(summary)
     return value, files
-
-
-def _plain_entries(job) -> dict:
-    import json
-
-    manifest = json.loads(RunFolder(job.out).manifest.read_text())
-    return {e["id"]: e for e in manifest["entries"]}
 
 
 def _why_not(search: Search) -> str:
@@ -204,7 +201,7 @@ def _culprit_groups(search: Search) -> list[list[str]]:
     if refused:
         groups.append(_holding(search, refused))
     if any(t["kind"] == "failure" for t in search.triggers):
-        boundary = _model_block(search).get("boundary") or {}
+        boundary = search.block.get("boundary") or {}
         for layer, kinks in zip(boundary.get("layers", []), layer_kinks(boundary) if boundary
                                 else [], strict=True):
             if any(k.get("kind") == JUMP for k in kinks):  # a threshold: units can flip
@@ -218,13 +215,6 @@ def _culprit_groups(search: Search) -> list[list[str]]:
             seen.add(key)
             unique.append(group)
     return unique
-
-
-def _model_block(search: Search) -> dict:
-    import json
-
-    manifest = json.loads(RunFolder(search.job.out).manifest.read_text())
-    return manifest["models"].get(search.entry["model"], {})
 
 
 def _layer_names(search: Search) -> list[str]:
@@ -454,6 +444,6 @@ def _save(search: Search, found: dict) -> tuple[dict, list]:
     variant = Variant(job.name, search.mode, ConversionStatus.CONVERTED, "", record, path)
     made = bundle_entry(job.out, variant, found["model"], search.data, search.reference,
                         search.rep, job.config.tolerances.get(job.name, {}),
-                        keep=found["keep"], layers=_model_block(search).get("layers"))
+                        keep=found["keep"], layers=search.block.get("layers"))
     return made, [folder.rel(path), folder.rel(path.with_suffix(".json"))]
 

@@ -182,28 +182,27 @@ def _cases(root: Path, out: Path) -> list:
     co = ["--custom-objects", str(root / "layers.py")]
     d8, d32 = str(root / "digits8x1.npz"), str(root / "digits32x3.npz")
     all_targets = "host,host-ref,tflm"
+
+    def run(model: str, data: str, name: str, *extra) -> list:
+        """`edgepipe run` of one model on the three targets, into `out/name`."""
+        return ["run", "--model", str(root / model), "--data", data, *extra,
+                "--targets", all_targets, "--out", str(out / name)]
+
     return [
         ("1", "tutorial Swish (no **kwargs, unregistered)",
-         ["run", "--model", str(root / "tutorial_swish.keras"), "--data", d8, *co,
-          "--targets", all_targets, "--out", str(out / "swish")]),
+         run("tutorial_swish.keras", d8, "swish", *co)),
         ("1", "tutorial custom-gradient leaky (kink at -0.5)",
-         ["run", "--model", str(root / "tutorial_leaky.keras"), "--data", d8, *co,
-          "--targets", all_targets, "--out", str(out / "leaky")]),
+         run("tutorial_leaky.keras", d8, "leaky", *co)),
         ("2,3", "tutorial step tf.cast(tf.greater(x, 0))",
-         ["run", "--model", str(root / "tutorial_cast_step.keras"), "--data", d8, *co,
-          "--targets", all_targets, "--out", str(out / "cast_step")]),
+         run("tutorial_cast_step.keras", d8, "cast_step", *co)),
         ("2,4", "user step tf.where(x > 0.25, 1, 0)",
-         ["run", "--model", str(root / "user_step.keras"), "--data", d8, *co,
-          "--targets", all_targets, "--out", str(out / "user_step")]),
+         run("user_step.keras", d8, "user_step", *co)),
         ("5", "residual Dense block (Add)",
-         ["run", "--model", str(root / "residual.keras"), "--data", d8,
-          "--targets", all_targets, "--out", str(out / "residual")]),
+         run("residual.keras", d8, "residual")),
         ("5", "MobileNetV3Small 32x32, weights=None, trained 3 epochs",
-         ["run", "--model", str(root / "mobilenet.keras"), "--data", d32,
-          "--targets", all_targets, "--out", str(out / "mobilenet")]),
+         run("mobilenet.keras", d32, "mobilenet")),
         ("6", "MobileNetV3Small fresh (constant outputs)",
-         ["run", "--model", str(root / "mobilenet_fresh.keras"), "--data", d32,
-          "--targets", all_targets, "--out", str(out / "mobilenet_fresh")]),
+         run("mobilenet_fresh.keras", d32, "mobilenet_fresh")),
         ("7", "legacy .h5", ["convert", str(root / "residual.h5"), "--mode", "all", "--rep-data",
                              str(root / "digits8x1.rep.npy"), "-o", str(out / "h5")]),
         ("7", "SavedModel folder",
@@ -217,8 +216,7 @@ def _cases(root: Path, out: Path) -> list:
          ["check", str(root / "tokens.keras"), "--mode", "all", "--rep-data",
           str(root / "tokens.rep.npy")]),
         ("8", "Embedding over int32 token ids: run",
-         ["run", "--model", str(root / "tokens.keras"), "--data", str(root / "tokens.npz"),
-          "--targets", all_targets, "--out", str(out / "tokens")]),
+         run("tokens.keras", str(root / "tokens.npz"), "tokens")),
         ("9", "convert --mode all without --rep-data",
          ["convert", str(root / "residual.keras"), "--mode", "all", "-o", str(out / "norep")]),
         ("10", "Lambda calling tf.sigmoid, --unsafe",

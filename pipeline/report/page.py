@@ -57,8 +57,8 @@ def _header(run: Run) -> str:
     ok = bool(records) and no_failure and not missing
     # A failing plain variant with a repaired one passing in its place is deployable (the
     # exit code's rule): said so, with what failed, never as a plain pass.
-    repaired = (not ok and not missing and bool(records)
-                and deployable(run.manifest, records, run.targets)["ok"])
+    block = deployable(run.manifest, records, run.targets)
+    repaired = not ok and not missing and bool(records) and block["ok"]
     verdict = ("PASS — all expected checks passed" if ok else
                "NO RESULTS" if not records else
                f"DEPLOYABLE — {counts[ResultStatus.FAIL]} failed, {counts[ResultStatus.ERROR]} "
@@ -71,7 +71,7 @@ def _header(run: Run) -> str:
     chips = " ".join(f'{badge(s)} {counts[s]}' for s in ResultStatus)
     out = ['<h1>edgepipe run report</h1>',
            f'<div class="verdict {"ok" if ok else "bad"}" id="verdict">{e(verdict)}</div>',
-           f'<p>{chips}</p>', _deployable(run)]
+           f'<p>{chips}</p>', _deployable(block)]
 
     folder = run.folder
     warnings = list(run.warnings)
@@ -132,9 +132,8 @@ def _header(run: Run) -> str:
     return "\n".join(out)
 
 
-def _deployable(run: Run) -> str:
+def _deployable(block: dict) -> str:
     """Per model and target, the smallest variant that passes: the answer a user wants first."""
-    block = deployable(run.manifest, run.results.get("results") or [], run.targets)
     bad = [f"{c['model']} {c['mode']} on {c['target']}" for c in block["coverage"]
            if not c["ok"]]
     said = ("Every requested mode the targets support has a passing variant (plain or repaired)."
