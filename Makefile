@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "error: '$(PYTHON) -m venv' failed. On Debian/Ubuntu install the venv module" \
 	       "(apt-get install python3-venv), or set PYTHON=/path/to/python3.11." >&2; exit 2; }
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,micro,npu]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,micro,npu,cluster]"
 	@touch $(STAMP)
 
 pipeline: setup

@@ -225,6 +225,14 @@ def write_json(dest: Path, data) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(dest: Path, data: bytes) -> None:
+    """`data` as the file `dest` (its folders made), whole or not at all."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
 def sha256_file(path: Path) -> str:
     """Hash in 1 MiB blocks: a model may be larger than memory should hold."""
     h = hashlib.sha256()

@@ -514,6 +514,12 @@ def _check_manifest(manifest: object, root: Path) -> None:
     for i, record in enumerate(_Fields(manifest, "manifest").get("repairs", _list_of(_object))
                                or ()):
         _Fields(record, f"repairs[{i}]").get("of", an_entry, required=True)
+    failed = _Fields(manifest, "manifest").get("failed_models", _object) or {}
+    for name, why in failed.items():  # models whose build job died: no blocks, no entries
+        _text(why, f"manifest.failed_models.{name}")
+        if name in models:
+            _refuse(f"manifest.failed_models.{name}", "a model with no block in `models`",
+                    name)
 
 
 def _reject_constant(name: str):

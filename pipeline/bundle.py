@@ -160,13 +160,17 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
 
 
 def write_manifest(root: Path, datasets: dict, models: dict, entries: list, seed: int,
-                   repairs=()) -> dict:
-    """`repairs`: the record of every repair search (pipeline/repair.py), when any ran."""
+                   repairs=(), failed_models=None) -> dict:
+    """`repairs`: the record of every repair search (pipeline/repair.py), when any ran.
+    `failed_models`: {model: why} of the models whose build job died (a cluster worker killed
+    by a signal): they have no blocks and no entries, and the run is not ok."""
     manifest = {"schema_version": MANIFEST_SCHEMA_VERSION,
                 "created_by": f"edgepipe {versions().get('edgepipe', '?')}",
                 "versions": versions(), "seed": seed,
                 "datasets": datasets, "models": models, "entries": entries}
     if repairs:
         manifest["repairs"] = list(repairs)
+    if failed_models:
+        manifest["failed_models"] = dict(failed_models)
     write_json(RunFolder(root).manifest, manifest)
     return manifest

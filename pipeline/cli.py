@@ -351,6 +351,9 @@ Jobs = Annotated[int | None, typer.Option(
          "cores).")]
 Timeout = Annotated[float | None, typer.Option(
     callback=_within(SECONDS), help="Seconds each target may take (default: 1800).")]
+Executor = Annotated[str | None, typer.Option(
+    help="Where model jobs and host parity runners run: local (default: --jobs processes "
+         "here) or dask://HOST:PORT, a Dask cluster (README \"Running on a cluster\").")]
 Strict = Annotated[bool, typer.Option(
     "--strict", help="Exit 1 when any plain variant fails or errs, even when a repaired "
                      "variant of its mode passes.")]
@@ -394,6 +397,7 @@ def run(
     custom_objects: CustomObjects = None,
     unsafe: Unsafe = False,
     jobs: Jobs = None,
+    executor: Executor = None,
     force: Annotated[bool, typer.Option(
         help="Redo every stage, even those whose inputs did not change.")] = False,
     no_repair: Annotated[bool, typer.Option(
@@ -420,7 +424,8 @@ def run(
                     tflite=[str(t) for t in tflite] if tflite else None,
                     data=str(data) if data else None,
                     custom_objects=list(custom_objects) if custom_objects else None,
-                    unsafe=True if unsafe else None, no_repair=True if no_repair else None),
+                    unsafe=True if unsafe else None, no_repair=True if no_repair else None,
+                    executor=executor),
         ssh_identity, ssh_python, timeout)
     _finish(run(RunContext.for_run(config, out_dir, err, _debug(ctx), jobs, force)), out_dir,
             strict)
@@ -439,6 +444,7 @@ def parity(
     ssh_python: SshPython = None,
     timeout: Timeout = None,
     jobs: Jobs = None,
+    executor: Executor = None,
     strict: Strict = False,
 ) -> None:
     """Run parity on an existing run folder (any targets), and rewrite its reports.
@@ -449,7 +455,8 @@ def parity(
     from .config import load_config
     from .run import RunContext, parity
 
-    config = _with_targets(load_config(config_path, targets=target.split(",") if target else None),
+    config = _with_targets(load_config(config_path, targets=target.split(",") if target else None,
+                                       executor=executor),
                            ssh_identity, ssh_python, timeout)
     _finish(parity(RunContext.for_folder(config, run_dir, err, _debug(ctx), jobs)), run_dir,
             strict)

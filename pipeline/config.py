@@ -11,6 +11,8 @@
     layer_samples = 32                     # test samples of every layer's Keras output in the
                                            # bundle (per-layer error; fewer for large layers);
                                            # 0 turns per-layer error off
+    executor = "local"                     # or "dask://HOST:PORT": a Dask cluster (README
+                                           # "Running on a cluster"); --executor
     # Your own trained models instead of the zoo (paths relative to this file); no training:
     # keras = ["my.keras"]                 # each model's name is its file name without .keras
     # data = "my.npz"                      # x_train (calibration), y_train, x_test, y_test
@@ -30,6 +32,9 @@
     ssh_identity = "~/.ssh/id_ed25519"     # default: ssh's own (agent, ~/.ssh/config)
     ssh_options = ["-o", "ProxyJump=gw"]
     accelerator = "ethos-u55-256"          # ethos-u: Vela's --accelerator-config
+
+    [targets.pools]                        # boards of one kind as one target, pool:NAME
+    pi4 = ["ssh://pi@board-a", "ssh://pi@board-b:2222"]   # (README "Board pools")
 
     [budgets.tflm]                         # per target; a variant over budget fails
     max_model_bytes = 100_000
@@ -60,9 +65,12 @@ from ..core.errors import EdgepipeError, unknown_key, unknown_name
 from ..models.loading import SAVED_MODEL, model_kind
 from ..models.zoo import ZOO
 from .budgets import BUDGET_KEYS, check_budget
+from .executors import FORMS as EXECUTORS
+from .executors import LOCAL, check_executor
 from .repair_settings import RepairSettings, check_repair, repair_settings
-from .targets import TARGET_RULES, TargetOptions, check_target
-from .values import COUNT, FLAG, SEED, TABLE, check_table, is_text, names, number
+from .targets import TARGET_RULES, TargetOptions, check_target, get_target
+from .targets.pool import check_pools
+from .values import COUNT, FLAG, SEED, TABLE, Rule, check_table, is_text, names, number
 
 DEFAULT_TARGETS = ("host", "host-ref")
 TARGET_KEYS = tuple(f.name for f in dataclasses.fields(TargetOptions))
@@ -77,6 +85,7 @@ RUN_RULES = {
     "rep_samples": COUNT,
     "layer_samples": number(0, whole=True),
     "unsafe": FLAG,
+    "executor": Rule(f"{EXECUTORS}, e.g. dask://10.0.0.5:8786", is_text),
 }
 RUN_KEYS = (*RUN_RULES, "keras", "tflite", "data", "custom_objects")
 # [tolerances.<model>.<mode>] key -> what it must be (written into manifest.json: JSON has no
@@ -114,14 +123,16 @@ class RunConfig:
     tflite: tuple[str, ...] = ()
     repair: dict = field(default_factory=dict)  # the [repair] table (repair_settings.py)
     no_repair: bool = False  # --no-repair: no model is repaired, whatever [repair] says
+    executor: str = LOCAL  # where model jobs and portable parity chunks run (executors.py)
 
     def __post_init__(self):
         check_table(RUN_RULES, vars(self), "the run config")
+        check_executor(self.executor)
         for m in self.models:
             if m not in ZOO:
                 raise unknown_name("model", m, ZOO)
         for t in self.targets:
-            check_target(t)
+            get_target(t).check_options(self.target_options)  # e.g. a pool it defines
         if not (self.models or self.keras) or not self.modes or not self.targets:
             raise EdgepipeError("Expected at least one model, mode and target in the run config.")
         self._check_user_models()
@@ -301,6 +312,10 @@ def _target_options(table: dict, where: str) -> TargetOptions:
         if key not in TARGET_RULES:
             raise unknown_key(key, TARGET_KEYS, f"{where} [targets]")
     check_table(TARGET_RULES, table, f"{where} [targets]")
+    table = dict(table)
+    if "pools" in table:
+        check_pools(table["pools"], f"{where} [targets.pools]")
+        table["pools"] = {name: tuple(boards) for name, boards in table["pools"].items()}
     return TargetOptions(**{k: tuple(v) if isinstance(v, list) else v
                             for k, v in table.items()})
 

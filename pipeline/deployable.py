@@ -50,7 +50,8 @@ def deployable(manifest: dict, results: list, targets) -> dict:
                 coverage.append({"model": model, "target": target, "mode": mode,
                                  "plain": status[own[0]["id"]], "passing": passing,
                                  "ok": bool(passing) or refused})
-    ok = all(c["ok"] for c in coverage)
+    # A model that could not be built (its cluster worker died) has nothing to deploy.
+    ok = all(c["ok"] for c in coverage) and not manifest.get("failed_models")
     clean = all(status_ok_strict(_status(records, e, t)) for e in entries if not repaired(e)
                 for t in targets)
     return {"rows": rows, "coverage": coverage, "ok": ok, "strict_ok": ok and clean}

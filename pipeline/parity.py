@@ -19,6 +19,7 @@ from ..device_tests.schema import RunFolder, results_document
 from .budgets import apply_budgets
 from .stages import Stages, code_key, digest
 from .targets import TargetOptions, check_target, get_target, runner_said
+from .targets.base import runner_reads
 
 # The code a result depends on: the import closures of the runner, of the target's modules
 # (which hold the targets package, its interface and its options) and of this module, which
@@ -63,8 +64,14 @@ def parity_stage(ctx) -> None:
     results in `ctx.stages`. Runners are child processes (or boards): a crash in native code
     must not take the pipeline down."""
     out, targets, console, stages = ctx.out, ctx.config.targets, ctx.console, ctx.stages
-    options, budgets, debug, workers = (ctx.config.target_options, ctx.config.budgets,
-                                        ctx.debug, ctx.workers)
+    options, budgets, debug, executor = (ctx.config.target_options, ctx.config.budgets,
+                                         ctx.debug, ctx.executor)
+    workers = ctx.workers
+
+    def sessions(target: str) -> int:  # runners at once: --jobs here, a cluster's threads
+        kind = get_target(target)
+        return kind.sessions(executor.remote_threads() if executor.remote(kind) else workers)
+
     try:  # the runner's own check of every field, before any runner starts
         manifest = load_bundle(out).manifest
     except BundleError as exc:
@@ -80,7 +87,7 @@ def parity_stage(ctx) -> None:
         keys[target] = {e["id"]: entry_key(shared, e, manifest) for e in entries}
         stale = [i for i, key in keys[target].items()
                  if not stages.fresh(stage_name(target, i), key)]
-        chunks = _chunks(stale, get_target(target).sessions(workers))
+        chunks = _chunks(stale, sessions(target))
         reused = len(entries) - len(stale)
         console.print(f"parity on {target}: " + ", ".join(filter(None, [
             f"{len(stale)} entries in {len(chunks)} runner(s)" if stale else "",
@@ -89,6 +96,8 @@ def parity_stage(ctx) -> None:
 
     def run_chunk(task) -> dict:
         target, k, chunk = task
+        if executor.remote(get_target(target)):
+            return _remote_chunk(executor, folder, target, chunk, options, debug)
         # Beside the target's results (the runner saves outputs/ beside its results file),
         # named as edgepipe's own: a killed run's chunk is removed by the next one.
         name = folder.target_results(target).with_suffix(f".{k}.partial").name
@@ -101,7 +110,7 @@ def parity_stage(ctx) -> None:
                                     f"{done.returncode}): {runner_said(done.stderr, debug)}"
                                     ) from None
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with ThreadPoolExecutor(max(1, workers + executor.remote_threads())) as pool:
         running = {pool.submit(run_chunk, task): task for task in tasks}
         try:
             for future in as_completed(running):
@@ -121,6 +130,38 @@ def parity_stage(ctx) -> None:
             raise
     for target in targets:
         _write_results(folder, target, manifest, stages, (budgets or {}).get(target))
+
+
+def _remote_chunk(executor, folder: RunFolder, target: str, chunk: list, options,
+                  debug: bool) -> dict:
+    """A chunk on a cluster's worker: the runner's files travel there, its results document
+    comes back, and the outputs it saved are written here, beside this target's results."""
+    from .cluster import write_outputs
+
+    document, outputs = executor.run_remote(chunk_in_folder, target, chunk, options, debug,
+                                            out=folder.root,
+                                            run_files=runner_reads(folder.root, chunk))
+    write_outputs(folder.root, {folder.rel(folder.results_dir / rel): data
+                                for rel, data in outputs.items()})
+    return document
+
+
+def chunk_in_folder(root, target: str, chunk: list, options, debug: bool) -> tuple:
+    """On a worker, in a folder holding the runner's files: run the chunk; (its results
+    document, {path relative to the results folder: bytes} of the outputs it saved)."""
+    from pathlib import Path
+
+    folder = RunFolder(Path(root))
+    path = folder.target_results(target)
+    done = get_target(target).run(folder.root, path, options, only=chunk, debug=debug)
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise EdgepipeError(f"The parity runner on {target} wrote no results (exit "
+                            f"{done.returncode}): {runner_said(done.stderr, debug)}") from None
+    outputs = {p.relative_to(folder.results_dir).as_posix(): p.read_bytes()
+               for p in sorted(folder.results_dir.rglob("*.npy")) if p.is_file()}
+    return document, outputs
 
 
 def _write_results(folder: RunFolder, target: str, manifest: dict, stages: Stages,

@@ -128,7 +128,7 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
     manifest with the repaired entries and the record of every search (`repairs`), written to
     the run folder, or None when it holds them already (nothing needed repair, or the repairs
     `with_previous_repairs` put in it were confirmed)."""
-    from .workers import run_jobs
+    from .executors import JobFailed
 
     config, stages, folder = ctx.config, ctx.stages, ctx.folder
     wanted = {name: t for name, t in triggers(manifest, folder, config.targets).items()
@@ -147,9 +147,15 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
     keys = {job.name: key for job, key in jobs}
     # Always in a worker: run in this process, the repair left a "leaked semaphore" warning
     # (a loky one, joblib's) at the run's exit; its source in the tools was not found.
-    for job, (value, files) in run_jobs(_repair_model, [j for j, _ in jobs], ctx.workers,
-                                        ctx.debug, config.custom_objects, config.unsafe,
-                                        spawn=True):
+    failed = dict(manifest.get("failed_models") or {})
+    for job, result in ctx.executor.map_jobs(_repair_model, [j for j, _ in jobs], config,
+                                             ctx.out, inputs=lambda job: _reads(ctx, job.name),
+                                             spawn=True):
+        if isinstance(result, JobFailed):  # the model keeps its plain variants
+            failed[job.name] = f"repairing {job.name} failed: {result}"
+            ctx.console.print(f"{job.name}: error: {result}", highlight=False, markup=False)
+            continue
+        value, files = result
         value["bundle_key"] = stage_key("bundle", config, ctx.out, job.name)
         stages.record(stage_name(job.name), keys[job.name], files, value)
         stages.save()
@@ -160,10 +166,23 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
 
     entries, repairs = _joined([e for e in manifest["entries"] if not e.get("repair")],
                                [values.get(name) for name in manifest["models"]])
-    if entries == manifest["entries"] and repairs == manifest.get("repairs", []):
+    if entries == manifest["entries"] and repairs == manifest.get("repairs", []) and \
+            failed == manifest.get("failed_models", {}):
         return None  # the repairs of the last run, confirmed: parity has run them already
     return write_manifest(ctx.out, manifest["datasets"], manifest["models"], entries,
-                          manifest["seed"], repairs)
+                          manifest["seed"], repairs, failed)
+
+
+def _reads(ctx, name: str) -> list:
+    """The run-folder files a repair job reads: the manifest and what the model's build
+    stages wrote (its .keras file, variants, references)."""
+    from .build import STAGES
+    from .build import stage_name as build_stage
+
+    done = ctx.stages.done_stages
+    return [ctx.folder.rel(ctx.folder.manifest), *(
+        rel for stage in STAGES for rel in done.get(build_stage(stage, name), {}).get(
+            "outputs", {}))]
 
 
 def _previous(ctx, name: str) -> dict | None:

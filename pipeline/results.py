@@ -275,12 +275,17 @@ def _merge(folder: RunFolder) -> dict:
     # An entry with no result on a target that ran is not a pass: the run is incomplete.
     have = {(r["id"], r["target"]) for r in results}
     counts["missing"] = sum((e["id"], t) not in have for e in manifest["entries"] for t in targets)
+    # A model whose job died on a cluster has no entries: it is counted on its own.
+    failed_models = manifest.get("failed_models") or {}
+    counts["failed_models"] = len(failed_models)
     ok = (counts[ResultStatus.FAIL] == 0 and counts[ResultStatus.ERROR] == 0
-          and counts["missing"] == 0)
+          and counts["missing"] == 0 and not failed_models)
     merged = {"schema_version": RESULTS_SCHEMA_VERSION,
               "manifest_sha256": sha256_file(folder.manifest),
               "targets": targets, "results": results, "summary": {**counts, "ok": ok},
               "deployable": deployable(manifest, results, list(targets))}
+    if failed_models:
+        merged["failed_models"] = failed_models
     write_json(folder.results, merged)
     write_overlays(folder, manifest, results)  # Model Explorer node data, per variant
     write_junit(out, merged)

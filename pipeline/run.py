@@ -19,12 +19,13 @@ from ..device_tests.schema import ConversionStatus, RunFolder
 from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, stage_name
 from .bundle import write_manifest
 from .config import RunConfig
+from .executors import JobFailed, open_executor
 from .parity import parity_stage
 from .repair import ROUNDS as REPAIR_ROUNDS
 from .repair import repair_stage, with_previous_repairs
 from .results import check_other_results, collect
 from .stages import Stages
-from .workers import default_jobs, in_context, prepare, run_jobs
+from .workers import default_jobs, in_context, prepare
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class RunContext:
     stages: Stages
     debug: bool = False
     workers: int = 1
+    executor: object = None  # where model jobs and portable parity chunks run (executors.py)
 
     @property
     def out(self) -> Path:
@@ -61,8 +63,9 @@ class RunContext:
         check_run_folder(out_dir)
         if config.unsafe:
             warn_unsafe(console)
-        return cls(config, RunFolder(out_dir), console, Stages(out_dir, force), debug,
-                   jobs or default_jobs())
+        workers = jobs or default_jobs()
+        return cls(config, RunFolder(out_dir), console, Stages(out_dir, force), debug, workers,
+                   open_executor(config.executor, workers, debug))
 
     @classmethod
     def for_folder(cls, config: RunConfig, run_dir: Path, console, debug: bool = False,
@@ -70,13 +73,21 @@ class RunContext:
         """An existing run folder for `parity`. Every entry runs again (a board may have
         changed); the results are recorded, so that a later `run` in it reuses them."""
         require_run_folder(run_dir)
+        workers = jobs or default_jobs()
         return cls(config, RunFolder(run_dir), console, Stages(run_dir, force=True), debug,
-                   jobs or default_jobs())
+                   workers, open_executor(config.executor, workers, debug))
 
 
 def run(ctx: RunContext) -> dict:
     """Build every model, run parity on every target, repair what failed or was refused (and
     run parity on the repaired variants), collect; the merged results."""
+    try:
+        return _run(ctx)
+    finally:
+        ctx.executor.close()
+
+
+def _run(ctx: RunContext) -> dict:
     manifest = build_stage(ctx)
     check_other_results(ctx.folder, ctx.config.targets)
     warn_constant_references(ctx)
@@ -91,10 +102,13 @@ def run(ctx: RunContext) -> dict:
 
 def parity(ctx: RunContext) -> dict:
     """Parity on every target of the config, then the merged results and the reports."""
-    check_other_results(ctx.folder, ctx.config.targets)
-    warn_constant_references(ctx)
-    parity_stage(ctx)
-    return collect(ctx.out, ctx.stages)
+    try:
+        check_other_results(ctx.folder, ctx.config.targets)
+        warn_constant_references(ctx)
+        parity_stage(ctx)
+        return collect(ctx.out, ctx.stages)
+    finally:
+        ctx.executor.close()
 
 
 def require_run_folder(run_dir: Path) -> None:
@@ -153,14 +167,23 @@ def build_stage(ctx: RunContext) -> dict:
         in_context(check_user_models, config, [job.name for job in jobs])
     if jobs:
         plural = "s" * (len(jobs) != 1)
-        console.print(f"building {len(jobs)} model{plural} on {min(workers, len(jobs))} "
-                      "worker(s)", highlight=False)
-    for job, (done, summary) in run_jobs(build_model, jobs, workers, debug,
-                                         config.custom_objects, config.unsafe):
+        where = (f"{min(workers, len(jobs))} worker(s)" if ctx.executor.name == "local"
+                 else ctx.executor.name)
+        console.print(f"building {len(jobs)} model{plural} on {where}", highlight=False)
+    failed = {}
+    for job, result in ctx.executor.map_jobs(build_model, jobs, config, out,
+                                             inputs=lambda job: _job_reads(stages, job)):
+        if isinstance(result, JobFailed):  # the run goes on without this model
+            failed[job.name] = f"building {job.name} failed: {result}"
+            console.print(Text.assemble((f"{job.name}: error: ", "red"), result),
+                          soft_wrap=True)
+            continue
+        done, summary = result
         for stage in done:
             stages.record(stage.name, stage.key, stage.outputs, stage.value)
         stages.save()
         console.print(_built_line(job, summary), highlight=False)
+    names = [name for name in names if name not in failed]
     values = {name: stages.value(stage_name("bundle", name)) for name in names}
     datasets = {}
     for value in values.values():
@@ -168,7 +191,14 @@ def build_stage(ctx: RunContext) -> dict:
     entries, repairs = with_previous_repairs(ctx, names, [e for v in values.values()
                                                           for e in v["entries"]])
     return write_manifest(out, datasets, {n: v["model"] for n, v in values.items()},
-                          entries, config.seed, repairs)
+                          entries, config.seed, repairs, failed)
+
+
+def _job_reads(stages: Stages, job: BuildJob) -> list:
+    """The run-folder files a build job reads: what the model's stages before its first wrote."""
+    before = STAGES[:STAGES.index(job.first)]
+    return [rel for stage in before
+            for rel in stages.done_stages.get(stage_name(stage, job.name), {}).get("outputs", {})]
 
 
 def _first_stale(config: RunConfig, out: Path, name: str, stages: Stages) -> str | None:

@@ -24,12 +24,14 @@ from edgepipe.pipeline.targets import (
     kind_of,
     listing,
     order_key,
+    pool,
     ssh,
 )
 
 PACKAGE = Path(targets.__file__).parent
 MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PACKAGE)]))
-KIND_MODULES = {"host", "host_ref", "tflm", "qemu_aarch64", "ethos_u", "ssh"}
+KIND_MODULES = {"host", "host_ref", "tflm", "qemu_aarch64", "ethos_u", "ssh", "pool"}
+FORMS = {TargetKind.SSH: ssh.FORM, TargetKind.POOL: pool.FORM}  # a name per board, per pool
 
 
 def test_every_kind_has_a_registered_target_implementing_the_interface():
@@ -37,7 +39,7 @@ def test_every_kind_has_a_registered_target_implementing_the_interface():
     for kind, target in REGISTRY.items():
         assert isinstance(target, Target), kind
         assert target.name and target.description, kind
-        assert target.name == (ssh.FORM if kind is TargetKind.SSH else kind.value)
+        assert target.name == FORMS.get(kind, kind.value)
         assert target.claims(target.name) and kind_of(target.name) is kind
         assert target.compare_with is None or target.compare_with in targets.REGISTRY
         for module in target.modules:  # what its stage key hashes is real code
@@ -82,9 +84,10 @@ def test_base_and_helpers_import_no_kind_module():
 
 
 def test_the_registry_order_is_the_report_order():
-    names = [t.name for t in REGISTRY.values() if t is not REGISTRY[TargetKind.SSH]]
-    boards = ["ssh://a@board", "ssh://pi@zero:2222"]
-    shuffled = [boards[1], "ethos-u", "tflm", boards[0], "host-ref", "qemu-aarch64", "host"]
+    names = [t.name for kind, t in REGISTRY.items() if kind not in FORMS]
+    boards = ["ssh://a@board", "ssh://pi@zero:2222", "pool:lab", "pool:pi4"]
+    shuffled = [boards[1], "ethos-u", boards[3], "tflm", boards[0], "host-ref", "qemu-aarch64",
+                boards[2], "host"]
     assert sorted(shuffled, key=order_key) == names + boards
     assert [row[0] for row in listing()] == [t.name for t in REGISTRY.values()]
     assert order_key("not-a-target") > order_key(boards[1])  # sorts, never raises

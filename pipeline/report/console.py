@@ -4,6 +4,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ...device_tests.schema import ConversionStatus, ResultStatus
+from .read import boards_of
 
 STATUS_STYLE = {ConversionStatus.CONVERTED: "green", ConversionStatus.UNSUPPORTED: "yellow",
                 ConversionStatus.FAILED: "red"}
@@ -91,7 +92,13 @@ def parity_table(merged: dict) -> Table:
                                      for t in targets], "; ".join(reasons)[:120])
     s = merged["summary"]
     table.caption = (", ".join(f"{s[status]} {status}" for status in ResultStatus)
-                     + (f", {s['missing']} missing" if s.get("missing") else ""))
+                     + (f", {s['missing']} missing" if s.get("missing") else "")
+                     + (f", {s['failed_models']} model(s) not built (failed_models in "
+                        "results.json)" if s.get("failed_models") else ""))
+    for t in targets:  # a pool: which of its boards ran how many entries
+        boards = ", ".join(f"{b} ({n})" for b, n in boards_of(merged["results"], t).items())
+        if boards:
+            table.caption += escape(f"; {t} ran on {boards}")
     return table
 
 

@@ -13,7 +13,7 @@ from .compare import differences, outputs_not_finite, where_not_finite
 from .entries import sections
 from .html import CSS, MISSING, anchor, badge, e
 from .layer_plots import section as layer_section
-from .read import ReportEntry, Run
+from .read import ReportEntry, Run, boards_of
 from .text import fmt
 
 INT_MODES = {m.value for m in QuantMode if m.integer_only}
@@ -49,7 +49,10 @@ def _task_delta(task: dict | None) -> str | None:
 def _header(run: Run) -> str:
     records = run.results.get("results") or []
     counts = _counts(records)
-    no_failure = counts[ResultStatus.FAIL] == 0 and counts[ResultStatus.ERROR] == 0
+    # Models whose job died on a cluster worker: no entries, and the run cannot pass.
+    unbuilt = run.manifest.get("failed_models") or {}
+    no_failure = (counts[ResultStatus.FAIL] == 0 and counts[ResultStatus.ERROR] == 0
+                  and not unbuilt)
     # Every manifest entry is expected on every target that ran (as pass, fail, unsupported or
     # error); a missing record is a check that did not run, so the page cannot say "all passed".
     missing = [f"{v.id} on {t}" for v in run.entries if v.entry for t in run.targets
@@ -65,6 +68,7 @@ def _header(run: Run) -> str:
                "errors, and a variant that passes stands in for each (see Deployable)"
                if repaired else
                f"FAIL — {counts[ResultStatus.FAIL]} failed, {counts[ResultStatus.ERROR]} errors"
+               + (f", {len(unbuilt)} model(s) not built" if unbuilt else "")
                if not no_failure else
                f"INCOMPLETE — no check failed, but {len(missing)} expected result(s) are missing")
     ok = ok or repaired
@@ -109,6 +113,7 @@ def _header(run: Run) -> str:
     if versions:
         out.append('<p class="meta">Versions: ' + " · ".join(
             f"{e(k)} <b>{e(v)}</b>" for k, v in versions.items()) + "</p>")
+    warnings += [f"{name} was not built: {why}" for name, why in unbuilt.items()]
     for w in warnings:
         out.append(f'<p class="warn">⚠ {e(w)}</p>')
 
@@ -120,7 +125,9 @@ def _header(run: Run) -> str:
         info = (run.results.get("targets") or {}).get(t) or {}
         rt, pf = info.get("runtime") or {}, info.get("platform") or {}
         c = _counts([r for r in records if r.get("target") == t])
-        out.append(f"<tr><td><b>{e(t)}</b></td><td>{e(rt.get('name', '–'))}</td>"
+        boards = ", ".join(f"{b} ({n})" for b, n in boards_of(records, t).items())
+        listed = f'<br><span class="small">boards: {e(boards)}</span>' if boards else ""
+        out.append(f"<tr><td><b>{e(t)}</b>{listed}</td><td>{e(rt.get('name', '–'))}</td>"
                    f"<td>{e(rt.get('version', '–'))}</td><td>{e(rt.get('kernels', '–'))}</td>"
                    f"<td>{e(pf.get('machine', '–'))}</td><td>{e(pf.get('system', '–'))}</td>"
                    f"<td>{e(pf.get('python', '–'))}</td><td>{e(pf.get('numpy', '–'))}</td>"

@@ -111,6 +111,16 @@ def targets_of(results: dict) -> list[str]:
     return names
 
 
+def boards_of(records: list, target: str) -> dict:
+    """{board: how many entries it ran} of a pool's records on `target` (first seen first);
+    empty for a target that is not a pool."""
+    counts: dict = {}
+    for record in records:
+        if record.get("target") == target and record.get("board"):
+            counts[record["board"]] = counts.get(record["board"], 0) + 1
+    return counts
+
+
 def status_ok(status) -> bool:
     """Whether `status` lets a run pass; an unknown one counts as an error."""
     return status in ResultStatus.values() and ResultStatus(status).ok

@@ -60,7 +60,8 @@ LAYERS = {"samples": "integer", "kernels": "string", "rows": [LAYER_ROW],
 RECORD = {"id": "!string", "target": "!string", "status": "!string", "model": "string",
           "mode": "string", "reason": "string", "seconds": "number", "metrics": METRICS,
           "checks": [{"name": "string", "ok": "boolean"}], "tolerance": TOLERANCE,
-          "outputs": "string", "layers": LAYERS}
+          "outputs": "string", "layers": LAYERS,
+          "board": "string"}  # a pool's records: the ssh:// board that ran the entry
 RESULTS = {"manifest_sha256": "string", "summary": "object",
            "targets": {"*": {"runtime": "object", "platform": "object", "seconds": "number"}},
            "results": [RECORD]}

@@ -10,7 +10,7 @@ light.
 import enum
 
 from ...core.errors import unknown_name
-from . import ethos_u, host, host_ref, qemu_aarch64, ssh, tflm
+from . import ethos_u, host, host_ref, pool, qemu_aarch64, ssh, tflm
 from .base import Target, runner_said
 from .options import TARGET_RULES, TargetOptions
 
@@ -25,12 +25,13 @@ class TargetKind(str, enum.Enum):
     QEMU_AARCH64 = "qemu-aarch64"
     ETHOS_U = "ethos-u"
     SSH = "ssh"  # ssh://user@host[:port]: every board is one
+    POOL = "pool"  # pool:NAME: the boards of [targets.pools] NAME, as one target
 
     def __str__(self) -> str:
         return self.value
 
 
-# kind -> its target; the order is the report's column order (boards last).
+# kind -> its target; the order is the report's column order (boards, then pools, last).
 REGISTRY: dict[TargetKind, Target] = {
     TargetKind.HOST: host.TARGET,
     TargetKind.HOST_REF: host_ref.TARGET,
@@ -38,6 +39,7 @@ REGISTRY: dict[TargetKind, Target] = {
     TargetKind.QEMU_AARCH64: qemu_aarch64.TARGET,
     TargetKind.ETHOS_U: ethos_u.TARGET,
     TargetKind.SSH: ssh.TARGET,
+    TargetKind.POOL: pool.TARGET,
 }
 
 

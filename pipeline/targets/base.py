@@ -28,6 +28,9 @@ class Target(abc.ABC):
     name: str  # what a user writes in --targets and [run] targets
     description: str  # one line for `edgepipe targets`
     compare_with: str | None = None  # the target whose outputs this one's are compared with
+    # Whether any machine with edgepipe installed can run it (a cluster's worker), or only
+    # this one (an emulator image in its cache, a board it reaches).
+    portable: bool = False
     # The op audit's op set (converters/op_audit.OP_SETS) that says, without running, which ops
     # in which types it has; None: only running the model tells.
     op_set: str | None = None
@@ -39,6 +42,11 @@ class Target(abc.ABC):
     def named(self, name: str) -> Target:
         """The target called `name` (one it `claims`); EdgepipeError when it is malformed."""
         return self
+
+    def check_options(self, options: TargetOptions) -> None:
+        """EdgepipeError, before any work, when the run config cannot run this target (a pool
+        it does not define)."""
+        return None  # most targets need nothing of it
 
     @abc.abstractmethod
     def availability(self) -> str | None:
@@ -80,9 +88,11 @@ class Target(abc.ABC):
 
 class LocalRunner(Target):
     """A target that runs `device_tests.runner` on this machine's Python, in a child process: a
-    crash in native code must not take the pipeline down."""
+    crash in native code must not take the pipeline down. It needs nothing but edgepipe's
+    install, so a cluster's worker may run its chunks (`portable`)."""
 
     runner_options: tuple = ()  # the runner's options that make it this target
+    portable = True
 
     def _run(self, run_dir, out_json, options, only, debug):
         cmd = [sys.executable, "-m", "edgepipe.device_tests.runner", str(run_dir),
@@ -93,6 +103,36 @@ class LocalRunner(Target):
                                   timeout=options.timeout)
         except subprocess.TimeoutExpired:
             raise timed_out(self.name, options.timeout) from None
+
+
+def runner_reads(bundle_dir: Path, only=None) -> list[str]:
+    """The bundle's files (relative paths) the runner reads for the entries `only` (default:
+    all): manifest.json, and what their entries, models and datasets name (not the run
+    folder's results, models or report). Files that are missing are left out: the runner
+    reports them on their entries. BundleError when the manifest is bad."""
+    from ...device_tests.bundle import dataset_inputs, load_bundle, resolve_inside  # numpy
+    from ...device_tests.schema import RunFolder
+
+    bundle = load_bundle(bundle_dir)
+    manifest = bundle.manifest
+    entries = [e for e in manifest["entries"] if only is None or e["id"] in set(only)]
+    models = {e.get("model") for e in entries}
+    names = {RunFolder.MANIFEST}
+    for name, model in (manifest.get("models") or {}).items():
+        if name not in models:
+            continue
+        dataset = (manifest.get("datasets") or {}).get(model.get("dataset")) or {}
+        names.update(item["path"] for item in dataset_inputs(dataset))
+        names.update((dataset.get("labels"), model.get("reference")))
+        # the Keras outputs of every layer, for the per-layer comparison
+        names.update(item.get("path") for item in (model.get("layers") or {}).get(
+            "outputs") or ())
+    for entry in entries:
+        dataset = (manifest.get("datasets") or {}).get(entry.get("dataset")) or {}
+        names.update(item["path"] for item in dataset_inputs(dataset))
+        names.update((dataset.get("labels"), entry.get("tflite"), entry.get("reference")))
+    names.discard(None)
+    return sorted(n for n in names if resolve_inside(bundle.root, n, n).is_file())
 
 
 def runner_args(options: TargetOptions, only) -> list:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ...core.errors import unknown_name
 from ..values import SECONDS, TEXT, Rule, check_table, is_text
@@ -18,6 +18,8 @@ class TargetOptions:
     ssh_identity: str | None = None     # a private key; default: ssh's own (agent, ~/.ssh)
     ssh_options: tuple = ()             # extra arguments for ssh, e.g. ("-o", "ProxyJump=gw")
     accelerator: str = "ethos-u55-256"  # Vela's --accelerator-config
+    # [targets.pools]: {name: (ssh:// URL, ...)}, the boards of each `pool:NAME` (pool.py)
+    pools: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_table(TARGET_RULES, asdict(self), "[targets]")
@@ -34,4 +36,9 @@ TARGET_RULES = {
     "ssh_options": Rule('a list of strings, e.g. ["-o", "ProxyJump=gw"]',
                         lambda v: isinstance(v, (list, tuple)) and all(is_text(x) for x in v)),
     "accelerator": TEXT,
+    "pools": Rule('a table of board lists, e.g. [targets.pools] pi4 = ["ssh://pi@board-a", '
+                  '"ssh://pi@board-b:2222"]',
+                  lambda v: isinstance(v, dict) and all(
+                      isinstance(b, (list, tuple)) and all(is_text(x) for x in b)
+                      for b in v.values())),
 }

@@ -6,16 +6,23 @@ holds the files the runner reads plus the `device_tests` package; the remote she
 into a fresh `mktemp -d` folder, runs the runner there, writes a tar of results.json and
 outputs/ on stdout, and removes the folder when it exits. When the run does not end that way
 (time limit, lost connection, Ctrl-C) a second short call kills the runner and removes the folder.
+
+Calls to one board share one authenticated connection (OpenSSH multiplexing: ControlMaster,
+ControlPersist) through a socket in the cache folder, `~/.cache/edgepipe/ssh` ($EDGEPIPE_CACHE
+moves it): a pool's chunks (pool.py) and the clean-up call log in once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -74,6 +81,14 @@ _NO_RUNTIME = re.compile(r"TFLite interpreter|^(ai_edge_litert|tflite_runtime|te
                          r"(not installed|installed but does not import)")
 _SAFE_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9_:][A-Za-z0-9._%:-]*$")  # never a leading "-" (an option)
+# A master connection outlives its last call by this long (seconds): the next call reuses it.
+PERSIST = 60
+# ssh expands %-tokens in a ControlPath and splits it at blanks: a folder with other characters
+# gets no multiplexing rather than a mangled path.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._/+-]+$")
+# A socket path must fit sockaddr_un (104 bytes on macOS, 108 on Linux); ssh first binds the
+# socket under a name 17 characters longer.
+_SOCKET_ROOM = 104 - 17
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,57 @@ def _unpack_results(archive, out_json: Path, folder: str, url: str) -> bool:
     return results is not None
 
 
+def socket_folder() -> Path | None:
+    """The folder of the master connections' sockets, made private (0700), or None when it
+    cannot be (no usable cache folder): the calls then each log in."""
+    root = os.environ.get("EDGEPIPE_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "edgepipe"
+    folder = base.absolute() / "ssh"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.lstat()
+        if not folder.is_dir() or folder.is_symlink() or info.st_uid != os.geteuid():
+            return None  # a socket there would be someone else's to hijack
+        if info.st_mode & 0o077:
+            folder.chmod(0o700)
+    except OSError:
+        return None
+    return folder if _SAFE_PATH.match(str(folder)) else None
+
+
+def _multiplexing(target: SshTarget, identity, ssh_options) -> list:
+    """The options that make calls with the same login share one connection. The socket's name
+    holds the identity and the user's options too: a call with another key or another
+    known_hosts must log in itself, not ride a connection authenticated otherwise."""
+    folder = socket_folder()
+    if folder is None:
+        return []
+    login = [socket.gethostname(), target.user, target.host, target.port,
+             str(identity) if identity else None, list(map(str, ssh_options))]
+    path = f"{folder}/{hashlib.sha256(json.dumps(login).encode()).hexdigest()[:32]}"
+    if len(path) > _SOCKET_ROOM:
+        return []
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPersist={PERSIST}",
+            "-o", f"ControlPath={path}"]
+
+
+def close_connection(url: str, identity=None, ssh_options=()) -> None:
+    """Ask the master connection to `url` (if any) to take no more calls; it ends when its
+    last call does, so a concurrent run's call is not cut."""
+    try:
+        ssh = _ssh_command(parse_url(url), identity, ssh_options, 5)
+    except EdgepipeError:
+        return
+    if not any(arg.startswith("ControlPath=") for arg in ssh):
+        return
+    end = ssh.index("--")
+    try:
+        subprocess.run([*ssh[:end], "-O", "stop", *ssh[end:]], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def _ssh_command(target: SshTarget, identity, ssh_options, connect_timeout) -> list:
     ssh = shutil.which("ssh")
     if ssh is None:
@@ -219,7 +285,8 @@ def _ssh_command(target: SshTarget, identity, ssh_options, connect_timeout) -> l
             raise EdgepipeError(f"The SSH key {identity} does not exist; pass the private key "
                                 f"file with --ssh-identity (e.g. ~/.ssh/id_ed25519)")
         cmd += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
-    cmd += ["-o", f"ConnectTimeout={max(1, math.ceil(connect_timeout))}",
+    cmd += [*_multiplexing(target, identity, ssh_options),
+            "-o", f"ConnectTimeout={max(1, math.ceil(connect_timeout))}",
             "-o", "StrictHostKeyChecking=accept-new",
             # A board that dies mid-run ends the call within a minute, not at the time limit.
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
@@ -237,12 +304,12 @@ def _sh_word(word: str) -> str:
     return shlex.quote(word)
 
 
-def _remote_command(python: str, url: str, extra_args) -> str:
+def _remote_command(python: str, name: str, extra_args) -> str:
     words = shlex.split(python)  # `env -i /opt/py/bin/python3` is a command, quoted word by word
     if not words:
         raise EdgepipeError("The board's Python is empty; set [targets] ssh_python (e.g. "
                             "python3 or /home/pi/venv/bin/python)")
-    args = ["bundle", "--out", _RESULTS, "--target", url, "--save-outputs",
+    args = ["bundle", "--out", _RESULTS, "--target", name, "--save-outputs",
             *map(str, extra_args)]
     script = _SCRIPT.format(python=" ".join(map(_sh_word, words)), boot=shlex.quote(_BOOT),
                             args=" ".join(map(shlex.quote, args)), results=_RESULTS,
@@ -332,19 +399,21 @@ def _remote_failure(url: str, python: str, code: int, marks: dict, stderr: str):
 
 def run_runner(url: str, bundle_dir: Path, out_json: Path, *, python: str = "python3",
                identity: Path | None = None, ssh_options: tuple = (), timeout: float = 1800,
-               connect_timeout: float = 10, debug: bool = False,
-               extra_args=()) -> subprocess.CompletedProcess:
+               connect_timeout: float = 10, debug: bool = False, extra_args=(),
+               name: str | None = None) -> subprocess.CompletedProcess:
     """Run `device_tests.runner` on the board at `url` on the bundle in `bundle_dir`; writes
-    `out_json` and `out_json.parent/outputs/<target folder>/<id>.npy`. Returns the runner's exit
-    code (0 all passed, 1 some failed: results written) and its stderr; everything else raises
-    a one-line EdgepipeError. `timeout` bounds the whole call, copies included."""
+    `out_json` and `out_json.parent/outputs/<target folder>/<id>.npy`, its records and that
+    folder named after the target `name` (default: the URL; a pool's name). Returns the
+    runner's exit code (0 all passed, 1 some failed: results written) and its stderr; everything
+    else raises a one-line EdgepipeError. `timeout` bounds the whole call, copies included."""
     target = parse_url(url)
     out_json = Path(out_json)
     files = _runner_files(Path(bundle_dir))
     ssh = _ssh_command(target, identity, ssh_options, connect_timeout)
     if debug:
         extra_args = (*extra_args, "--debug")
-    cmd = [*ssh, _remote_command(python, url, extra_args)]
+    name = name or url
+    cmd = [*ssh, _remote_command(python, name, extra_args)]
     if debug:
         print(f"ssh target: {shlex.join(cmd[:-1])} 'sh -c ...'", file=sys.stderr)
     with tempfile.TemporaryFile() as upload, tempfile.TemporaryFile() as download, \
@@ -375,7 +444,7 @@ def run_runner(url: str, bundle_dir: Path, out_json: Path, *, python: str = "pyt
         if done.returncode in (0, 1) and os.fstat(download.fileno()).st_size > 0:
             download.seek(0)
             try:
-                fetched = _unpack_results(download, out_json, target_folder(url), url)
+                fetched = _unpack_results(download, out_json, target_folder(name), url)
             except tarfile.TarError as exc:
                 raise EdgepipeError(f"The results archive from {url} is damaged ({exc}); run "
                                     f"again") from None

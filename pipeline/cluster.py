@@ -1,0 +1,216 @@
+"""The driver's side of `--executor dask://HOST:PORT`: jobs run on a Dask distributed cluster.
+
+Dask schedules; edgepipe only submits. At connect the driver checks that every worker runs
+the same edgepipe (its version and its source) and TensorFlow, and that some worker offers the
+`tf` resource that bounds the TensorFlow jobs per worker. Model jobs go through
+`Client.get_executor(resources={"tf": 1})`, no more at once than the cluster has `tf` slots (a
+job waiting on a worker that dies counts against it as if it had run there); parity chunks go
+through a plain executor. Each job's inputs travel by content (pipeline/sandbox.py); its
+outputs come back as bytes, and this process writes them through the atomic path, so a run
+killed at any point leaves every file whole. A job whose worker died (`KilledWorker`, after
+the scheduler's retries) is that job's error, naming the signal from the worker's nanny.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import re
+from pathlib import Path
+
+from ..core.errors import EdgepipeError
+from ..core.files import sha256_file, write_bytes
+from ..core.versions import versions
+from ..device_tests.schema import RunFolder
+from .sandbox import Shipped, pack_user_path, run_in_folder, run_sandboxed
+
+SCHEME = "dask://"
+RESOURCE = "tf"  # the worker resource a TensorFlow job takes one of
+CONNECT_TIMEOUT = "20s"
+_KILLED = re.compile(r"Worker process (\d+) (?:was killed by signal (\d+)|was killed by "
+                     r"unknown signal|exited with status (\d+))")
+
+
+class JobFailed(str):
+    """A job's outcome when its worker died: why, in one line."""
+
+
+def worker_identity() -> dict:
+    """What must be equal on the driver and every worker: the versions of edgepipe and of
+    TensorFlow, and a digest of edgepipe's source (an editable install keeps its version)."""
+    found = versions()
+    tf = {k: found[k] for k in ("tensorflow-cpu", "tensorflow") if k in found}
+    return {"edgepipe": found.get("edgepipe", "?"), **tf, "source": source_digest()}
+
+
+def source_digest() -> str:
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for room in ("core", "models", "converters", "pipeline", "device_tests"):
+        for path in sorted((root / room).rglob("*.py")):
+            h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def describe(identity: dict) -> str:
+    tf = ", ".join(f"{k} {v}" for k, v in identity.items() if k.startswith("tensorflow"))
+    return f"edgepipe {identity['edgepipe']} (source {identity['source']}){', ' + tf if tf else ''}"
+
+
+def _address(url: str) -> str:
+    host_port = url.removeprefix(SCHEME)
+    return f"tcp://{host_port}"
+
+
+class DaskExecutor:
+    """Jobs on the cluster at `url` (dask://HOST:PORT)."""
+
+    def __init__(self, url: str, debug: bool = False):
+        try:
+            from distributed import Client
+        except ImportError:
+            raise EdgepipeError(f"--executor {url} needs Dask distributed, which is not "
+                                "installed; pip install 'edgepipe[cluster]'") from None
+        self.url, self.debug = url, debug
+        try:
+            self.client = Client(_address(url), timeout=CONNECT_TIMEOUT, set_as_default=False)
+        except OSError as exc:
+            raise EdgepipeError(f"Cannot reach the Dask scheduler at {url} ({exc}); start one "
+                                "with `dask scheduler` and workers with `dask worker "
+                                "tcp://HOST:8786 --resources tf=1` (README \"Running on a "
+                                "cluster\")") from None
+        try:
+            self._check_workers()
+        except BaseException:
+            self.client.close()
+            raise
+        self._blobs: dict = {}  # sha256 -> its scattered bytes (each file travels once)
+
+    def _check_workers(self) -> None:
+        mine = worker_identity()
+        theirs = self.client.run(worker_identity)
+        for address, identity in sorted(theirs.items()):
+            if identity != mine:
+                raise EdgepipeError(f"The Dask worker {address} runs {describe(identity)}, "
+                                    f"this driver {describe(mine)}; install the same edgepipe "
+                                    "and TensorFlow on every worker")
+        if not self.slots():
+            raise EdgepipeError(f"No worker of {self.url} offers the resource {RESOURCE!r} "
+                                "that bounds TensorFlow jobs; start workers with `dask worker "
+                                f"... --resources {RESOURCE}=1`")
+
+    def slots(self) -> int:
+        """The cluster's `tf` slots now: how many model jobs may run at once."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return int(sum(w.get("resources", {}).get(RESOURCE, 0) for w in workers))
+
+    def threads(self) -> int:
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return max(1, sum(w.get("nthreads", 1) for w in workers))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _ship(self, data: bytes) -> tuple[str, object]:
+        sha = hashlib.sha256(data).hexdigest()
+        if sha not in self._blobs:
+            key = f"edgepipe-file-{sha}"
+            self._blobs[sha] = self.client.scatter({key: data}, hash=False)[key]
+        return sha, self._blobs[sha]
+
+    def shipped(self, out: Path, run_files, user_paths) -> tuple[Shipped, dict]:
+        """What a job reads (run-folder paths and the user's paths), scattered by content."""
+        blobs, run, user = {}, {}, {}
+        for rel in run_files:
+            sha, blobs_ref = self._ship((Path(out) / rel).read_bytes())
+            run[rel], blobs[sha] = sha, blobs_ref
+        for path in user_paths:
+            sha, blobs_ref = self._ship(pack_user_path(Path(path)))
+            user[str(path)], blobs[sha] = sha, blobs_ref
+        return Shipped(run, user), blobs
+
+    def map_jobs(self, fn, jobs: list, out: Path, inputs):
+        """Yield (job, fn(job)) as each finishes, or (job, JobFailed) when its worker died;
+        `inputs(job)` -> (run-folder paths, user's paths) it reads. Every file a job wrote is
+        written here before it is yielded."""
+        from distributed import KilledWorker
+
+        pending = list(jobs)
+        executor = self.client.get_executor(resources={RESOURCE: 1}, pure=False)
+        running: dict = {}
+        try:
+            while pending or running:
+                free = max(1, self.slots()) - len(running)
+                while pending and free > 0:
+                    job = pending.pop(0)
+                    shipped, blobs = self.shipped(out, *inputs(job))
+                    running[executor.submit(run_sandboxed, fn, job, shipped, blobs,
+                                            self.debug)] = job
+                    free -= 1
+                done, _ = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    job = running.pop(future)
+                    try:
+                        result, files = future.result()
+                    except KilledWorker as exc:
+                        yield job, JobFailed(self._death(exc))
+                        continue
+                    write_outputs(out, files)
+                    yield job, result
+        finally:
+            for future in running:
+                future.cancel()
+
+    def run_remote(self, fn, *args, out: Path, run_files=()):
+        """fn(folder, *args) on a worker, in a fresh folder holding `run_files` (run-folder
+        paths); blocks; returns its result (a parity chunk: not a TensorFlow job)."""
+        shipped, blobs = self.shipped(out, run_files, ())
+        future = self.client.submit(run_in_folder, fn, shipped, blobs, *args, pure=False)
+        return future.result()
+
+    def _death(self, exc) -> str:
+        """The worker's death as its nanny logged it (the nanny outlives the worker and logs
+        its pid): the signal, else the exit status."""
+        worker = getattr(exc, "last_worker", None)
+        how, pid = "its worker process died", getattr(worker, "pid", None)
+        try:
+            logs = self.client.get_worker_logs(n=500, nanny=True) if pid else {}
+        except Exception:  # the nannies are gone too: say what is known
+            logs = {}
+        for _, line in (line for lines in logs.values() for line in lines):
+            found = _KILLED.search(line)
+            if found and found.group(1) == str(pid):
+                how = f"its worker process {_death_phrase(found)}"
+                break
+        where = getattr(worker, "address", None) or "a worker"
+        tries = getattr(exc, "allowed_failures", None)
+        retried = (f" ({tries + 1} worker(s) tried; the last was {where})"
+                   if tries is not None else f" (on {where})")
+        return f"{how}{retried}: out of memory or a crash in native code; Dask's KilledWorker"
+
+
+def _death_phrase(found: re.Match) -> str:
+    import signal
+
+    if found.group(2):
+        number = int(found.group(2))
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"was killed by {name} (signal {number})"
+    if found.group(3):
+        return f"exited with status {found.group(3)}"
+    return "was killed by an unknown signal"
+
+
+def write_outputs(out: Path, files: dict) -> None:
+    """A job's files, each written whole into the run folder (never through a link out)."""
+    folder = RunFolder(out)
+    for rel, data in sorted(files.items()):
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise EdgepipeError(f"A Dask worker returned a file named {rel!r}, outside the run "
+                                "folder; refused it. Check that the workers run this edgepipe")
+        write_bytes(folder.root / rel, data)

@@ -1,0 +1,111 @@
+"""Where a run's work runs, behind one seam: `--executor local` (this machine: `--jobs` spawned
+worker processes, and parity runners as child processes) or `--executor dask://HOST:PORT` (the
+workers of a Dask distributed cluster, pipeline/cluster.py).
+
+Two kinds of work go through it:
+- model jobs (train, convert, bundle; repair): `map_jobs(fn, jobs, ...)` yields (job, result),
+  or (job, JobFailed) when the job's worker died and the run goes on without that model;
+- parity chunks of the targets any edgepipe install can run (host, host-ref, tflm):
+  `remote(target)` says whether they go to the cluster, `run_remote` runs one there.
+Emulators and boards always run from this machine, which reaches them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..core.errors import EdgepipeError
+from .cluster import SCHEME, JobFailed
+from .workers import run_jobs
+
+LOCAL = "local"
+FORMS = f"{LOCAL} or {SCHEME}HOST:PORT"
+
+__all__ = ["FORMS", "LOCAL", "JobFailed", "LocalExecutor", "check_executor", "open_executor",
+           "user_paths"]
+
+
+def check_executor(text: str) -> str:
+    """`text`, when it names an executor; else a one-line EdgepipeError."""
+    if text == LOCAL:
+        return text
+    if isinstance(text, str) and text.startswith(SCHEME):
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.hostname and port and not (parts.path.strip("/") or parts.query
+                                            or parts.username):
+            return text
+    raise EdgepipeError(f"Expected an executor {FORMS} (e.g. dask://10.0.0.5:8786). Received: "
+                        f"{text!r}; the port is the Dask scheduler's (8786 by default)")
+
+
+class LocalExecutor:
+    """This machine: model jobs in `workers` spawned processes (pipeline/workers.py)."""
+
+    name = LOCAL
+
+    def __init__(self, workers: int, debug: bool = False):
+        self.workers, self.debug = workers, debug
+
+    def remote_threads(self) -> int:
+        return 0
+
+    def remote(self, target) -> bool:
+        return False
+
+    def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None, spawn: bool = False):
+        yield from run_jobs(fn, jobs, self.workers, self.debug, config.custom_objects,
+                            config.unsafe, spawn=spawn)
+
+    def close(self) -> None:
+        pass
+
+
+class ClusterExecutor:
+    """A Dask cluster: model jobs sandboxed on its workers (the driver writes their files),
+    and the chunks of portable targets there too."""
+
+    def __init__(self, url: str, debug: bool = False):
+        from .cluster import DaskExecutor
+
+        self.name = url
+        self.dask = DaskExecutor(url, debug)
+
+    def remote_threads(self) -> int:
+        """The cluster's worker threads: parity chunks at once there."""
+        return self.dask.threads()
+
+    def remote(self, target) -> bool:
+        return target.portable
+
+    def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None, spawn: bool = False):
+        def reads(job):
+            return (inputs(job) if inputs else []), user_paths(config, job.name)
+
+        yield from self.dask.map_jobs(fn, jobs, out, reads)
+
+    def run_remote(self, fn, *args, out: Path, run_files=()):
+        return self.dask.run_remote(fn, *args, out=out, run_files=run_files)
+
+    def close(self) -> None:
+        self.dask.close()
+
+
+def open_executor(name: str, workers: int, debug: bool = False):
+    """The executor `name` (checked by `check_executor`), connected."""
+    if check_executor(name) == LOCAL:
+        return LocalExecutor(workers, debug)
+    return ClusterExecutor(name, debug)
+
+
+def user_paths(config, name: str) -> list:
+    """The user's files a model job reads: the model (with its training record, when it has
+    one), the data, the custom objects and the .tflite files given for it."""
+    if not config.keras:
+        return list(config.custom_objects)
+    return [config.user_models[name], config.data, *config.custom_objects,
+            *config.given_tflite.get(name, ())]

@@ -1,0 +1,269 @@
+"""`--executor dask://HOST:PORT`: model jobs and host parity chunks on a Dask cluster.
+
+Real components only, every address on 127.0.0.1: a Dask LocalCluster (a scheduler in this
+process, worker processes with nannies) or `dask scheduler` / `dask worker` started as a user
+would, and `edgepipe run` as a subprocess (the driver). The cluster must build what the local
+executor builds (the same .tflite bytes, the same statuses), a job that kills its worker is
+that model's error while the rest complete, and a worker with another edgepipe is refused.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed", reason="Dask distributed is not installed (pip install 'edgepipe[cluster]'; "
+                          "make setup installs it)")
+
+EDGEPIPE = str(Path(sys.executable).with_name("edgepipe"))
+DASK = str(Path(sys.executable).with_name("dask"))
+
+# A user's layer as tutorials write it; and one whose eager call kills the process it runs in
+# (a segfault or the OOM killer, as far as the worker's nanny can tell).
+LAYERS_PY = textwrap.dedent('''
+    import os
+    import signal
+
+    import tensorflow as tf
+
+
+    class Swishy(tf.keras.layers.Layer):
+        def __init__(self, beta=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.beta = beta
+
+        def call(self, x):
+            return x * tf.sigmoid(self.beta * x)
+
+        def get_config(self):
+            return {**super().get_config(), "beta": self.beta}
+
+
+    class Crash(tf.keras.layers.Layer):
+        def call(self, x):
+            if tf.executing_eagerly():  # loading the model traces it: only a real call dies
+                os.kill(os.getpid(), signal.SIGKILL)
+            return tf.nn.relu(x)
+''')
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """layers.py, data.npz and three small trained models: good.keras and also.keras (Swishy),
+    crash.keras (Crash)."""
+    from conftest import import_as
+
+    root = tmp_path_factory.mktemp("cluster_user")
+    (root / "layers.py").write_text(LAYERS_PY)
+    layers = import_as(root / "layers.py", "cluster_layers_under_test")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    y = (x[:, :3].sum(1) > 0).astype(np.int64)
+    np.savez(root / "data.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:],
+             y_test=y[200:])
+    keras.utils.set_random_seed(0)
+    for name, act in (("good", layers.Swishy(1.0)), ("also", layers.Swishy(2.0)),
+                      ("crash", layers.Crash())):
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), act,
+                                  keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x[:200], y[:200], epochs=5, verbose=0)
+        model.save(root / f"{name}.keras")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two worker processes with one `tf` slot each. A job that kills its worker fails at the
+    first death (Dask's default retries it on 3 more workers, each of which it kills)."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     resources={"tf": 1}, host="127.0.0.1",
+                                     dashboard_address=":0") as local:
+        yield local.scheduler_address.replace("tcp://", "dask://")
+
+
+def edgepipe(*args, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([EDGEPIPE, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def user_run(user: Path, out: Path, models, *extra) -> subprocess.CompletedProcess:
+    args = ["run", "--out", out, "--data", user / "data.npz", "--custom-objects",
+            user / "layers.py", "--targets", "host,host-ref", "--no-repair", *extra]
+    for name in models:
+        args += ["--model", user / f"{name}.keras"]
+    return edgepipe(*args, cwd=out.parent)
+
+
+def tflite_sha256s(run: Path) -> dict:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((run / "tflite").glob("*.tflite"))}
+
+
+def statuses(run: Path) -> dict:
+    results = json.loads((run / "results.json").read_text())
+    return {(r["id"], r["target"]): r["status"] for r in results["results"]}
+
+
+def test_user_models_on_the_cluster_equal_the_local_executor(user, cluster, tmp_path):
+    """Inputs shipped by content (the models, their data, the custom objects), outputs written
+    by the driver: the same .tflite bytes and statuses as `--executor local --jobs 1`."""
+    modes = ("--config", _modes(tmp_path, ["float32", "float16", "int8"]))
+    local = user_run(user, tmp_path / "local", ["good", "also"], "--jobs", "1", *modes)
+    assert local.returncode in (0, 1), local.stderr
+    remote = user_run(user, tmp_path / "remote", ["good", "also"], "--executor", cluster,
+                      *modes)
+    assert remote.returncode == local.returncode, remote.stderr
+    assert f"building 2 models on {cluster}" in remote.stderr
+    assert tflite_sha256s(tmp_path / "remote") == tflite_sha256s(tmp_path / "local")
+    assert len(tflite_sha256s(tmp_path / "local")) == 6
+    assert statuses(tmp_path / "remote") == statuses(tmp_path / "local")
+    # Every output a host runner saved came back and is where its record points.
+    results = json.loads((tmp_path / "remote" / "results.json").read_text())["results"]
+    assert results and all((tmp_path / "remote" / r["outputs"]).is_file() for r in results
+                           if r.get("outputs"))
+    # A second run on the cluster reuses everything: the keys made on the workers are the
+    # driver's.
+    again = user_run(user, tmp_path / "remote", ["good", "also"], "--executor", cluster, *modes)
+    assert "reused 2 of 2 models" in again.stderr, again.stderr
+    assert "building" not in again.stderr
+
+
+def test_a_job_that_kills_its_worker_is_that_models_error(user, cluster, tmp_path):
+    done = user_run(user, tmp_path / "run", ["good", "crash"], "--executor", cluster,
+                    "--config", _modes(tmp_path, ["float32"]))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    run = tmp_path / "run"
+    manifest = json.loads((run / "manifest.json").read_text())
+    results = json.loads((run / "results.json").read_text())
+    why = results["failed_models"]["crash"]
+    assert "SIGKILL (signal 9)" in why and "KilledWorker" in why, why
+    assert manifest["failed_models"] == results["failed_models"]
+    assert list(manifest["models"]) == ["good"]
+    assert results["summary"]["failed_models"] == 1 and not results["summary"]["ok"]
+    assert not results["deployable"]["ok"]
+    # The rest completed: the good model passed on both targets.
+    assert statuses(run) == {("good-float32", "host"): "pass",
+                             ("good-float32", "host-ref"): "pass"}
+    assert "crash: error: its worker process was killed by SIGKILL" in done.stderr
+    assert "crash was not built" in (run / "report.html").read_text()
+
+
+def _modes(folder: Path, modes: list) -> Path:
+    config = folder / "modes.toml"
+    config.write_text(f"[run]\nmodes = {json.dumps(modes)}\n")
+    return config
+
+
+@pytest.fixture
+def scheduler(tmp_path):
+    """`dask scheduler` on a free loopback port, as a user starts it."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "scheduler.log", "wb")
+    process = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                "--no-dashboard"], stdout=log, stderr=log)
+    try:
+        _wait_for(lambda: b"Scheduler at:" in (tmp_path / "scheduler.log").read_bytes(),
+                  "the scheduler", tmp_path / "scheduler.log")
+        yield port
+    finally:
+        _stop(process)
+        log.close()
+
+
+def test_a_worker_with_another_edgepipe_is_refused(scheduler, tmp_path):
+    """A worker whose Python finds another edgepipe (here: an install's metadata that says
+    0.0.1 first on its path) is refused at connect, in one line naming both versions."""
+    fake = tmp_path / "other"
+    (fake / "edgepipe-0.0.1.dist-info").mkdir(parents=True)
+    (fake / "edgepipe-0.0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: edgepipe\nVersion: 0.0.1\n")
+    env = {**os.environ, "PYTHONPATH": str(fake)}
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen([DASK, "worker", f"tcp://127.0.0.1:{scheduler}", "--nthreads",
+                               "1", "--resources", "tf=1", "--no-dashboard"],
+                              stdout=log, stderr=log, env=env)
+    try:
+        _wait_for(lambda: b"Registered to" in (tmp_path / "worker.log").read_bytes(),
+                  "the worker", tmp_path / "worker.log")
+        done = edgepipe("run", "--out", tmp_path / "run", "--executor",
+                        f"dask://127.0.0.1:{scheduler}", cwd=tmp_path, timeout=300)
+    finally:
+        _stop(worker)
+        log.close()
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: The Dask worker tcp://127.0.0.1:"), \
+        done.stderr
+    assert "runs edgepipe 0.0.1 (source" in lines[0] and "this driver edgepipe 0.1.0" in lines[0]
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_workers_without_the_tf_resource_are_refused(scheduler, tmp_path):
+    log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen([DASK, "worker", f"tcp://127.0.0.1:{scheduler}", "--nthreads",
+                               "1", "--no-dashboard"], stdout=log, stderr=log)
+    try:
+        _wait_for(lambda: b"Registered to" in (tmp_path / "worker.log").read_bytes(),
+                  "the worker", tmp_path / "worker.log")
+        done = edgepipe("run", "--out", tmp_path / "run", "--executor",
+                        f"dask://127.0.0.1:{scheduler}", cwd=tmp_path, timeout=300)
+    finally:
+        _stop(worker)
+        log.close()
+    assert done.returncode == 2, done.stderr
+    assert "offers the resource 'tf'" in done.stderr and "--resources tf=1" in done.stderr
+
+
+def _wait_for(condition, what: str, log: Path, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start: {log.read_text()[-2000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # dask's own clean shutdown
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_the_zoo_on_the_cluster_equals_the_local_executor(cluster, tmp_path):
+    """Training, conversion, bundle and a repair (mlp_step int8) on the cluster's workers."""
+    config = tmp_path / "zoo.toml"
+    config.write_text('[run]\nmodels = ["mlp_swish", "mlp_step"]\nmodes = ["float32", '
+                      '"int8"]\nepochs = 3\n')
+    local = edgepipe("run", "--config", config, "--out", tmp_path / "local", "--jobs", "1",
+                     cwd=tmp_path)
+    remote = edgepipe("run", "--config", config, "--out", tmp_path / "remote", "--executor",
+                      cluster, cwd=tmp_path)
+    assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
+    assert tflite_sha256s(tmp_path / "remote") == tflite_sha256s(tmp_path / "local")
+    assert any(".i16." in name or ".f32." in name for name in tflite_sha256s(tmp_path / "remote"))
+    assert statuses(tmp_path / "remote") == statuses(tmp_path / "local")
