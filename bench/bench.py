@@ -3,8 +3,11 @@
 Machines are shared and noisy, so an absolute time means little; its ratio to a baseline timed
 minutes apart on the same machine (importing TensorFlow, one batched invoke, a cold run) does.
 Sections: CLI start vs `import tensorflow`; per-sample vs batched invokes on the digits test set;
-warm vs cold `edgepipe run` and its peak RSS; `--jobs 2` vs `--jobs 1`; int8 vs float32.
-Progress goes to stderr, the table to stdout, raw figures and ratios to bench/results.json.
+warm vs cold `edgepipe run` and its peak RSS; `--jobs 2` vs `--jobs 1`; int8 vs float32; a pool of
+3 loopback ssh boards vs 1 (`edgepipe parity --target pool:NAME`); a cold run on 2 local Dask
+workers vs `--jobs 2`, with the bytes that crossed the network and the per-job costs that
+docs/scale.md builds its estimate on. Progress goes to stderr, the table to stdout, raw figures
+and ratios to bench/results.json.
 
     python -m bench.bench [--quick] [--run DIR] [--repeats N] [--out PATH] [--keep]
 """
@@ -14,10 +17,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.device_tests.schema import ConversionStatus, RunFolder
+from edgepipe.device_tests.schema import ConversionStatus, RunFolder, outputs_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SCHEMA_VERSION = 1  # bench/results.json's own
@@ -128,20 +135,21 @@ with open(sys.argv[1], "a") as f:
 """
 
 
-def measure(cmd: list[str], log_path: Path, poll: float = 0.0, ok=(0,)) -> dict:
+def measure(cmd: list[str], log_path: Path, poll: float = 0.0, ok=(0,), env=None) -> dict:
     """Wall time, exit code and peak RSS (KB) of `cmd` and its process tree.
 
     wait4's rusage gives the exact peak of the tree: the largest single process among the
     command and the descendants it reaped (ru_maxrss is a max, not a sum). With `poll`, the
     command's own peak is read every `poll` seconds: when it falls short of the tree's, the
     largest process was a worker. Output goes to `log_path`; an exit code not in `ok` raises
-    BenchError with the output's tail."""
+    BenchError with the output's tail. `env`: variables added to this process's."""
     report = log_path.with_suffix(".rusage")
     report.unlink(missing_ok=True)
     main_kb = 0
     with open(log_path, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(report), *cmd],
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env} if env else None)
         while poll and proc.poll() is None:
             lines = report.read_text().splitlines() if report.exists() else []
             if lines:
@@ -336,6 +344,261 @@ def int8_vs_float32(run_dir: Path) -> tuple[dict, list]:
     return {"run": str(run_dir)}, figures
 
 
+# --- what a run says on the console, read back -------------------------------------------------
+
+# Rich wraps a console line at the terminal's width (80 in a pipe): the bench's own commands run
+# wide, and the patterns take any whitespace between words anyway.
+WIDE = {"COLUMNS": "1000"}
+
+
+def _words(pattern: str, flags: int = 0) -> re.Pattern:
+    """`pattern` with each space matching any run of whitespace (a wrapped line too)."""
+    return re.compile(pattern.replace(" ", r"\s+"), flags)
+
+
+_SUMMARY = _words(r"cluster on (dask://\S+): (\d+) model job\(s\), (\d+) parity chunk\(s\); "
+                  r"sent ([\d.]+) MB \((\d+) distinct files, each once\), received ([\d.]+) MB "
+                  r"of model job outputs")
+_BUILT = _words(r"^([\w.-]+): trained\b.*?, ([\d.]+) s$", re.M | re.S)
+_PARITY = _words(r"^parity on (\S+): (\d+) entries in (\d+) runner\(s\)", re.M)
+
+
+def cluster_summary(text: str) -> dict | None:
+    """The line a run on a cluster ends with (pipeline/cluster.py `summary`), as numbers:
+    model jobs, parity chunks, bytes sent (each distinct file once) and received."""
+    found = _SUMMARY.search(text)
+    if found is None:
+        return None
+    url, jobs, chunks, sent, files, received = found.groups()
+    return {"executor": url, "model_jobs": int(jobs), "chunks": int(chunks),
+            "bytes_sent": round(float(sent) * 1e6), "files_sent": int(files),
+            "bytes_received": round(float(received) * 1e6)}
+
+
+def job_seconds(text: str) -> dict:
+    """{model: seconds} from a run's `<model>: trained ..., <seconds> s` lines (the time of its
+    job: training, conversion of every mode, bundle)."""
+    return {name: float(seconds) for name, seconds in _BUILT.findall(text)}
+
+
+def parity_chunks(text: str) -> dict:
+    """{target: [entries, chunks]} from a run's `parity on T: N entries in K runner(s)` lines,
+    summed (a run that repairs a variant runs parity again on the new entries)."""
+    found: dict = {}
+    for target, entries, chunks in _PARITY.findall(text):
+        total = found.setdefault(target, [0, 0])
+        total[0] += int(entries)
+        total[1] += int(chunks)
+    return found
+
+
+def _converted(run_dir: Path) -> int:
+    return sum(e["status"] == ConversionStatus.CONVERTED
+               for e in json.loads(RunFolder(run_dir).manifest.read_text())["entries"])
+
+
+# --- section 6: a pool of 3 loopback boards vs 1 -----------------------------------------------
+
+def _load_sshd():
+    """tests/sshd.py (a throwaway sshd; not installed): loaded by path, as the tests load it."""
+    spec = importlib.util.spec_from_file_location("edgepipe_bench_sshd", REPO / "tests" / "sshd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pool_statuses(run_dir: Path, target: str) -> dict:
+    results = json.loads(RunFolder(run_dir).target_results(target).read_text())["results"]
+    return {r["id"]: r["status"] for r in results}
+
+
+def pool(edgepipe: str, run_dir: Path, work: Path) -> tuple[dict, list]:
+    """`edgepipe parity` of the run folder on a pool of one loopback board, then on a pool of
+    three (each on its own copy: parity on a run folder runs every entry again)."""
+    sshd = _load_sshd()
+    why = sshd.missing()
+    if why:
+        return {"skipped": why}, []
+    servers = []
+    try:
+        try:
+            for i in range(3):
+                servers.append(sshd.Sshd(work / f"board{i}").start())
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            return {"skipped": f"a loopback sshd did not start: {exc}"}, []
+        # One client key for every board, and one known_hosts that knows them all.
+        key = (servers[0].folder / "client_key.pub").read_text()
+        for server in servers[1:]:
+            (server.folder / "authorized_keys").write_text(key)
+        known = work / "known_hosts"
+        known.write_text("".join((s.folder / "known_hosts").read_text() for s in servers))
+        urls = [s.url() for s in servers]
+        options = ["-F", "/dev/null", "-o", f"UserKnownHostsFile={known}",
+                   "-o", "StrictHostKeyChecking=yes"]
+        config = work / "pools.toml"
+        config.write_text(f"[targets]\nssh_python = {json.dumps(sys.executable)}\n"
+                          f"ssh_identity = {json.dumps(str(servers[0].identity))}\n"
+                          f"ssh_options = {json.dumps(options)}\n"
+                          f"[targets.pools]\none = {json.dumps(urls[:1])}\n"
+                          f"three = {json.dumps(urls)}\n")
+        # The connections' sockets in the bench's own folder (a short path: a socket's must
+        # fit 104 bytes), not in the user's cache.
+        env = {**WIDE, "EDGEPIPE_CACHE": str(work / "cache")}
+        raw, statuses, boards = {}, {}, {}
+        for name in ("one", "three"):
+            folder, target = work / f"pool-{name}", f"pool:{name}"
+            shutil.copytree(run_dir, folder, symlinks=True)
+            log(f"pool of {len(urls) if name == 'three' else 1}: edgepipe parity RUN --target "
+                f"{target}")
+            raw[name] = measure([edgepipe, "parity", str(folder), "--target", target,
+                                 "--config", str(config)], work / f"pool-{name}.log",
+                                ok=(0, 1), env=env)
+            statuses[name] = _pool_statuses(folder, target)
+            results = json.loads(RunFolder(folder).target_results(target).read_text())
+            boards[name] = sorted({r["board"] for r in results["results"] if r.get("board")})
+    finally:
+        for server in servers:
+            server.stop()
+    entries = _converted(run_dir)
+    same = statuses["one"] == statuses["three"]
+    one, three = raw["one"]["seconds"], raw["three"]["seconds"]
+    info = {"boards": urls, "raw": raw, "entries_run": entries, "statuses_identical": same,
+            "boards_used": boards, "speedup": one / three,
+            "seconds_per_entry_one_board": one / entries if entries else None}
+    figures = [figure("pool", "parity on a pool of 3 boards", three, one, "a pool of 1 board",
+                      "s", speedup=one / three, identical=same,
+                      note=f"speedup {one / three:.2f}x over {entries} entries; statuses "
+                           f"{'identical' if same else 'DIFFER'}; 3 loopback sshd on one "
+                           f"{os.cpu_count()}-core machine: every board shares its CPU, so "
+                           "CPU bound")]
+    return info, figures
+
+
+# --- section 7: a cold run on 2 local Dask workers vs --jobs 2 ----------------------------------
+
+DASK_MISSING = ("Dask distributed is not installed (pip install 'edgepipe[cluster]'; make setup "
+                "installs it)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(log_path: Path, text: bytes, count: int, what: str, limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if log_path.read_bytes().count(text) >= count:
+            return
+        time.sleep(0.2)
+    raise BenchError(f"{what} did not start in {limit:.0f} s: "
+                     f"{log_path.read_text(errors='replace')[-2000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT: dask's own clean shutdown (a worker's nannies and their processes too)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _outputs_bytes(run_dir: Path) -> int:
+    """The bytes of the outputs the parity runners saved (on a cluster: sent back)."""
+    folder = RunFolder(run_dir)
+    targets = {r["target"] for r in json.loads(folder.results.read_text())["results"]}
+    return sum(p.stat().st_size for t in targets
+               for p in outputs_dir(folder.target_results(t), t).rglob("*") if p.is_file())
+
+
+def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) -> tuple[dict,
+                                                                                        list]:
+    """A cold `edgepipe run --executor dask://...` on `dask scheduler` and `dask worker
+    --nworkers 2 --nthreads 1 --resources tf=1` (started here, stopped at the end), against
+    the cold local `--jobs 2` run: `local` (the runs section's, in `work/jobs2`), else one
+    made here. Then the report of the cluster's run with every plot drawn: the driver's
+    serial part, beside the warm run."""
+    dask = Path(sys.executable).with_name("dask")
+    if importlib.util.find_spec("distributed") is None or not dask.exists():
+        return {"skipped": DASK_MISSING}, []
+    extra = ["--config", str(config)] if config else []
+    jobs2 = work / "jobs2"
+    if local is None:
+        log("cluster baseline: edgepipe run --jobs 2 --force")
+        local = measure([edgepipe, "run", "--out", str(jobs2), "--jobs", "2", "--force",
+                         *extra], work / "cold-jobs2.log", poll=0.2, ok=(0, 1))
+    port = _free_port()
+    url = f"dask://127.0.0.1:{port}"
+    processes = []
+    try:
+        for name, cmd in (("scheduler", ["scheduler", "--host", "127.0.0.1", "--port",
+                                         str(port), "--no-dashboard"]),
+                          ("worker", ["worker", f"tcp://127.0.0.1:{port}", "--nworkers", "2",
+                                      "--nthreads", "1", "--resources", "tf=1",
+                                      "--no-dashboard"])):
+            with open(work / f"dask-{name}.log", "wb") as out:
+                processes.append(subprocess.Popen([str(dask), *cmd], stdout=out,
+                                                  stderr=subprocess.STDOUT))
+            if name == "scheduler":
+                _wait_for(work / "dask-scheduler.log", b"Scheduler at:", 1, "dask scheduler")
+        _wait_for(work / "dask-worker.log", b"Registered to", 2, "2 dask workers")
+        remote_dir = work / "dask"
+        log(f"cluster: edgepipe run --executor {url} --force")
+        remote = measure([edgepipe, "run", "--out", str(remote_dir), "--executor", url,
+                          "--force", *extra], work / "cluster.log", poll=0.2, ok=(0, 1),
+                         env=WIDE)
+    finally:
+        for process in reversed(processes):  # the workers first
+            _stop(process)
+    said = (work / "cluster.log").read_text(errors="replace")
+    summary = cluster_summary(said)
+    if summary is None:
+        raise BenchError(f"the cluster run printed no `cluster on ...` line:\n{said[-2000:]}")
+    shutil.rmtree(RunFolder(remote_dir).plots_dir, ignore_errors=True)
+    log("driver: edgepipe report on the cluster's run, every plot drawn")
+    report = measure([edgepipe, "report", str(remote_dir)], work / "report-cold.log")
+    same = {"tflite": _tflite_hashes(jobs2) == _tflite_hashes(remote_dir),
+            "statuses": _statuses(jobs2) == _statuses(remote_dir)}
+    jobs = {"cluster": job_seconds(said),
+            "local": job_seconds((work / "cold-jobs2.log").read_text(errors="replace"))}
+    chunks = parity_chunks(said)
+    parity = {}
+    for target, (entries, count) in chunks.items():
+        seconds = json.loads(RunFolder(remote_dir).target_results(target).read_text())["seconds"]
+        parity[target] = {"entries": entries, "chunks": count, "entries_seconds": seconds,
+                          "seconds_per_chunk": seconds / count, "seconds_per_entry":
+                          seconds / entries}
+    model_jobs = summary["model_jobs"] or 1
+    moved = {**summary, "bytes_received_per_model_job": summary["bytes_received"] / model_jobs,
+             "bytes_sent_per_chunk": summary["bytes_sent"] / max(1, summary["chunks"]),
+             "parity_outputs_bytes": _outputs_bytes(remote_dir)}
+    info = {"executor": url, "workers": "2 processes x 1 thread, tf=1 each", "cluster": remote,
+            "local_jobs2": local, "identical": same, "moved": moved, "job_seconds": jobs,
+            "parity": parity, "models": len(jobs["cluster"]), "entries": _converted(remote_dir),
+            "report_all_plots_drawn": report}
+    ratio = remote["seconds"] / local["seconds"]
+    received = moved["bytes_received_per_model_job"]
+    figures = [figure("cluster", "cold run, dask 2 workers", remote["seconds"], local["seconds"],
+                      "cold, --jobs 2", "s", identical=same,
+                      note=f"{ratio:.2f}x the local time; .tflite "
+                           f"{'identical' if same['tflite'] else 'DIFFER'}; statuses "
+                           f"{'identical' if same['statuses'] else 'DIFFER'}; "
+                           f"{received / 1e6:.2f} MB back per model job; 2 workers on this "
+                           f"{os.cpu_count()}-core machine: CPU bound")]
+    both = [m for m in jobs["cluster"] if m in jobs["local"]]
+    if both:
+        figures.append(figure(
+            "cluster", "model job, dask (median)",
+            statistics.median(jobs["cluster"][m] for m in both),
+            statistics.median(jobs["local"][m] for m in both), "--jobs 2 (median)", "s",
+            note=f"train, convert, bundle: {len(both)} models, as each job timed itself"))
+    return info, figures
+
+
 # --- the machine, and main --------------------------------------------------------------------
 
 def _proc_field(path: str, key: str) -> str | None:
@@ -391,21 +654,26 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="edgepipe-bench-"))
     sections, figures = {}, []
     try:
+        config = work / "quick.toml" if args.quick else None
+        if config:
+            config.write_text(QUICK_CONFIG)
         if args.run:
             run_dir = args.run.resolve()
             sections["runs"] = {"skipped": f"--run {run_dir}: no runs made"}
         else:
-            config = work / "quick.toml" if args.quick else None
-            if config:
-                config.write_text(QUICK_CONFIG)
             sections["runs"], figures, run_dir = runs(edgepipe, work, config)
+        # Right after the runs, beside their cold --jobs 2 run (its folder and its figure).
+        sections["cluster"], rows = cluster(edgepipe, work, config,
+                                            sections["runs"].get("cold_jobs2"))
+        figures += rows
         tflite = next(run_dir / e["tflite"] for e in json.loads(
             RunFolder(run_dir).manifest.read_text())["entries"]
             if e["status"] == ConversionStatus.CONVERTED)
         for name, (info, rows) in (
                 ("cli_start", cli_start(edgepipe, run_dir, tflite, repeats, work)),
                 ("batched_parity", batched_parity(run_dir, repeats)),
-                ("int8_vs_float32", int8_vs_float32(run_dir))):
+                ("int8_vs_float32", int8_vs_float32(run_dir)),
+                ("pool", pool(edgepipe, run_dir, work))):
             sections[name] = info
             figures += rows
     except BenchError as exc:

@@ -233,6 +233,17 @@ def write_bytes(dest: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_returned(root: Path, files: dict) -> None:
+    """Files a cluster's worker returned ({path relative to `root`: bytes}), each written whole
+    into `root`; a name that would leave it is refused."""
+    for rel, data in sorted(files.items()):
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or ".." in parts:
+            raise EdgepipeError(f"A worker returned a file named {rel!r}, outside the run "
+                                "folder; refused it. Check that the workers run this edgepipe")
+        write_bytes(Path(root) / rel, data)
+
+
 def sha256_file(path: Path) -> str:
     """Hash in 1 MiB blocks: a model may be larger than memory should hold."""
     h = hashlib.sha256()

@@ -19,14 +19,13 @@ import re
 from pathlib import Path
 
 from ..core.errors import EdgepipeError
-from ..core.files import sha256_file, write_bytes
+from ..core.files import sha256_file, write_returned
 from ..core.versions import versions
-from ..device_tests.schema import RunFolder
 from .sandbox import Shipped, pack_user_path, run_in_folder, run_sandboxed
 
 SCHEME = "dask://"
 RESOURCE = "tf"  # the worker resource a TensorFlow job takes one of
-CONNECT_TIMEOUT = "20s"
+CONNECT_TIMEOUT = "10s"  # Dask retries a refused connection until then
 _KILLED = re.compile(r"Worker process (\d+) (?:was killed by signal (\d+)|was killed by "
                      r"unknown signal|exited with status (\d+))")
 
@@ -58,8 +57,9 @@ def describe(identity: dict) -> str:
 
 
 def _address(url: str) -> str:
-    host_port = url.removeprefix(SCHEME)
-    return f"tcp://{host_port}"
+    """HOST:PORT without a protocol: Dask's `distributed.comm.default-scheme` (tcp, or tls
+    where the user's Dask configuration turns TLS on) decides it."""
+    return url.removeprefix(SCHEME)
 
 
 class DaskExecutor:
@@ -85,6 +85,9 @@ class DaskExecutor:
             self.client.close()
             raise
         self._blobs: dict = {}  # sha256 -> its scattered bytes (each file travels once)
+        # What crossed the network: bytes scattered (each distinct file once) and returned.
+        self.moved = {"model_jobs": 0, "chunks": 0, "files_sent": 0, "bytes_sent": 0,
+                      "bytes_received": 0}
 
     def _check_workers(self) -> None:
         mine = worker_identity()
@@ -114,6 +117,8 @@ class DaskExecutor:
     def _ship(self, data: bytes) -> tuple[str, object]:
         sha = hashlib.sha256(data).hexdigest()
         if sha not in self._blobs:
+            self.moved["files_sent"] += 1
+            self.moved["bytes_sent"] += len(data)
             key = f"edgepipe-file-{sha}"
             self._blobs[sha] = self.client.scatter({key: data}, hash=False)[key]
         return sha, self._blobs[sha]
@@ -156,7 +161,9 @@ class DaskExecutor:
                     except KilledWorker as exc:
                         yield job, JobFailed(self._death(exc))
                         continue
-                    write_outputs(out, files)
+                    self.moved["model_jobs"] += 1
+                    self.moved["bytes_received"] += sum(map(len, files.values()))
+                    write_returned(out, files)
                     yield job, result
         finally:
             for future in running:
@@ -167,7 +174,17 @@ class DaskExecutor:
         paths); blocks; returns its result (a parity chunk: not a TensorFlow job)."""
         shipped, blobs = self.shipped(out, run_files, ())
         future = self.client.submit(run_in_folder, fn, shipped, blobs, *args, pure=False)
-        return future.result()
+        result = future.result()
+        self.moved["chunks"] += 1
+        return result
+
+    def summary(self) -> str:
+        """One line: the jobs sent and the bytes that crossed the network."""
+        m = self.moved
+        return (f"on {self.url}: {m['model_jobs']} model job(s), {m['chunks']} parity "
+                f"chunk(s); sent {m['bytes_sent'] / 1e6:.2f} MB ({m['files_sent']} distinct "
+                f"files, each once), received {m['bytes_received'] / 1e6:.2f} MB of model "
+                "job outputs")
 
     def _death(self, exc) -> str:
         """The worker's death as its nanny logged it (the nanny outlives the worker and logs
@@ -203,14 +220,3 @@ def _death_phrase(found: re.Match) -> str:
     if found.group(3):
         return f"exited with status {found.group(3)}"
     return "was killed by an unknown signal"
-
-
-def write_outputs(out: Path, files: dict) -> None:
-    """A job's files, each written whole into the run folder (never through a link out)."""
-    folder = RunFolder(out)
-    for rel, data in sorted(files.items()):
-        parts = Path(rel).parts
-        if Path(rel).is_absolute() or ".." in parts or not parts:
-            raise EdgepipeError(f"A Dask worker returned a file named {rel!r}, outside the run "
-                                "folder; refused it. Check that the workers run this edgepipe")
-        write_bytes(folder.root / rel, data)

@@ -61,6 +61,9 @@ class LocalExecutor:
         yield from run_jobs(fn, jobs, self.workers, self.debug, config.custom_objects,
                             config.unsafe, spawn=spawn)
 
+    def summary(self) -> str | None:
+        return None
+
     def close(self) -> None:
         pass
 
@@ -90,6 +93,9 @@ class ClusterExecutor:
 
     def run_remote(self, fn, *args, out: Path, run_files=()):
         return self.dask.run_remote(fn, *args, out=out, run_files=run_files)
+
+    def summary(self) -> str | None:
+        return self.dask.summary()
 
     def close(self) -> None:
         self.dask.close()

@@ -12,7 +12,13 @@ import json
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from ..core.errors import EdgepipeError
-from ..core.files import remove_leftovers, scratch_file, sha256_file, write_json
+from ..core.files import (
+    remove_leftovers,
+    scratch_file,
+    sha256_file,
+    write_json,
+    write_returned,
+)
 from ..core.versions import versions
 from ..device_tests.bundle import BundleError, load_bundle
 from ..device_tests.schema import RunFolder, results_document
@@ -136,13 +142,11 @@ def _remote_chunk(executor, folder: RunFolder, target: str, chunk: list, options
                   debug: bool) -> dict:
     """A chunk on a cluster's worker: the runner's files travel there, its results document
     comes back, and the outputs it saved are written here, beside this target's results."""
-    from .cluster import write_outputs
-
     document, outputs = executor.run_remote(chunk_in_folder, target, chunk, options, debug,
                                             out=folder.root,
                                             run_files=runner_reads(folder.root, chunk))
-    write_outputs(folder.root, {folder.rel(folder.results_dir / rel): data
-                                for rel, data in outputs.items()})
+    write_returned(folder.root, {folder.rel(folder.results_dir / rel): data
+                                 for rel, data in outputs.items()})
     return document
 
 

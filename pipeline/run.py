@@ -47,8 +47,9 @@ class RunContext:
     @classmethod
     def for_run(cls, config: RunConfig, out_dir: Path, console, debug: bool = False,
                 jobs: int | None = None, force: bool = False) -> "RunContext":
-        """A new or earlier run folder for `run`: the user's files are checked before
-        TensorFlow is imported and before the folder is made, then the folder."""
+        """A new or earlier run folder for `run`: the user's files and the executor (a
+        cluster's workers) are checked before TensorFlow is imported and before the folder is
+        made, then the folder."""
         from ..models.custom_objects import custom_object_files
 
         custom_object_files(config.custom_objects)
@@ -59,13 +60,18 @@ class RunContext:
             for path in config.keras:
                 check_model(Path(path))
             load_npz_as_given(Path(config.data), config.seed)
-        writable_folder(out_dir)
-        check_run_folder(out_dir)
+        workers = jobs or default_jobs()
+        executor = open_executor(config.executor, workers, debug)  # a cluster: checked here
+        try:
+            writable_folder(out_dir)
+            check_run_folder(out_dir)
+        except BaseException:
+            executor.close()
+            raise
         if config.unsafe:
             warn_unsafe(console)
-        workers = jobs or default_jobs()
         return cls(config, RunFolder(out_dir), console, Stages(out_dir, force), debug, workers,
-                   open_executor(config.executor, workers, debug))
+                   executor)
 
     @classmethod
     def for_folder(cls, config: RunConfig, run_dir: Path, console, debug: bool = False,
@@ -84,7 +90,7 @@ def run(ctx: RunContext) -> dict:
     try:
         return _run(ctx)
     finally:
-        ctx.executor.close()
+        _close(ctx)
 
 
 def _run(ctx: RunContext) -> dict:
@@ -108,7 +114,15 @@ def parity(ctx: RunContext) -> dict:
         parity_stage(ctx)
         return collect(ctx.out, ctx.stages)
     finally:
-        ctx.executor.close()
+        _close(ctx)
+
+
+def _close(ctx: RunContext) -> None:
+    """Disconnect from a cluster, saying what crossed the network."""
+    said = ctx.executor.summary()
+    if said:
+        ctx.console.print(f"cluster {said}", highlight=False)
+    ctx.executor.close()
 
 
 def require_run_folder(run_dir: Path) -> None:

@@ -113,6 +113,23 @@ CASES = [
     _config("accelerator-unknown", '`accelerator = "ethos-u55-255"` (was refused only when '
             "ethos-u ran)", '[targets]\naccelerator = "ethos-u55-255"\n',
             "Unknown accelerator 'ethos-u55-255'. Did you mean 'ethos-u55-256'?"),
+    _config("pool-empty", "`pi4 = []` in [targets.pools]: a pool with no board",
+            "[targets.pools]\npi4 = []\n",
+            "Expected pool pi4 in c.toml [targets.pools] to list at least one board"),
+    _config("pool-bad-board", '`pi4 = ["pi@board-a"]` in [targets.pools]: no ssh://',
+            '[targets.pools]\npi4 = ["pi@board-a"]\n',
+            "c.toml [targets.pools] pi4: Expected a target ssh://user@host[:port]. Received: "
+            "'pi@board-a'"),
+    _config("pool-board-twice", "the same board twice in one pool",
+            '[targets.pools]\npi4 = ["ssh://pi@a", "ssh://pi@a:22"]\n',
+            "Pool pi4 in c.toml [targets.pools] lists the board a:22 twice"),
+    _config("pool-undefined", '`targets = ["pool:pi5"]` in [run], a pool the config does not '
+            "define", '[run]\ntargets = ["pool:pi5"]\n[targets.pools]\npi4 = ["ssh://pi@a"]\n',
+            "Unknown pool 'pi5'. Valid pools: pi4. Or list its boards in "
+            "the run config (--config): [targets.pools] pi5 = "),
+    _option("pool-no-config", "`--targets pool:pi4` without a config that defines it",
+            ("run", "--targets", "pool:pi4", "--out", "out"),
+            "Unknown pool 'pi4' (pool:pi4): the run config defines no pools"),
     _config("budget-inf", "`max_latency_ms = inf` in [budgets.tflm]",
             "[budgets.tflm]\nmax_latency_ms = inf\n",
             "Expected max_latency_ms in c.toml [budgets.tflm] to be a finite number > 0. "
@@ -164,4 +181,15 @@ CASES = [
     Case("option-train-model-twice", "the same model twice on the command line",
          ("train", "mlp_swish", "mlp_swish", "--out", "out"), 2,
          "Received mlp_swish more than once"),
+    _config("executor-scheme", '`executor = "spark://a:7077"` in [run]',
+            '[run]\nexecutor = "spark://a:7077"\n',
+            "Expected an executor local or dask://HOST:PORT (e.g. dask://10.0.0.5:8786). "
+            "Received: 'spark://a:7077'"),
+    _option("executor-no-port", "`--executor dask://sched` without the scheduler's port",
+            ("run", "--executor", "dask://sched"),
+            "Expected an executor local or dask://HOST:PORT (e.g. dask://10.0.0.5:8786). "
+            "Received: 'dask://sched'; the port is the Dask scheduler's (8786 by default)"),
+    _option("executor-unreachable", "`--executor` naming a port where no scheduler listens",
+            ("run", "--out", "out", "--executor", "dask://127.0.0.1:1"),
+            "Cannot reach the Dask scheduler at dask://127.0.0.1:1"),
 ]

@@ -267,3 +267,33 @@ def test_the_zoo_on_the_cluster_equals_the_local_executor(cluster, tmp_path):
     assert tflite_sha256s(tmp_path / "remote") == tflite_sha256s(tmp_path / "local")
     assert any(".i16." in name or ".f32." in name for name in tflite_sha256s(tmp_path / "remote"))
     assert statuses(tmp_path / "remote") == statuses(tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_run_leaves_every_file_whole(cluster, tmp_path):
+    """The driver is the only writer, through `.partial/`-then-rename: killed at any point
+    (SIGKILL, then SIGINT) while the cluster works, it leaves every file whole, and the next
+    run on the cluster completes with the bytes of a run never interrupted."""
+    from test_interrupts import CONFIG, assert_whole
+
+    config = tmp_path / "run.toml"
+    config.write_text(CONFIG)
+    out = tmp_path / "run"
+    command = [EDGEPIPE, "run", "--config", str(config), "--out", str(out), "--executor", cluster]
+    for at, sig in ((6.0, signal.SIGKILL), (12.0, signal.SIGINT), (3.0, signal.SIGKILL)):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)
+        time.sleep(at)
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+        _, stderr = process.communicate(timeout=120)
+        assert "Traceback" not in stderr, stderr[-2000:]
+        assert_whole(out)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert_whole(out)
+    clean = edgepipe("run", "--config", config, "--out", tmp_path / "clean", "--jobs", "1",
+                     cwd=tmp_path)
+    assert clean.returncode == done.returncode, clean.stderr[-3000:]
+    assert tflite_sha256s(out) == tflite_sha256s(tmp_path / "clean")
+    assert statuses(out) == statuses(tmp_path / "clean")
