@@ -551,6 +551,11 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
         remote = measure([edgepipe, "run", "--out", str(remote_dir), "--executor", url,
                           "--force", *extra], work / "cluster.log", poll=0.2, ok=(0, 1),
                          env=WIDE)
+        # Parity alone on the cluster (every entry again): the wall time of its chunks,
+        # runner start and shipping included, which the entries' own seconds leave out.
+        log(f"cluster: edgepipe parity RUN --executor {url}")
+        parity_only = measure([edgepipe, "parity", str(remote_dir), "--executor", url],
+                              work / "cluster-parity.log", ok=(0, 1), env=WIDE)
     finally:
         for process in reversed(processes):  # the workers first
             _stop(process)
@@ -576,9 +581,12 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
     moved = {**summary, "bytes_received_per_model_job": summary["bytes_received"] / model_jobs,
              "bytes_sent_per_chunk": summary["bytes_sent"] / max(1, summary["chunks"]),
              "parity_outputs_bytes": _outputs_bytes(remote_dir)}
+    again = (work / "cluster-parity.log").read_text(errors="replace")
     info = {"executor": url, "workers": "2 processes x 1 thread, tf=1 each", "cluster": remote,
             "local_jobs2": local, "identical": same, "moved": moved, "job_seconds": jobs,
             "parity": parity, "models": len(jobs["cluster"]), "entries": _converted(remote_dir),
+            "parity_only": {**parity_only, "chunks": parity_chunks(again),
+                            "moved": cluster_summary(again)},
             "report_all_plots_drawn": report}
     ratio = remote["seconds"] / local["seconds"]
     received = moved["bytes_received_per_model_job"]

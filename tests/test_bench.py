@@ -141,6 +141,34 @@ def test_int8_vs_float32_from_manifest_and_results(tiny_bundle, tmp_path):
     assert "mlp_fixed host latency" not in rows and "mlp_fixed size" in rows
 
 
+# What `edgepipe run --executor dask://...` printed (pipeline/run.py, pipeline/parity.py,
+# pipeline/cluster.py), once as a wide console writes it and once wrapped at 80 columns.
+CLUSTER_RUN = """building 2 models on dask://127.0.0.1:40037
+mlp_swish: trained 3 epochs (best 3), converted 2 modes, bundled, 6.0 s
+cnn_hard_swish: trained 12 epochs (best 7, early stop), converted 5 modes (int16x8 failed), bundled, 31.5 s
+mlp_step: repaired int8 (1 of 1 variant(s))
+parity on host: 4 entries in 2 runner(s)
+parity on host-ref: 4 entries in 2 runner(s)
+repairing 1 variant(s) of 1 model(s)
+parity on host: 1 entries in 1 runner(s), 4 reused
+cluster on dask://127.0.0.1:40037: 2 model job(s), 5 parity chunk(s); sent 3.07 MB (84 distinct files, each once), received 1.97 MB of model job outputs
+"""  # noqa: E501 (console lines as printed)
+
+
+@pytest.mark.parametrize("width", [None, 80], ids=["wide", "wrapped"])
+def test_the_cluster_runs_console_lines_read_back(width):
+    import textwrap
+
+    text = CLUSTER_RUN if width is None else "\n".join(
+        textwrap.fill(line, width) for line in CLUSTER_RUN.splitlines())
+    assert bench.cluster_summary(text) == {
+        "executor": "dask://127.0.0.1:40037", "model_jobs": 2, "chunks": 5,
+        "bytes_sent": 3_070_000, "files_sent": 84, "bytes_received": 1_970_000}
+    assert bench.job_seconds(text) == {"mlp_swish": 6.0, "cnn_hard_swish": 31.5}
+    assert bench.parity_chunks(text) == {"host": [5, 3], "host-ref": [4, 2]}
+    assert bench.cluster_summary("building 2 models on 2 worker(s)\n") is None
+
+
 @pytest.mark.slow
 def test_quick_bench_end_to_end(tmp_path):
     """`python -m bench.bench --quick`: three small `edgepipe run`s (needs run --jobs and
@@ -152,11 +180,13 @@ def test_quick_bench_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads(out.read_text())
     assert set(document["sections"]) == {"runs", "cli_start", "batched_parity",
-                                         "int8_vs_float32"}
+                                         "int8_vs_float32", "cluster", "pool"}
     assert "skipped" not in document["sections"]["runs"]
     assert document["machine"]["cores"] >= 1 and document["date"]
+    # Without sshd or Dask those sections say why, and the bench goes on.
+    ran = {s for s in ("cluster", "pool") if "skipped" not in document["sections"][s]}
     sections = {f["section"] for f in document["figures"]}
-    assert sections == {"runs", "cli start", "batched parity", "int8 vs float32"}
+    assert sections == {"runs", "cli start", "batched parity", "int8 vs float32"} | ran
     for f in document["figures"]:
         assert f["baseline"] > 0 and f["baseline_name"], f
         assert math.isfinite(f["ratio"]) and f["ratio"] > 0, f
@@ -171,6 +201,14 @@ def test_quick_bench_end_to_end(tmp_path):
     assert len(batched) == 8 and all(f["identical"] for f in batched)
     assert document["sections"]["runs"]["jobs2_identical"] == {"tflite": True, "statuses": True}
     assert document["sections"]["runs"]["warm_statuses_identical"]
+    if "cluster" in ran:
+        cluster = document["sections"]["cluster"]
+        assert cluster["identical"] == {"tflite": True, "statuses": True}
+        assert cluster["moved"]["model_jobs"] == 2 and cluster["moved"]["bytes_received"] > 0
+        assert set(cluster["job_seconds"]["cluster"]) == {"mlp_swish", "cnn_swish"}
+    if "pool" in ran:
+        assert document["sections"]["pool"]["statuses_identical"]
+        assert len(document["sections"]["pool"]["boards_used"]["three"]) > 1
     lines = done.stdout.splitlines()
     shown = [f for f in document["figures"] if not f.get("detail")]
     assert lines[0].startswith("section") and len(lines) == 1 + len(shown)

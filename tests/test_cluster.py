@@ -7,6 +7,7 @@ executor builds (the same .tflite bytes, the same statuses), a job that kills it
 that model's error while the rest complete, and a worker with another edgepipe is refused.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -141,6 +142,31 @@ def test_user_models_on_the_cluster_equal_the_local_executor(user, cluster, tmp_
     again = user_run(user, tmp_path / "remote", ["good", "also"], "--executor", cluster, *modes)
     assert "reused 2 of 2 models" in again.stderr, again.stderr
     assert "building" not in again.stderr
+
+
+def test_parity_chunks_on_the_cluster_equal_local_runners(user, cluster, tmp_path):
+    """`edgepipe parity --executor`: the host and tflm runners on the workers, from the files
+    shipped to them; the outputs they saved come back beside the results."""
+    from conftest import needs
+
+    needs(importlib.util.find_spec("tflite_micro") is not None,
+          "tflite-micro is not installed (pip install 'edgepipe[micro]')")
+    run = tmp_path / "run"
+    built = user_run(user, run, ["good"], "--jobs", "1",
+                     "--config", _modes(tmp_path, ["float32", "int8"]))
+    assert built.returncode in (0, 1), built.stderr
+    found = {}
+    for how in ([], ["--executor", cluster]):
+        done = edgepipe("parity", run, "--target", "host,tflm", "--jobs", "1", *how,
+                        cwd=tmp_path)
+        assert done.returncode in (0, 1), done.stderr
+        results = json.loads((run / "results.json").read_text())["results"]
+        found[bool(how)] = {(r["id"], r["target"]): (r["status"], r["metrics"].get("max_abs"))
+                            for r in results if r["target"] in ("host", "tflm")}
+        assert all((run / r["outputs"]).is_file() for r in results if r.get("outputs"))
+    assert found[True] == found[False]
+    assert {t for _, t in found[True]} == {"host", "tflm"}
+    assert "parity chunk(s)" in done.stderr and "0 model job(s)" in done.stderr
 
 
 def test_a_job_that_kills_its_worker_is_that_models_error(user, cluster, tmp_path):
