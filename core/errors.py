@@ -31,3 +31,8 @@ def unknown_key(key: str, valid, where: str) -> EdgepipeError:
     near = nearest(key, valid)
     hint = f" Did you mean {near!r}?" if near else f" Valid keys: {', '.join(valid)}."
     return EdgepipeError(f"Unknown key {key!r} in {where}.{hint}")
+
+
+class JobFailed(str):
+    """A job's outcome, not an exception, when its worker process died (a cluster's worker
+    killed by a signal): why, in one line. The run goes on and records it as that job's error."""

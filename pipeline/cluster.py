@@ -18,7 +18,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from ..core.errors import EdgepipeError
+from ..core.errors import EdgepipeError, JobFailed
 from ..core.files import sha256_file, write_returned
 from ..core.versions import versions
 from .sandbox import Shipped, pack_user_path, run_in_folder, run_sandboxed
@@ -28,10 +28,6 @@ RESOURCE = "tf"  # the worker resource a TensorFlow job takes one of
 CONNECT_TIMEOUT = "10s"  # Dask retries a refused connection until then
 _KILLED = re.compile(r"Worker process (\d+) (?:was killed by signal (\d+)|was killed by "
                      r"unknown signal|exited with status (\d+))")
-
-
-class JobFailed(str):
-    """A job's outcome when its worker died: why, in one line."""
 
 
 def worker_identity() -> dict:
@@ -85,6 +81,7 @@ class DaskExecutor:
             self.client.close()
             raise
         self._blobs: dict = {}  # sha256 -> its scattered bytes (each file travels once)
+        self._chunks = self.client.get_executor(pure=False)
         # What crossed the network: bytes scattered (each distinct file once) and returned.
         self.moved = {"model_jobs": 0, "chunks": 0, "files_sent": 0, "bytes_sent": 0,
                       "bytes_received": 0}
@@ -171,10 +168,16 @@ class DaskExecutor:
 
     def run_remote(self, fn, *args, out: Path, run_files=()):
         """fn(folder, *args) on a worker, in a fresh folder holding `run_files` (run-folder
-        paths); blocks; returns its result (a parity chunk: not a TensorFlow job)."""
+        paths); blocks; returns its result, or JobFailed when its worker died (a parity chunk:
+        not a TensorFlow job, so no `tf` slot)."""
+        from distributed import KilledWorker
+
         shipped, blobs = self.shipped(out, run_files, ())
-        future = self.client.submit(run_in_folder, fn, shipped, blobs, *args, pure=False)
-        result = future.result()
+        future = self._chunks.submit(run_in_folder, fn, shipped, blobs, *args)
+        try:
+            result = future.result()
+        except KilledWorker as exc:
+            return JobFailed(self._death(exc))
         self.moved["chunks"] += 1
         return result
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..core.errors import EdgepipeError
-from .cluster import SCHEME, JobFailed
+from ..core.errors import EdgepipeError, JobFailed
+from .cluster import SCHEME
 from .workers import run_jobs
 
 LOCAL = "local"

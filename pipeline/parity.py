@@ -11,7 +11,7 @@ import copy
 import json
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from ..core.errors import EdgepipeError
+from ..core.errors import EdgepipeError, JobFailed
 from ..core.files import (
     remove_leftovers,
     scratch_file,
@@ -21,7 +21,7 @@ from ..core.files import (
 )
 from ..core.versions import versions
 from ..device_tests.bundle import BundleError, load_bundle
-from ..device_tests.schema import RunFolder, results_document
+from ..device_tests.schema import RunFolder, base_record, results_document
 from .budgets import apply_budgets
 from .stages import Stages, code_key, digest
 from .targets import TargetOptions, check_target, get_target, runner_said
@@ -142,9 +142,14 @@ def _remote_chunk(executor, folder: RunFolder, target: str, chunk: list, options
                   debug: bool) -> dict:
     """A chunk on a cluster's worker: the runner's files travel there, its results document
     comes back, and the outputs it saved are written here, beside this target's results."""
-    document, outputs = executor.run_remote(chunk_in_folder, target, chunk, options, debug,
-                                            out=folder.root,
-                                            run_files=runner_reads(folder.root, chunk))
+    done = executor.run_remote(chunk_in_folder, target, chunk, options, debug,
+                               out=folder.root, run_files=runner_reads(folder.root, chunk))
+    if isinstance(done, JobFailed):  # its worker died: each of its entries is an error
+        entries = {e["id"]: e for e in load_bundle(folder.root).manifest["entries"]}
+        records = [dict(base_record(entries[i], target), reason=f"the parity chunk's {done}")
+                   for i in chunk]
+        return results_document(target, sha256_file(folder.manifest), records)
+    document, outputs = done
     write_returned(folder.root, {folder.rel(folder.results_dir / rel): data
                                  for rel, data in outputs.items()})
     return document

@@ -190,6 +190,27 @@ def test_a_job_that_kills_its_worker_is_that_models_error(user, cluster, tmp_pat
     assert "crash was not built" in (run / "report.html").read_text()
 
 
+def _die(folder, how: int) -> None:
+    """A parity chunk whose worker dies under it (the out-of-memory killer's signal)."""
+    os.kill(os.getpid(), how)
+
+
+def test_a_chunk_whose_worker_dies_is_a_job_failure_naming_the_signal(cluster, tmp_path):
+    import cloudpickle
+
+    from edgepipe.core.errors import JobFailed
+    from edgepipe.pipeline.cluster import DaskExecutor
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    dask = DaskExecutor(cluster)
+    try:
+        done = dask.run_remote(_die, signal.SIGKILL, out=tmp_path)
+    finally:
+        dask.close()
+    assert isinstance(done, JobFailed)
+    assert done.startswith("its worker process was killed by SIGKILL (signal 9)"), done
+
+
 def _modes(folder: Path, modes: list) -> Path:
     config = folder / "modes.toml"
     config.write_text(f"[run]\nmodes = {json.dumps(modes)}\n")
@@ -199,11 +220,7 @@ def _modes(folder: Path, modes: list) -> Path:
 @pytest.fixture
 def scheduler(tmp_path):
     """`dask scheduler` on a free loopback port, as a user starts it."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     log = open(tmp_path / "scheduler.log", "wb")
     process = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                 "--no-dashboard"], stdout=log, stderr=log)
@@ -323,3 +340,57 @@ def test_a_driver_killed_mid_run_leaves_every_file_whole(cluster, tmp_path):
     assert clean.returncode == done.returncode, clean.stderr[-3000:]
     assert tflite_sha256s(out) == tflite_sha256s(tmp_path / "clean")
     assert statuses(out) == statuses(tmp_path / "clean")
+
+
+@pytest.mark.slow
+def test_a_tls_cluster_through_dasks_own_security_settings(user, tmp_path):
+    """README's TLS note: a scheduler and a worker that speak only TLS (Dask's configuration, by
+    environment variables here), a driver with the same settings runs; one without is refused
+    in one line."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    tls = {"DASK_DISTRIBUTED__COMM__DEFAULT_SCHEME": "tls",
+           "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+           "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(cert)}
+    for role in ("SCHEDULER", "WORKER", "CLIENT"):
+        tls[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"] = str(cert)
+        tls[f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"] = str(key)
+    env = {**os.environ, **tls}
+    port = _free_port()
+    logs = [open(tmp_path / f"{name}.log", "wb") for name in ("scheduler", "worker")]
+    scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], stdout=logs[0], stderr=logs[0], env=env)
+    worker = subprocess.Popen([DASK, "worker", f"tls://127.0.0.1:{port}", "--nthreads", "1",
+                               "--resources", "tf=1", "--no-dashboard"], stdout=logs[1],
+                              stderr=logs[1], env=env)
+    try:
+        _wait_for(lambda: b"Registered to" in (tmp_path / "worker.log").read_bytes(),
+                  "the TLS worker", tmp_path / "worker.log")
+        args = ["run", "--out", tmp_path / "run", "--data", user / "data.npz",
+                "--custom-objects", user / "layers.py", "--model", user / "good.keras",
+                "--config", _modes(tmp_path, ["float32"]), "--executor",
+                f"dask://127.0.0.1:{port}"]
+        plain = subprocess.run([EDGEPIPE, *map(str, args)], capture_output=True, text=True,
+                               timeout=300)
+        done = subprocess.run([EDGEPIPE, *map(str, args)], capture_output=True, text=True,
+                              timeout=600, env=env)
+    finally:
+        for process in (worker, scheduler):
+            _stop(process)
+        for log in logs:
+            log.close()
+    assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    assert "Cannot reach the Dask scheduler" in plain.stderr
+    assert done.returncode == 0, done.stderr
+    assert f"cluster on dask://127.0.0.1:{port}: 1 model job(s)" in done.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+

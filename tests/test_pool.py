@@ -23,7 +23,13 @@ from conftest import needs
 from tiny_bundle import by_id, read_manifest
 
 from edgepipe.core.errors import EdgepipeError
-from edgepipe.device_tests.schema import ResultStatus, target_folder
+from edgepipe.device_tests.schema import (
+    OUTPUTS,
+    ConversionStatus,
+    ResultStatus,
+    RunFolder,
+    target_folder,
+)
 from edgepipe.pipeline.config import load_config
 from edgepipe.pipeline.targets import TargetOptions, get_target
 from edgepipe.pipeline.targets.pool import run_pool
@@ -134,7 +140,7 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_board(lab, tiny_bundle, tmp_path_factory):
     """The tiny bundle on one ssh:// board of the lab: what a pool must give too."""
-    out = tmp_path_factory.mktemp("one") / "results" / "board.json"
+    out = tmp_path_factory.mktemp("one") / "out" / "board.json"
     with pytest.MonkeyPatch.context() as patch:  # its connection's socket: not in ~/.cache
         patch.setenv("EDGEPIPE_CACHE", str(tmp_path_factory.mktemp("cache", numbered=False)))
         done = run_runner(lab.urls[0], tiny_bundle[0], out, python=sys.executable,
@@ -156,7 +162,7 @@ def same_results(pool: dict, one: dict) -> None:
 def test_every_entry_runs_once_and_the_results_are_a_one_board_runs(lab, tiny_bundle, one_board,
                                                                    tmp_path):
     log = []
-    out = tmp_path / "results" / "pool.json"
+    out = tmp_path / "out" / "pool.json"
     done = run_pool(NAME, lab.urls, tiny_bundle[0], out, lab.options(),
                     observe=lambda *chunk: log.append(chunk))
     assert done.returncode == 0, done.stderr
@@ -174,12 +180,12 @@ def test_every_entry_runs_once_and_the_results_are_a_one_board_runs(lab, tiny_bu
     for rid, record in records.items():
         assert record["target"] == NAME
         if record["status"] == ResultStatus.PASS:
-            assert record["outputs"] == f"outputs/{target_folder(NAME)}/{rid}.npy"
+            assert record["outputs"] == f"{OUTPUTS}/{target_folder(NAME)}/{rid}.npy"
             np.testing.assert_array_equal(np.load(out.parent / record["outputs"]),
                                           np.load(one_dir / one[rid]["outputs"]))
     # the remote folders are gone, and so is every scratch file beside the results
     assert list(lab.remote.iterdir()) == []
-    assert sorted(p.name for p in out.parent.iterdir()) == ["outputs", "pool.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([OUTPUTS, out.name])
 
 
 def test_chunks_to_one_board_share_one_connection(lab, tiny_bundle, cache, tmp_path):
@@ -213,7 +219,7 @@ def test_a_board_that_dies_mid_run_leaves_its_chunk_to_another(tiny_bundle, one_
             dead.wait(60)  # the others take no second chunk before: the victim gets one
 
     try:
-        out = tmp_path / "results" / "pool.json"
+        out = tmp_path / "out" / "pool.json"
         done = run_pool(NAME, lab.urls, tiny_bundle[0], out, lab.options(), observe=observe)
     finally:
         for server in lab.servers:
@@ -247,7 +253,7 @@ def test_no_board_left_every_entry_is_an_error_naming_them_all(tiny_bundle, tmp_
     assert sorted(records) == sorted(manifest)
     for rid, record in records.items():
         assert "board" not in record and record["target"] == NAME
-        if manifest[rid]["status"] != "converted":  # no file to run: unsupported everywhere
+        if manifest[rid]["status"] != ConversionStatus.CONVERTED:  # unsupported everywhere
             assert record["status"] == ResultStatus.UNSUPPORTED
             continue
         assert record["status"] == ResultStatus.ERROR
@@ -339,13 +345,13 @@ def test_edgepipe_parity_on_a_pool_from_the_config(lab, tiny_bundle, tmp_path, c
     done = edgepipe(cache, "parity", run, "--target", NAME, "--config",
                     pool_config(lab, tmp_path / "c.toml", lab.urls[:2]))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    records = by_id(json.loads((run / "results" / "pool_lab.json").read_text()))
+    records = by_id(json.loads(RunFolder(run).target_results(NAME).read_text()))
     boards = {r.get("board") for r in records.values() if r["status"] == ResultStatus.PASS}
     assert boards and boards <= set(lab.urls[:2])
-    merged = json.loads((run / "results.json").read_text())
+    merged = json.loads(RunFolder(run).results.read_text())
     assert list(merged["targets"]) == [NAME] and merged["summary"]["ok"]
     assert f"; {NAME} ran on " in done.stdout  # the console's matrix lists its boards
-    page = (run / "report.html").read_text()
+    page = RunFolder(run).report.read_text()
     assert "boards: " in page and all(b in page for b in boards)
 
 
@@ -362,7 +368,7 @@ def test_edgepipe_run_reuses_a_pools_results_when_a_board_is_added(lab, tiny_bun
             tmp_path / "run", "--config")
     done = edgepipe(cache, *argv, pool_config(lab, tmp_path / "c.toml", lab.urls[:2], targets))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = tmp_path / "run" / "results" / "pool_lab.json"
+    results = RunFolder(tmp_path / "run").target_results(NAME)
     records = by_id(json.loads(results.read_text()))
     assert {r.get("board") for r in records.values()} <= set(lab.urls[:2])
     before = [logins(server) for server in lab.servers]
