@@ -1,0 +1,49 @@
+"""The executor seam without a cluster: which names are executors, and what a user without Dask
+distributed installed is told."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgepipe.core.errors import EdgepipeError
+from edgepipe.pipeline.executors import LocalExecutor, check_executor, open_executor
+
+EDGEPIPE = str(Path(sys.executable).with_name("edgepipe"))
+
+
+@pytest.mark.parametrize("name", ["local", "dask://127.0.0.1:8786", "dask://sched.lan:1",
+                                  "dask://[::1]:8786"])
+def test_executor_names(name):
+    assert check_executor(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Local", "dask://", "dask://host", "dask://host:0",
+                                  "dask://host:99999", "dask://host:8786/x", "tcp://h:8786",
+                                  "dask://user@host:8786", "spark://h:7077"])
+def test_not_executors(name):
+    with pytest.raises(EdgepipeError, match="Expected an executor local or dask://HOST:PORT"):
+        check_executor(name)
+
+
+def test_local_is_the_spawned_pool_here():
+    executor = open_executor("local", 3)
+    assert isinstance(executor, LocalExecutor) and executor.workers == 3
+    assert executor.remote_threads() == 0 and executor.summary() is None
+
+
+def test_without_dask_installed_the_cluster_executor_says_what_to_install(tmp_path):
+    """A Python where `import distributed` fails, made here (a module that raises, first on the
+    path), not assumed of the machine."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "distributed.py").write_text("raise ImportError('No module named distributed')\n")
+    done = subprocess.run([EDGEPIPE, "run", "--out", str(tmp_path / "run"), "--executor",
+                           "dask://127.0.0.1:8786"], capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(shadow), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --executor dask://127.0.0.1:8786 needs Dask distributed, which is not "
+        "installed; pip install 'edgepipe[cluster]'"]
+    assert not (tmp_path / "run").exists()
