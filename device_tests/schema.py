@@ -117,9 +117,10 @@ def resolved_inside(root: Path, path: Path) -> tuple:
 
 
 def target_folder(target: str) -> str:
-    """A target name as one safe file name (`ssh://pi@board` -> `ssh___pi_board`; `..` ->
-    `__`: never a name that leads up)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", target) or "target"
+    """A target name as one safe file name (`ssh://pi@board` -> `ssh___pi_board`, `pool:pi4`
+    -> `pool-pi4`; `..` -> `__`: never a name that leads up)."""
+    name = re.sub(r"^([a-z]+):(?!//)", r"\1-", target)  # a kind:name target, e.g. a pool
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name) or "target"
     return "_" * len(name) if set(name) == {"."} else name
 
 

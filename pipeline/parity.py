@@ -96,7 +96,8 @@ def parity_stage(ctx) -> None:
         chunks = _chunks(stale, sessions(target))
         reused = len(entries) - len(stale)
         console.print(f"parity on {target}: " + ", ".join(filter(None, [
-            f"{len(stale)} entries in {len(chunks)} runner(s)" if stale else "",
+            f"{len(stale)} entries {get_target(target).spread(options, len(chunks))}"
+            if stale else "",
             f"{reused} reused" if reused else ""])), highlight=False)
         tasks += [(target, k, chunk) for k, chunk in enumerate(chunks)]
 

@@ -271,7 +271,7 @@ def test_a_pool_target_keeps_results_per_pool_not_per_board():
                          pools={"lab": ("ssh://pi@a", "ssh://pi@b", "ssh://pi@c")})
     assert pool.sessions(8) == 1  # all its entries in one call: it spreads them itself
     assert pool.stage_key(options) == pool.stage_key(more) == "/opt/py/bin/python3"
-    assert target_folder(NAME) == "pool_lab"
+    assert target_folder(NAME) == "pool-lab"
 
 
 POOLS = '[targets.pools]\nlab = ["ssh://pi@board-a", "ssh://pi@board-b:2222"]\n'

@@ -56,6 +56,10 @@ class Target(abc.ABC):
         """How many runners may run on it at once, given `--jobs`."""
         return max(1, workers)
 
+    def spread(self, options: TargetOptions, chunks: int) -> str:
+        """How its stale entries run, for the console: "in 2 runner(s)"."""
+        return f"in {chunks} runner(s)"
+
     def stage_key(self, options: TargetOptions):
         """What of the options and of the target's own software decides its results (JSON-able);
         part of each result's stage key."""

@@ -99,7 +99,7 @@ def run_pool(name: str, boards, run_dir: Path, out_json: Path, options, only=Non
     unknown = sorted((wanted or set()) - set(ids))
     if unknown:
         raise EdgepipeError(f"No entry {', '.join(unknown)} in {folder.manifest}")
-    boards = list(boards)
+    boards = list(dict.fromkeys(boards))  # a board listed twice is still one board
     count = min(len(ids), per_board * len(boards))
     work: queue.Queue = queue.Queue()
     for k in range(count):  # interleaved: neighbours in the manifest (a model's modes) cost alike
@@ -202,7 +202,8 @@ def run_pool(name: str, boards, run_dir: Path, out_json: Path, options, only=Non
     write_json(out_json, results_document(
         name, sha256_file(folder.manifest), results, first.get("runtime"),
         first.get("platform"), sum(r.get("seconds") or 0.0 for r in results)))
-    ok = all(ResultStatus(r["status"]).ok for r in results)
+    ok = all(r["status"] in ResultStatus.values() and ResultStatus(r["status"]).ok
+             for r in results)
     return subprocess.CompletedProcess([name], 0 if ok else 1, "", "".join(
         f"error: {board}: {message}\n" for board, message in said.items()))
 
@@ -267,6 +268,10 @@ class Pool(Target):
 
     def sessions(self, workers):
         return 1  # all its entries in one call: the pool spreads them over its boards
+
+    def spread(self, options, chunks):
+        boards = options.pools.get(self.pool, ())
+        return f"over {len(boards)} board(s)"
 
     def stage_key(self, options):
         # What decides a result: the boards' Python. Not the board list: boards of a pool are
