@@ -407,9 +407,10 @@ def _load_sshd():
     return module
 
 
-def _pool_statuses(run_dir: Path, target: str) -> dict:
-    results = json.loads(RunFolder(run_dir).target_results(target).read_text())["results"]
-    return {r["id"]: r["status"] for r in results}
+def _records(run_dir: Path, target: str) -> dict:
+    """{id: record} of `target` in the run's merged results."""
+    results = json.loads(RunFolder(run_dir).results.read_text())["results"]
+    return {r["id"]: r for r in results if r["target"] == target}
 
 
 def pool(edgepipe: str, run_dir: Path, work: Path) -> tuple[dict, list]:
@@ -453,9 +454,9 @@ def pool(edgepipe: str, run_dir: Path, work: Path) -> tuple[dict, list]:
             raw[name] = measure([edgepipe, "parity", str(folder), "--target", target,
                                  "--config", str(config)], work / f"pool-{name}.log",
                                 ok=(0, 1), env=env)
-            statuses[name] = _pool_statuses(folder, target)
-            results = json.loads(RunFolder(folder).target_results(target).read_text())
-            boards[name] = sorted({r["board"] for r in results["results"] if r.get("board")})
+            records = _records(folder, target)
+            statuses[name] = {i: r["status"] for i, r in records.items()}
+            boards[name] = sorted({r["board"] for r in records.values() if r.get("board")})
     finally:
         for server in servers:
             server.stop()

@@ -114,6 +114,17 @@ def test_only_what_the_runner_reads_is_shipped(tiny_bundle, tmp_path):
     assert all(n.startswith(("bundle/", "device_tests/")) for n in names)
 
 
+def test_a_chunk_ships_only_its_entries_files(tiny_bundle, tmp_path):
+    """A pool's chunk (`--only`) uploads the .tflite files of its own entries, not all."""
+    entries = read_manifest(tiny_bundle[0])["entries"]
+    mine = entries[0]
+    names = [name for name, _ in _runner_files(tiny_bundle[0], only=[mine["id"]])]
+    tflites = [n for n in names if n.endswith(".tflite")]
+    assert tflites == [f"bundle/{mine['tflite']}"], names
+    assert len([e for e in entries if e.get("tflite")]) > 1  # the others were left home
+    assert "bundle/manifest.json" in names
+
+
 def test_a_hostile_results_archive_writes_nothing_outside(tmp_path):
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:

@@ -221,7 +221,7 @@ def _run_chunk(name: str, board: str, run_dir: Path, out_json: Path, options, id
         ssh.run_runner(board, run_dir, partial, name=name, python=options.ssh_python,
                        identity=_identity(options), ssh_options=tuple(options.ssh_options),
                        timeout=options.timeout, extra_args=runner_args(options, ids),
-                       debug=debug)
+                       debug=debug, only=ids)
         try:
             return json.loads(partial.read_text())
         except ValueError:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ...core.errors import EdgepipeError
 from ...device_tests.schema import OUTPUTS, RunFolder, target_folder
-from .base import Target, device_tests_dir, runner_args
+from .base import Target, device_tests_dir, runner_args, runner_reads
 
 FORM = "ssh://user@host[:port]"
 PREFIX = "ssh://"
@@ -134,38 +134,17 @@ def parse_url(text: str) -> SshTarget:
     return SshTarget(user, host, port)
 
 
-def _runner_files(bundle_dir: Path) -> list:
-    """(archive name, local path) of what the runner reads: manifest.json, the files its
-    datasets, models and entries name (not the run folder's results/, models/, report), and the
-    device_tests package. The bundle is checked here first, as the runner would."""
-    from ...device_tests.bundle import (  # loads numpy
-        BundleError,
-        dataset_inputs,
-        load_bundle,
-        resolve_inside,
-    )
+def _runner_files(bundle_dir: Path, only=None) -> list:
+    """(archive name, local path) of what the runner reads for the entries `only` (default:
+    all; base.runner_reads), and the device_tests package. The bundle is checked here first,
+    as the runner would."""
+    from ...device_tests.bundle import BundleError
 
     try:
-        bundle = load_bundle(bundle_dir)
-        names = {RunFolder.MANIFEST}
-        manifest = bundle.manifest
-        for dataset in (manifest.get("datasets") or {}).values():
-            names.update(item["path"] for item in dataset_inputs(dataset))
-            names.add(dataset.get("labels"))
-        for model in (manifest.get("models") or {}).values():
-            names.add(model.get("reference"))
-            # the Keras outputs of every layer, for the per-layer comparison
-            names.update(item.get("path") for item in (model.get("layers") or {}).get(
-                "outputs") or ())
-        for entry in manifest["entries"]:
-            names.update(entry.get(k) for k in ("tflite", "reference"))
-        names.discard(None)
-        # Missing files are left out: the runner reports them on their entries, as on the host.
-        files = [(f"bundle/{name}", resolve_inside(bundle.root, name, name))
-                 for name in sorted(names)]
+        names = runner_reads(bundle_dir, only)
     except BundleError as exc:
         raise EdgepipeError(str(exc)) from None
-    files = [(arcname, path) for arcname, path in files if path.is_file()]
+    files = [(f"bundle/{name}", Path(bundle_dir) / name) for name in names]
     package = device_tests_dir()
     files += [(f"device_tests/{p.name}", p) for p in sorted(package.glob("*.py"))]
     return files
@@ -400,15 +379,16 @@ def _remote_failure(url: str, python: str, code: int, marks: dict, stderr: str):
 def run_runner(url: str, bundle_dir: Path, out_json: Path, *, python: str = "python3",
                identity: Path | None = None, ssh_options: tuple = (), timeout: float = 1800,
                connect_timeout: float = 10, debug: bool = False, extra_args=(),
-               name: str | None = None) -> subprocess.CompletedProcess:
+               name: str | None = None, only=None) -> subprocess.CompletedProcess:
     """Run `device_tests.runner` on the board at `url` on the bundle in `bundle_dir`; writes
     `out_json` and `out_json.parent/outputs/<target folder>/<id>.npy`, its records and that
     folder named after the target `name` (default: the URL; a pool's name). Returns the
     runner's exit code (0 all passed, 1 some failed: results written) and its stderr; everything
-    else raises a one-line EdgepipeError. `timeout` bounds the whole call, copies included."""
+    else raises a one-line EdgepipeError. `timeout` bounds the whole call, copies included.
+    `only`: the entries `extra_args` asks for, whose files alone are copied (default: all)."""
     target = parse_url(url)
     out_json = Path(out_json)
-    files = _runner_files(Path(bundle_dir))
+    files = _runner_files(Path(bundle_dir), only)
     ssh = _ssh_command(target, identity, ssh_options, connect_timeout)
     if debug:
         extra_args = (*extra_args, "--debug")
@@ -489,7 +469,7 @@ class SshBoard(Target):
                           identity=Path(options.ssh_identity).expanduser()
                           if options.ssh_identity else None,
                           ssh_options=tuple(options.ssh_options), timeout=options.timeout,
-                          extra_args=runner_args(options, only), debug=debug)
+                          extra_args=runner_args(options, only), debug=debug, only=only)
 
 
 TARGET = SshBoard()
