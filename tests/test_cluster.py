@@ -347,6 +347,12 @@ def test_a_tls_cluster_through_dasks_own_security_settings(user, tmp_path):
     """README's TLS note: a scheduler and a worker that speak only TLS (Dask's configuration, by
     environment variables here), a driver with the same settings runs; one without is refused
     in one line."""
+    import shutil
+
+    from conftest import needs
+
+    needs(shutil.which("openssl") is not None,
+          "openssl is not installed (apt-get install openssl): it makes the test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
                     str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
