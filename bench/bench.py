@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.device_tests.schema import ConversionStatus, RunFolder, outputs_dir
+from edgepipe.pipeline.targets.pool import CHUNKS_PER_BOARD
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SCHEMA_VERSION = 1  # bench/results.json's own
@@ -445,7 +446,7 @@ def pool(edgepipe: str, run_dir: Path, work: Path) -> tuple[dict, list]:
         # The connections' sockets in the bench's own folder (a short path: a socket's must
         # fit 104 bytes), not in the user's cache.
         env = {**WIDE, "EDGEPIPE_CACHE": str(work / "cache")}
-        raw, statuses, boards = {}, {}, {}
+        raw, statuses, boards, compute = {}, {}, {}, {}
         for name in ("one", "three"):
             folder, target = work / f"pool-{name}", f"pool:{name}"
             shutil.copytree(run_dir, folder, symlinks=True)
@@ -457,14 +458,19 @@ def pool(edgepipe: str, run_dir: Path, work: Path) -> tuple[dict, list]:
             records = _records(folder, target)
             statuses[name] = {i: r["status"] for i, r in records.items()}
             boards[name] = sorted({r["board"] for r in records.values() if r.get("board")})
+            compute[name] = sum(r.get("seconds") or 0.0 for r in records.values())
     finally:
         for server in servers:
             server.stop()
     entries = _converted(run_dir)
     same = statuses["one"] == statuses["three"]
     one, three = raw["one"]["seconds"], raw["three"]["seconds"]
+    # The chunks the pools cut the entries into: each one ssh call, runner start included.
+    chunks = {name: min(entries, CHUNKS_PER_BOARD * count)
+              for name, count in (("one", 1), ("three", len(urls)))}
     info = {"boards": urls, "raw": raw, "entries_run": entries, "statuses_identical": same,
-            "boards_used": boards, "speedup": one / three,
+            "boards_used": boards, "speedup": one / three, "chunks": chunks,
+            "entries_seconds": compute,  # the runners' own time per entry, summed
             "seconds_per_entry_one_board": one / entries if entries else None}
     figures = [figure("pool", "parity on a pool of 3 boards", three, one, "a pool of 1 board",
                       "s", speedup=one / three, identical=same,
@@ -571,13 +577,17 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
             "statuses": _statuses(jobs2) == _statuses(remote_dir)}
     jobs = {"cluster": job_seconds(said),
             "local": job_seconds((work / "cold-jobs2.log").read_text(errors="replace"))}
-    chunks = parity_chunks(said)
     parity = {}
-    for target, (entries, count) in chunks.items():
-        seconds = json.loads(RunFolder(remote_dir).target_results(target).read_text())["seconds"]
-        parity[target] = {"entries": entries, "chunks": count, "entries_seconds": seconds,
-                          "seconds_per_chunk": seconds / count, "seconds_per_entry":
-                          seconds / entries}
+    for target, (entries, count) in parity_chunks(said).items():
+        # The results hold each entry's last run; `entries` counts every run (a repair's
+        # parity pass may run some again).
+        document = json.loads(RunFolder(remote_dir).target_results(target).read_text())
+        per_entry = document["seconds"] / max(1, len(document["results"]))
+        parity[target] = {"entries_run": entries, "chunks": count,
+                          "results": len(document["results"]),
+                          "entries_seconds": document["seconds"],
+                          "seconds_per_entry": per_entry,
+                          "seconds_per_chunk": per_entry * entries / count}
     model_jobs = summary["model_jobs"] or 1
     moved = {**summary, "bytes_received_per_model_job": summary["bytes_received"] / model_jobs,
              "bytes_sent_per_chunk": summary["bytes_sent"] / max(1, summary["chunks"]),

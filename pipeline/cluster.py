@@ -8,7 +8,9 @@ job waiting on a worker that dies counts against it as if it had run there); par
 through a plain executor. Each job's inputs travel by content (pipeline/sandbox.py); its
 outputs come back as bytes, and this process writes them through the atomic path, so a run
 killed at any point leaves every file whole. A job whose worker died (`KilledWorker`, after
-the scheduler's retries) is that job's error, naming the signal from the worker's nanny.
+the scheduler's retries) is that job's error, naming the signal from the worker's nanny; a
+model job runs in the worker's job process (pipeline/job_process.py), whose death is said the
+same way without costing the worker.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from ..core.errors import EdgepipeError, JobFailed
 from ..core.files import sha256_file, write_returned
 from ..core.versions import versions
+from .job_process import death
 from .sandbox import Shipped, pack_user_path, run_in_folder, run_sandboxed
 
 SCHEME = "dask://"
@@ -156,7 +159,9 @@ class DaskExecutor:
                     try:
                         result, files = future.result()
                     except KilledWorker as exc:
-                        yield job, JobFailed(self._death(exc))
+                        result, files = JobFailed(self._death(exc)), {}
+                    if isinstance(result, JobFailed):  # its process or its worker died
+                        yield job, result
                         continue
                     self.moved["model_jobs"] += 1
                     self.moved["bytes_received"] += sum(map(len, files.values()))
@@ -211,15 +216,9 @@ class DaskExecutor:
 
 
 def _death_phrase(found: re.Match) -> str:
-    import signal
-
+    """The nanny's line about a worker's end, as job_process.death says it."""
     if found.group(2):
-        number = int(found.group(2))
-        try:
-            name = signal.Signals(number).name
-        except ValueError:
-            name = f"signal {number}"
-        return f"was killed by {name} (signal {number})"
+        return death(-int(found.group(2)))
     if found.group(3):
-        return f"exited with status {found.group(3)}"
+        return death(int(found.group(3)))
     return "was killed by an unknown signal"

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+from ..core.errors import JobFailed
 from ..core.files import sha256_file
 
 _store: Path | None = None  # this worker's folder of the user's files, by sha256
@@ -58,17 +59,20 @@ def pack_user_path(path: Path) -> bytes:
 
 
 def run_sandboxed(fn, job, shipped: Shipped, blobs: dict, debug: bool):
-    """fn(job) with the job's run folder and user's files laid out on this worker; returns
-    (its result, {run-folder path: bytes} of every file it wrote or changed)."""
-    from .workers import in_context, prepare
+    """fn(job), in this worker's job process (pipeline/job_process.py), with the job's run
+    folder and user's files laid out on this worker; returns (its result, {run-folder path:
+    bytes} of every file it wrote or changed), or (JobFailed, {}) when the process died."""
+    from .job_process import run_in_job_process
 
     user = {given: _unpacked(sha, blobs[sha], Path(given).name)
             for given, sha in shipped.user_files.items()}
     config = _remapped(job.config, user)
-    prepare(debug, config.custom_objects, config.unsafe)
     with tempfile.TemporaryDirectory(prefix="run-", dir=_worker_store()) as folder:
         root = _laid_out(Path(folder), shipped, blobs)
-        result = in_context(fn, replace(job, config=config, out=root))
+        result = run_in_job_process(fn, replace(job, config=config, out=root),
+                                    config.custom_objects, config.unsafe, debug)
+        if isinstance(result, JobFailed):
+            return result, {}
         return result, _written(root, shipped.run_files)
 
 

@@ -203,9 +203,9 @@ def test_quick_bench_end_to_end(tmp_path):
     assert document["sections"]["runs"]["warm_statuses_identical"]
     if "cluster" in ran:
         cluster = document["sections"]["cluster"]
-        # (the .tflite comparison is recorded, and tests/test_cluster.py asserts it)
-        assert set(cluster["identical"]) == {"tflite", "statuses"}
-        assert cluster["identical"]["statuses"]
+        # Recorded, not asserted: tests/test_cluster.py asserts that they are identical.
+        assert {k: type(v) for k, v in cluster["identical"].items()} == {"tflite": bool,
+                                                                         "statuses": bool}
         assert cluster["moved"]["model_jobs"] == 2 and cluster["moved"]["bytes_received"] > 0
         assert set(cluster["job_seconds"]["cluster"]) == {"mlp_swish", "cnn_swish"}
     if "pool" in ran:

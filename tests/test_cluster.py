@@ -50,17 +50,29 @@ LAYERS_PY = textwrap.dedent('''
 
 
     class Crash(tf.keras.layers.Layer):
+        """Dies when called for real (loading the model traces it): its own process, or the
+        one that started it, the cluster's worker, and then its own."""
+
+        def __init__(self, whom="self", **kwargs):
+            super().__init__(**kwargs)
+            self.whom = whom
+
         def call(self, x):
-            if tf.executing_eagerly():  # loading the model traces it: only a real call dies
+            if tf.executing_eagerly():
+                if self.whom == "worker":
+                    os.kill(os.getppid(), signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)
             return tf.nn.relu(x)
+
+        def get_config(self):
+            return {**super().get_config(), "whom": self.whom}
 ''')
 
 
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
-    """layers.py, data.npz and three small trained models: good.keras and also.keras (Swishy),
-    crash.keras (Crash)."""
+    """layers.py, data.npz and small trained models: good.keras and also.keras (Swishy),
+    crash.keras and crash_worker.keras (Crash)."""
     from conftest import import_as
 
     root = tmp_path_factory.mktemp("cluster_user")
@@ -73,7 +85,7 @@ def user(tmp_path_factory):
              y_test=y[200:])
     keras.utils.set_random_seed(0)
     for name, act in (("good", layers.Swishy(1.0)), ("also", layers.Swishy(2.0)),
-                      ("crash", layers.Crash())):
+                      ("crash", layers.Crash()), ("crash_worker", layers.Crash("worker"))):
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), act,
                                   keras.layers.Dense(2, activation="softmax")])
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
@@ -169,24 +181,32 @@ def test_parity_chunks_on_the_cluster_equal_local_runners(user, cluster, tmp_pat
     assert "parity chunk(s)" in done.stderr and "0 model job(s)" in done.stderr
 
 
-def test_a_job_that_kills_its_worker_is_that_models_error(user, cluster, tmp_path):
-    done = user_run(user, tmp_path / "run", ["good", "crash"], "--executor", cluster,
-                    "--config", _modes(tmp_path, ["float32"]))
+def test_jobs_that_crash_are_their_models_errors_and_the_rest_complete(user, cluster,
+                                                                      tmp_path):
+    """One job dies of SIGKILL in its job process (a converter's segfault, as far as anyone can
+    tell); another kills its worker (the out-of-memory killer's choice), which Dask gives up on
+    (KilledWorker; this cluster allows no retry). Each is its model's error naming the signal,
+    in the manifest and results.json; the good model completes and passes."""
+    done = user_run(user, tmp_path / "run", ["good", "crash", "crash_worker"], "--executor",
+                    cluster, "--config", _modes(tmp_path, ["float32"]))
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     run = tmp_path / "run"
     manifest = json.loads((run / "manifest.json").read_text())
     results = json.loads((run / "results.json").read_text())
-    why = results["failed_models"]["crash"]
-    assert "SIGKILL (signal 9)" in why and "KilledWorker" in why, why
-    assert manifest["failed_models"] == results["failed_models"]
+    failed = results["failed_models"]
+    assert sorted(failed) == ["crash", "crash_worker"]
+    assert "its job process on " in failed["crash"], failed
+    assert "was killed by SIGKILL (signal 9)" in failed["crash"], failed
+    assert "its worker process was killed by SIGKILL (signal 9)" in failed["crash_worker"]
+    assert "KilledWorker" in failed["crash_worker"], failed
+    assert manifest["failed_models"] == failed
     assert list(manifest["models"]) == ["good"]
-    assert results["summary"]["failed_models"] == 1 and not results["summary"]["ok"]
+    assert results["summary"]["failed_models"] == 2 and not results["summary"]["ok"]
     assert not results["deployable"]["ok"]
-    # The rest completed: the good model passed on both targets.
     assert statuses(run) == {("good-float32", "host"): "pass",
                              ("good-float32", "host-ref"): "pass"}
-    assert "crash: error: its worker process was killed by SIGKILL" in done.stderr
+    assert "crash: error: its job process on" in done.stderr
     assert "crash was not built" in (run / "report.html").read_text()
 
 
