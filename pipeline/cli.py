@@ -407,7 +407,7 @@ def run(
 ) -> None:
     """Train, audit, convert every mode, bundle, check parity on each target, report.
 
-    With --model (or [run] keras in the config), your own models go through the same stages
+    With --model (or \\[run] keras in the config), your own models go through the same stages
     without training. A stage whose inputs (code, config, data, upstream artifacts) did not
     change since the last run in the same --out folder is reused; --force redoes everything.
 
@@ -439,7 +439,7 @@ def parity(
         help="Comma-separated targets (default: the config's, else host,host-ref); "
              "`edgepipe targets` lists them.")] = None,
     config_path: Annotated[Path | None, typer.Option(
-        "--config", help="A TOML run config: its [targets] options and [budgets].")] = None,
+        "--config", help="A TOML run config: its \\[targets] options and \\[budgets].")] = None,
     ssh_identity: SshIdentity = None,
     ssh_python: SshPython = None,
     timeout: Timeout = None,

@@ -98,7 +98,8 @@ def parity_stage(ctx) -> None:
         console.print(f"parity on {target}: " + ", ".join(filter(None, [
             f"{len(stale)} entries {get_target(target).spread(options, len(chunks))}"
             if stale else "",
-            f"{reused} reused" if reused else ""])), highlight=False)
+            f"{reused} reused" if reused else ""])), highlight=False, markup=False,
+                      emoji=False)  # a target's name is text: pool:one is not an emoji
         tasks += [(target, k, chunk) for k, chunk in enumerate(chunks)]
 
     def run_chunk(task) -> dict:

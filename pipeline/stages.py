@@ -165,7 +165,8 @@ class Stages:
 
     def __init__(self, out: Path, force: bool = False):
         self.out = Path(out)
-        self.force = force
+        self.force = force  # redo every stage once in this run: those it records are fresh
+        self.redone: set = set()
         self.path = RunFolder(self.out).stages
         try:
             document = json.loads(self.path.read_text())
@@ -176,7 +177,7 @@ class Stages:
     def fresh(self, name: str, key: str) -> bool:
         """Done with this key, and every file it wrote is unchanged."""
         done = self.done_stages.get(name)
-        if self.force or not done or done.get("key") != key:
+        if (self.force and name not in self.redone) or not done or done.get("key") != key:
             return False
         for rel, sha in done.get("outputs", {}).items():
             path = self.out / rel
@@ -195,6 +196,7 @@ class Stages:
         for rel in outputs:
             files[Path(rel).as_posix()] = sha256_file(self.out / rel)
         self.done_stages[name] = {"key": key, "outputs": files, "value": value}
+        self.redone.add(name)
 
     def save(self) -> None:
         """Written after each job: an interrupted run keeps the stages it finished."""

@@ -155,7 +155,14 @@ def test_force_redoes_every_stage(cold):
     _, config, out, _ = cold
     before = mtimes(out)
     log = edgepipe("--out", str(out), "--force", "--jobs", "1", config=config)
-    assert "building 2 models on 1 worker(s)" in log and "reused" not in log
+    assert "building 2 models on 1 worker(s)" in log and "reused 2 of" not in log
+    # Every stage once: the parity pass after a repair runs only the repaired entry, and the
+    # repair is not searched again in a second round (cnn_step int8 fails after 3 epochs).
+    passes = [line for line in log.splitlines() if line.startswith("parity on host:")]
+    assert len(passes) == 2 and "reused" not in passes[0], log
+    assert passes[1].startswith("parity on host: 1 entries in 1 runner(s), ") and \
+        passes[1].endswith(" reused"), log
+    assert log.count("repairing ") == 1, log
     now = mtimes(out)
     assert all(now[rel] != before[rel] for rel in ("models/mlp_swish.keras", "report.html",
                                                    "tflite/cnn_step.int8.tflite"))
@@ -180,7 +187,10 @@ def test_stage_record_semantics(tmp_path):
     again = Stages(tmp_path)
     assert again.fresh("s", key) and again.value("s") == {"v": 1}
     assert not again.fresh("s", digest("stage", 2))  # another key
-    assert not Stages(tmp_path, force=True).fresh("s", key)
+    forced = Stages(tmp_path, force=True)
+    assert not forced.fresh("s", key)
+    forced.record("s", key, ["a.bin"], {"v": 1})  # redone in this run: fresh from now on
+    assert forced.fresh("s", key)
     artifact.write_bytes(b"two")  # the output changed since
     assert not again.fresh("s", key)
     artifact.unlink()
