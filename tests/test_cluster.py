@@ -260,19 +260,8 @@ def test_a_worker_with_another_edgepipe_is_refused(scheduler, tmp_path):
     (fake / "edgepipe-0.0.1.dist-info").mkdir(parents=True)
     (fake / "edgepipe-0.0.1.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: edgepipe\nVersion: 0.0.1\n")
-    env = {**os.environ, "PYTHONPATH": str(fake)}
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen([DASK, "worker", f"tcp://127.0.0.1:{scheduler}", "--nthreads",
-                               "1", "--resources", "tf=1", "--no-dashboard"],
-                              stdout=log, stderr=log, env=env)
-    try:
-        _wait_for(lambda: b"Registered to" in (tmp_path / "worker.log").read_bytes(),
-                  "the worker", tmp_path / "worker.log")
-        done = edgepipe("run", "--out", tmp_path / "run", "--executor",
-                        f"dask://127.0.0.1:{scheduler}", cwd=tmp_path, timeout=300)
-    finally:
-        _stop(worker)
-        log.close()
+    done = _run_beside_a_worker(scheduler, tmp_path, ["--resources", "tf=1"],
+                                {**os.environ, "PYTHONPATH": str(fake)})
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: The Dask worker tcp://127.0.0.1:"), \
@@ -282,19 +271,25 @@ def test_a_worker_with_another_edgepipe_is_refused(scheduler, tmp_path):
 
 
 def test_workers_without_the_tf_resource_are_refused(scheduler, tmp_path):
+    done = _run_beside_a_worker(scheduler, tmp_path, [], None)
+    assert done.returncode == 2, done.stderr
+    assert "offers the resource 'tf'" in done.stderr and "--resources tf=1" in done.stderr
+
+
+def _run_beside_a_worker(port: int, tmp_path: Path, options: list, env):
+    """`edgepipe run --executor` against the scheduler with one `dask worker` (these options,
+    this environment) registered to it."""
     log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen([DASK, "worker", f"tcp://127.0.0.1:{scheduler}", "--nthreads",
-                               "1", "--no-dashboard"], stdout=log, stderr=log)
+    worker = subprocess.Popen([DASK, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1",
+                               *options, "--no-dashboard"], stdout=log, stderr=log, env=env)
     try:
         _wait_for(lambda: b"Registered to" in (tmp_path / "worker.log").read_bytes(),
                   "the worker", tmp_path / "worker.log")
-        done = edgepipe("run", "--out", tmp_path / "run", "--executor",
-                        f"dask://127.0.0.1:{scheduler}", cwd=tmp_path, timeout=300)
+        return edgepipe("run", "--out", tmp_path / "run", "--executor",
+                        f"dask://127.0.0.1:{port}", cwd=tmp_path, timeout=300)
     finally:
         _stop(worker)
         log.close()
-    assert done.returncode == 2, done.stderr
-    assert "offers the resource 'tf'" in done.stderr and "--resources tf=1" in done.stderr
 
 
 def _wait_for(condition, what: str, log: Path, limit: float = 60.0) -> None:
