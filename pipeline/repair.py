@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..converters.builtin_ops import BUILTIN_OPERATORS
 from ..converters.modes import QuantMode
+from ..core.errors import JobFailed
 from ..device_tests.schema import ConversionStatus, ResultStatus, RunFolder
 from .build import stage_key
 from .results import read_target_results
@@ -128,8 +129,6 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
     manifest with the repaired entries and the record of every search (`repairs`), written to
     the run folder, or None when it holds them already (nothing needed repair, or the repairs
     `with_previous_repairs` put in it were confirmed)."""
-    from .executors import JobFailed
-
     config, stages, folder = ctx.config, ctx.stages, ctx.folder
     wanted = {name: t for name, t in triggers(manifest, folder, config.targets).items()
               if config.repair_for(name).enabled}
