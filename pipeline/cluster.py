@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import re
+import time
 from pathlib import Path
 
 from ..core.errors import EdgepipeError, JobFailed
@@ -28,6 +29,7 @@ from .sandbox import Shipped, pack_user_path, run_in_folder, run_sandboxed
 
 SCHEME = "dask://"
 RESOURCE = "tf"  # the worker resource a TensorFlow job takes one of
+DEATH_WAIT = 5.0  # seconds to find a dead worker's signal in its nanny's log
 CONNECT_TIMEOUT = "10s"  # Dask retries a refused connection until then
 _KILLED = re.compile(r"Worker process (\d+) (?:was killed by signal (\d+)|was killed by "
                      r"unknown signal|exited with status (\d+))")
@@ -198,21 +200,32 @@ class DaskExecutor:
         """The worker's death as its nanny logged it (the nanny outlives the worker and logs
         its pid): the signal, else the exit status."""
         worker = getattr(exc, "last_worker", None)
-        how, pid = "its worker process died", getattr(worker, "pid", None)
-        try:
-            logs = self.client.get_worker_logs(n=500, nanny=True) if pid else {}
-        except Exception:  # the nannies are gone too: say what is known
-            logs = {}
-        for _, line in (line for lines in logs.values() for line in lines):
-            found = _KILLED.search(line)
-            if found and found.group(1) == str(pid):
-                how = f"its worker process {_death_phrase(found)}"
-                break
+        pid, nanny = getattr(worker, "pid", None), getattr(worker, "nanny", None)
+        how = "its worker process died"
+        deadline = time.monotonic() + DEATH_WAIT
+        while pid and how.endswith("died") and time.monotonic() < deadline:
+            # the scheduler may hear of the death before the nanny has logged it
+            for line in self._nanny_lines(nanny):
+                found = _KILLED.search(line)
+                if found and found.group(1) == str(pid):
+                    how = f"its worker process {_death_phrase(found)}"
+                    break
+            else:
+                time.sleep(0.2)
         where = getattr(worker, "address", None) or "a worker"
         tries = getattr(exc, "allowed_failures", None)
         retried = (f" ({tries + 1} worker(s) tried; the last was {where})"
                    if tries is not None else f" (on {where})")
         return f"{how}{retried}: out of memory or a crash in native code; Dask's KilledWorker"
+
+    def _nanny_lines(self, nanny: str | None) -> list:
+        """The log lines of the dead worker's nanny, asked directly: until the nanny's new
+        worker registers, the scheduler does not list it."""
+        try:
+            logs = self.client.sync(self.client.rpc(nanny).get_logs, n=500) if nanny else []
+        except Exception:  # the nanny is gone too (its machine): say what is known
+            logs = []
+        return [line for _, line in logs]
 
 
 def _death_phrase(found: re.Match) -> str:
