@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,13 @@ class LocalRunner(Target):
                                   timeout=options.timeout)
         except subprocess.TimeoutExpired:
             raise timed_out(self.name, options.timeout) from None
+
+
+def cache_root() -> Path:
+    """edgepipe's cache folder: $EDGEPIPE_CACHE, else ~/.cache/edgepipe (the emulated board's
+    sysroot, ssh's connection sockets)."""
+    root = os.environ.get("EDGEPIPE_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "edgepipe"
 
 
 def runner_reads(bundle_dir: Path, only=None) -> list[str]:

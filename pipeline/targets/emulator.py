@@ -33,7 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ...core.errors import EdgepipeError
-from .base import device_tests_dir, timed_out
+from .base import cache_root, device_tests_dir, timed_out
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -55,9 +55,7 @@ _HOST_ONLY = ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHO
 
 
 def default_cache() -> Path:
-    root = os.environ.get("EDGEPIPE_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "edgepipe"
-    return base / "qemu-aarch64"
+    return cache_root() / "qemu-aarch64"
 
 
 def _which(tool: str) -> str | None:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ...core.errors import EdgepipeError
 from ...device_tests.schema import OUTPUTS, RunFolder, target_folder
-from .base import Target, device_tests_dir, runner_args, runner_reads
+from .base import Target, cache_root, device_tests_dir, runner_args, runner_reads
 
 FORM = "ssh://user@host[:port]"
 PREFIX = "ssh://"
@@ -202,9 +202,7 @@ def _unpack_results(archive, out_json: Path, folder: str, url: str) -> bool:
 def socket_folder() -> Path | None:
     """The folder of the master connections' sockets, made private (0700), or None when it
     cannot be (no usable cache folder): the calls then each log in."""
-    root = os.environ.get("EDGEPIPE_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "edgepipe"
-    folder = base.absolute() / "ssh"
+    folder = cache_root().absolute() / "ssh"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = folder.lstat()
