@@ -64,7 +64,8 @@ def _address(url: str) -> str:
 
 
 class DaskExecutor:
-    """Jobs on the cluster at `url` (dask://HOST:PORT)."""
+    """The executor `dask://HOST:PORT` (executors.py): model jobs sandboxed on the cluster's
+    workers (the driver writes their files), and the chunks of portable targets there too."""
 
     def __init__(self, url: str, debug: bool = False):
         try:
@@ -72,7 +73,8 @@ class DaskExecutor:
         except ImportError:
             raise EdgepipeError(f"--executor {url} needs Dask distributed, which is not "
                                 "installed; pip install 'edgepipe[cluster]'") from None
-        self.url, self.debug = url, debug
+        self.name = self.url = url
+        self.debug = debug
         try:
             self.client = Client(_address(url), timeout=CONNECT_TIMEOUT, set_as_default=False)
         except OSError as exc:
@@ -109,9 +111,13 @@ class DaskExecutor:
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
         return int(sum(w.get("resources", {}).get(RESOURCE, 0) for w in workers))
 
-    def threads(self) -> int:
+    def remote_threads(self) -> int:
+        """The cluster's worker threads: parity chunks at once there."""
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
         return max(1, sum(w.get("nthreads", 1) for w in workers))
+
+    def remote(self, target) -> bool:
+        return target.portable
 
     def close(self) -> None:
         self.client.close()
@@ -125,21 +131,22 @@ class DaskExecutor:
             self._blobs[sha] = self.client.scatter({key: data}, hash=False)[key]
         return sha, self._blobs[sha]
 
-    def shipped(self, out: Path, run_files, user_paths) -> tuple[Shipped, dict]:
+    def shipped(self, out: Path, run_files, user_files) -> tuple[Shipped, dict]:
         """What a job reads (run-folder paths and the user's paths), scattered by content."""
         blobs, run, user = {}, {}, {}
         for rel in run_files:
             sha, blobs_ref = self._ship((Path(out) / rel).read_bytes())
             run[rel], blobs[sha] = sha, blobs_ref
-        for path in user_paths:
+        for path in user_files:
             sha, blobs_ref = self._ship(pack_user_path(Path(path)))
             user[str(path)], blobs[sha] = sha, blobs_ref
         return Shipped(run, user), blobs
 
-    def map_jobs(self, fn, jobs: list, out: Path, inputs):
+    def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None, spawn: bool = False):
         """Yield (job, fn(job)) as each finishes, or (job, JobFailed) when its worker died;
-        `inputs(job)` -> (run-folder paths, user's paths) it reads. Every file a job wrote is
-        written here before it is yielded."""
+        `inputs(job)`: the run-folder paths it reads (the user's paths come from `config`).
+        Every file a job wrote is written here before it is yielded. (`spawn`: every job here
+        runs in a process of its own already.)"""
         from distributed import KilledWorker
 
         pending = list(jobs)
@@ -150,7 +157,8 @@ class DaskExecutor:
                 free = max(1, self.slots()) - len(running)
                 while pending and free > 0:
                     job = pending.pop(0)
-                    shipped, blobs = self.shipped(out, *inputs(job))
+                    shipped, blobs = self.shipped(out, inputs(job) if inputs else [],
+                                                  user_paths(config, job.name))
                     running[executor.submit(run_sandboxed, fn, job, shipped, blobs,
                                             self.debug)] = job
                     free -= 1
@@ -226,6 +234,15 @@ class DaskExecutor:
         except Exception:  # the nanny is gone too (its machine): say what is known
             logs = []
         return [line for _, line in logs]
+
+
+def user_paths(config, name: str) -> list:
+    """The user's files a model job reads: the model (with its training record, when it has
+    one), the data, the custom objects and the .tflite files given for it."""
+    if not config.keras:
+        return list(config.custom_objects)
+    return [config.user_models[name], config.data, *config.custom_objects,
+            *config.given_tflite.get(name, ())]
 
 
 def _death_phrase(found: re.Match) -> str:

@@ -22,8 +22,7 @@ from .workers import run_jobs
 LOCAL = "local"
 FORMS = f"{LOCAL} or {SCHEME}HOST:PORT"
 
-__all__ = ["FORMS", "LOCAL", "JobFailed", "LocalExecutor", "check_executor", "open_executor",
-           "user_paths"]
+__all__ = ["FORMS", "LOCAL", "JobFailed", "LocalExecutor", "check_executor", "open_executor"]
 
 
 def check_executor(text: str) -> str:
@@ -68,50 +67,10 @@ class LocalExecutor:
         pass
 
 
-class ClusterExecutor:
-    """A Dask cluster: model jobs sandboxed on its workers (the driver writes their files),
-    and the chunks of portable targets there too."""
-
-    def __init__(self, url: str, debug: bool = False):
-        from .cluster import DaskExecutor
-
-        self.name = url
-        self.dask = DaskExecutor(url, debug)
-
-    def remote_threads(self) -> int:
-        """The cluster's worker threads: parity chunks at once there."""
-        return self.dask.threads()
-
-    def remote(self, target) -> bool:
-        return target.portable
-
-    def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None, spawn: bool = False):
-        def reads(job):
-            return (inputs(job) if inputs else []), user_paths(config, job.name)
-
-        yield from self.dask.map_jobs(fn, jobs, out, reads)
-
-    def run_remote(self, fn, *args, out: Path, run_files=()):
-        return self.dask.run_remote(fn, *args, out=out, run_files=run_files)
-
-    def summary(self) -> str | None:
-        return self.dask.summary()
-
-    def close(self) -> None:
-        self.dask.close()
-
-
 def open_executor(name: str, workers: int, debug: bool = False):
     """The executor `name` (checked by `check_executor`), connected."""
     if check_executor(name) == LOCAL:
         return LocalExecutor(workers, debug)
-    return ClusterExecutor(name, debug)
+    from .cluster import DaskExecutor
 
-
-def user_paths(config, name: str) -> list:
-    """The user's files a model job reads: the model (with its training record, when it has
-    one), the data, the custom objects and the .tflite files given for it."""
-    if not config.keras:
-        return list(config.custom_objects)
-    return [config.user_models[name], config.data, *config.custom_objects,
-            *config.given_tflite.get(name, ())]
+    return DaskExecutor(name, debug)

@@ -19,7 +19,7 @@ from ..device_tests.schema import ConversionStatus, RunFolder
 from .build import STAGES, BuildJob, build_model, check_user_models, stage_key, stage_name
 from .bundle import write_manifest
 from .config import RunConfig
-from .executors import JobFailed, open_executor
+from .executors import LOCAL, JobFailed, open_executor
 from .parity import parity_stage
 from .repair import ROUNDS as REPAIR_ROUNDS
 from .repair import repair_stage, with_previous_repairs
@@ -181,7 +181,7 @@ def build_stage(ctx: RunContext) -> dict:
         in_context(check_user_models, config, [job.name for job in jobs])
     if jobs:
         plural = "s" * (len(jobs) != 1)
-        where = (f"{min(workers, len(jobs))} worker(s)" if ctx.executor.name == "local"
+        where = (f"{min(workers, len(jobs))} worker(s)" if ctx.executor.name == LOCAL
                  else ctx.executor.name)
         console.print(f"building {len(jobs)} model{plural} on {where}", highlight=False)
     failed = {}
