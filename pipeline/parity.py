@@ -105,18 +105,12 @@ def parity_stage(ctx) -> None:
     def run_chunk(task) -> dict:
         target, k, chunk = task
         if executor.remote(get_target(target)):
-            return _remote_chunk(executor, folder, target, chunk, options, debug)
+            return _remote_chunk(executor, folder, target, chunk, options, debug, entries)
         # Beside the target's results (the runner saves outputs/ beside its results file),
         # named as edgepipe's own: a killed run's chunk is removed by the next one.
         name = folder.target_results(target).with_suffix(f".{k}.partial").name
         with scratch_file(folder.results_dir, name) as (partial, _):
-            done = get_target(target).run(out, partial, options, only=chunk, debug=debug)
-            try:
-                return json.loads(partial.read_text())
-            except ValueError:
-                raise EdgepipeError(f"The parity runner on {target} wrote no results (exit "
-                                    f"{done.returncode}): {runner_said(done.stderr, debug)}"
-                                    ) from None
+            return _run_chunk(target, out, partial, options, chunk, debug)
 
     with ThreadPoolExecutor(max(1, workers + executor.remote_threads())) as pool:
         running = {pool.submit(run_chunk, task): task for task in tasks}
@@ -140,15 +134,26 @@ def parity_stage(ctx) -> None:
         _write_results(folder, target, manifest, stages, (budgets or {}).get(target))
 
 
+def _run_chunk(target: str, root, results, options, chunk: list, debug: bool) -> dict:
+    """The chunk's entries of the bundle in `root` on `target`, their results written to
+    `results` (outputs beside it): the results document."""
+    done = get_target(target).run(root, results, options, only=chunk, debug=debug)
+    try:
+        return json.loads(results.read_text())
+    except (OSError, ValueError):
+        raise EdgepipeError(f"The parity runner on {target} wrote no results (exit "
+                            f"{done.returncode}): {runner_said(done.stderr, debug)}") from None
+
+
 def _remote_chunk(executor, folder: RunFolder, target: str, chunk: list, options,
-                  debug: bool) -> dict:
+                  debug: bool, entries: list) -> dict:
     """A chunk on a cluster's worker: the runner's files travel there, its results document
     comes back, and the outputs it saved are written here, beside this target's results."""
     done = executor.run_remote(chunk_in_folder, target, chunk, options, debug,
                                out=folder.root, run_files=runner_reads(folder.root, chunk))
     if isinstance(done, JobFailed):  # its worker died: each of its entries is an error
-        entries = {e["id"]: e for e in load_bundle(folder.root).manifest["entries"]}
-        records = [dict(base_record(entries[i], target), reason=f"the parity chunk's {done}")
+        by_id = {e["id"]: e for e in entries}
+        records = [dict(base_record(by_id[i], target), reason=f"the parity chunk's {done}")
                    for i in chunk]
         return results_document(target, sha256_file(folder.manifest), records)
     document, outputs = done
@@ -163,13 +168,8 @@ def chunk_in_folder(root, target: str, chunk: list, options, debug: bool) -> tup
     from pathlib import Path
 
     folder = RunFolder(Path(root))
-    path = folder.target_results(target)
-    done = get_target(target).run(folder.root, path, options, only=chunk, debug=debug)
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise EdgepipeError(f"The parity runner on {target} wrote no results (exit "
-                            f"{done.returncode}): {runner_said(done.stderr, debug)}") from None
+    document = _run_chunk(target, folder.root, folder.target_results(target), options, chunk,
+                          debug)
     outputs = {p.relative_to(folder.results_dir).as_posix(): p.read_bytes()
                for p in sorted(folder.results_dir.rglob("*.npy")) if p.is_file()}
     return document, outputs
