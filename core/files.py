@@ -19,7 +19,7 @@ import shutil
 import stat
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import EdgepipeError
 
@@ -233,15 +233,21 @@ def write_bytes(dest: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def inside(root: Path, rel: str) -> Path:
+    """`root / rel` for a name another process sent (a cluster's driver or worker): a relative
+    path that stays in `root`, else EdgepipeError."""
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+        raise EdgepipeError(f"A file named {rel!r} was sent, outside the run folder; refused "
+                            "it. Check that the driver and the workers run this edgepipe")
+    return Path(root).joinpath(*parts)
+
+
 def write_returned(root: Path, files: dict) -> None:
     """Files a cluster's worker returned ({path relative to `root`: bytes}), each written whole
     into `root`; a name that would leave it is refused."""
     for rel, data in sorted(files.items()):
-        parts = Path(rel).parts
-        if not parts or Path(rel).is_absolute() or ".." in parts:
-            raise EdgepipeError(f"A worker returned a file named {rel!r}, outside the run "
-                                "folder; refused it. Check that the workers run this edgepipe")
-        write_bytes(Path(root) / rel, data)
+        write_bytes(inside(root, rel), data)
 
 
 def sha256_file(path: Path) -> str:

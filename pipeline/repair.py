@@ -178,10 +178,8 @@ def _reads(ctx, name: str) -> list:
     from .build import STAGES
     from .build import stage_name as build_stage
 
-    done = ctx.stages.done_stages
-    return [ctx.folder.rel(ctx.folder.manifest), *(
-        rel for stage in STAGES for rel in done.get(build_stage(stage, name), {}).get(
-            "outputs", {}))]
+    return [ctx.folder.rel(ctx.folder.manifest),
+            *ctx.stages.outputs_of(build_stage(stage, name) for stage in STAGES)]
 
 
 def _previous(ctx, name: str) -> dict | None:

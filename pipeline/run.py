@@ -210,9 +210,8 @@ def build_stage(ctx: RunContext) -> dict:
 
 def _job_reads(stages: Stages, job: BuildJob) -> list:
     """The run-folder files a build job reads: what the model's stages before its first wrote."""
-    before = STAGES[:STAGES.index(job.first)]
-    return [rel for stage in before
-            for rel in stages.done_stages.get(stage_name(stage, job.name), {}).get("outputs", {})]
+    return stages.outputs_of(stage_name(stage, job.name)
+                             for stage in STAGES[:STAGES.index(job.first)])
 
 
 def _first_stale(config: RunConfig, out: Path, name: str, stages: Stages) -> str | None:

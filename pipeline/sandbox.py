@@ -14,10 +14,10 @@ import os
 import tarfile
 import tempfile
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..core.errors import JobFailed
-from ..core.files import sha256_file
+from ..core.files import inside, sha256_file
 
 _store: Path | None = None  # this worker's folder of the user's files, by sha256
 
@@ -85,7 +85,7 @@ def run_in_folder(fn, shipped: Shipped, blobs: dict, *args):
 
 def _laid_out(root: Path, shipped: Shipped, blobs: dict) -> Path:
     for rel, sha in shipped.run_files.items():
-        dest = _inside(root, rel)
+        dest = inside(root, rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(blobs[sha])
     return root
@@ -117,13 +117,6 @@ def _remapped(config, user: dict):
     return replace(config, keras=moved(config.keras), custom_objects=moved(config.custom_objects),
                    tflite=moved(config.tflite),
                    data=user.get(str(config.data), config.data) if config.data else None)
-
-
-def _inside(root: Path, rel: str) -> Path:
-    parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
-        raise ValueError(f"not a path inside the run folder: {rel!r}")
-    return root.joinpath(*parts)
 
 
 def _written(root: Path, shipped: dict) -> dict:

@@ -185,6 +185,10 @@ class Stages:
                 return False
         return True
 
+    def outputs_of(self, names) -> list[str]:
+        """The files (relative to the run folder) the stages `names` wrote, as recorded."""
+        return [rel for name in names for rel in self.done_stages.get(name, {}).get("outputs", {})]
+
     def value(self, name: str):
         """What the stage returned when it was done (fresh stages only)."""
         return self.done_stages[name].get("value")
