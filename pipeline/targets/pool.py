@@ -194,7 +194,7 @@ def run_pool(name: str, boards, run_dir: Path, out_json: Path, options, only=Non
         # Close the connections now rather than leave a master per board for PERSIST seconds
         # after a run that has used them all.
         for board in boards:
-            ssh.close_connection(board, _identity(options), tuple(options.ssh_options))
+            ssh.close_connection(board, ssh.identity_of(options), tuple(options.ssh_options))
     if crashed:
         raise crashed[0]
     results = [records[i] for i in ids]
@@ -208,10 +208,6 @@ def run_pool(name: str, boards, run_dir: Path, out_json: Path, options, only=Non
         f"error: {board}: {message}\n" for board, message in said.items()))
 
 
-def _identity(options) -> Path | None:
-    return Path(options.ssh_identity).expanduser() if options.ssh_identity else None
-
-
 def _run_chunk(name: str, board: str, run_dir: Path, out_json: Path, options, ids: list,
                debug: bool) -> dict:
     """One chunk on one board: its results document (outputs written beside `out_json`)."""
@@ -219,7 +215,7 @@ def _run_chunk(name: str, board: str, run_dir: Path, out_json: Path, options, id
     scratch = f"{target_folder(name)}.{target_folder(board)}.partial"
     with scratch_file(out_json.parent, scratch) as (partial, _):
         ssh.run_runner(board, run_dir, partial, name=name, python=options.ssh_python,
-                       identity=_identity(options), ssh_options=tuple(options.ssh_options),
+                       identity=ssh.identity_of(options), ssh_options=tuple(options.ssh_options),
                        timeout=options.timeout, extra_args=runner_args(options, ids),
                        debug=debug, only=ids)
         try:

@@ -435,6 +435,11 @@ def run_runner(url: str, bundle_dir: Path, out_json: Path, *, python: str = "pyt
     return subprocess.CompletedProcess(cmd, done.returncode, "", stderr)
 
 
+def identity_of(options) -> Path | None:
+    """The [targets] ssh_identity key file, `~` expanded; None: ssh's own."""
+    return Path(options.ssh_identity).expanduser() if options.ssh_identity else None
+
+
 class SshBoard(Target):
     """A real board over SSH; the registry's instance stands for every board (its name is the
     URL form), `named` gives the one at a URL."""
@@ -464,8 +469,7 @@ class SshBoard(Target):
 
     def _run(self, run_dir, out_json, options, only, debug):
         return run_runner(self.name, run_dir, out_json, python=options.ssh_python,
-                          identity=Path(options.ssh_identity).expanduser()
-                          if options.ssh_identity else None,
+                          identity=identity_of(options),
                           ssh_options=tuple(options.ssh_options), timeout=options.timeout,
                           extra_args=runner_args(options, only), debug=debug, only=only)
 
