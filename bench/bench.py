@@ -24,7 +24,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -487,12 +486,6 @@ DASK_MISSING = ("Dask distributed is not installed (pip install 'edgepipe[cluste
                 "installs it)")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _wait_for(log_path: Path, text: bytes, count: int, what: str, limit: float = 120.0) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -538,7 +531,7 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
         log("cluster baseline: edgepipe run --jobs 2 --force")
         local = measure([edgepipe, "run", "--out", str(jobs2), "--jobs", "2", "--force",
                          *extra], work / "cold-jobs2.log", poll=0.2, ok=(0, 1))
-    port = _free_port()
+    port = _load_sshd().free_port()
     url = f"dask://127.0.0.1:{port}"
     processes = []
     try:

@@ -48,7 +48,7 @@ def make_key(path: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -83,7 +83,7 @@ class Sshd:
     def start(self, attempts: int = 3, wait: float = 10.0) -> Sshd:
         """Start sshd on a free port; retry on another port if that one was taken meanwhile."""
         for _ in range(attempts):
-            self.port = _free_port()
+            self.port = free_port()
             with open(self.log, "ab") as log:
                 self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self._config())],
                                                 stdout=log, stderr=log)

@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import sshd  # its free_port: a loopback port nothing listens on
 
 distributed = pytest.importorskip(
     "distributed", reason="Dask distributed is not installed (pip install 'edgepipe[cluster]'; "
@@ -240,7 +241,7 @@ def _modes(folder: Path, modes: list) -> Path:
 @pytest.fixture
 def scheduler(tmp_path):
     """`dask scheduler` on a free loopback port, as a user starts it."""
-    port = _free_port()
+    port = sshd.free_port()
     log = open(tmp_path / "scheduler.log", "wb")
     process = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                 "--no-dashboard"], stdout=log, stderr=log)
@@ -379,7 +380,7 @@ def test_a_tls_cluster_through_dasks_own_security_settings(user, tmp_path):
         tls[f"DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"] = str(cert)
         tls[f"DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"] = str(key)
     env = {**os.environ, **tls}
-    port = _free_port()
+    port = sshd.free_port()
     logs = [open(tmp_path / f"{name}.log", "wb") for name in ("scheduler", "worker")]
     scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                   "--no-dashboard"], stdout=logs[0], stderr=logs[0], env=env)
@@ -406,12 +407,3 @@ def test_a_tls_cluster_through_dasks_own_security_settings(user, tmp_path):
     assert "Cannot reach the Dask scheduler" in plain.stderr
     assert done.returncode == 0, done.stderr
     assert f"cluster on dask://127.0.0.1:{port}: 1 model job(s)" in done.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-

@@ -242,7 +242,7 @@ def test_a_board_that_dies_mid_run_leaves_its_chunk_to_another(tiny_bundle, one_
 
 def test_no_board_left_every_entry_is_an_error_naming_them_all(tiny_bundle, tmp_path):
     """Three boards whose sshd is stopped: nothing listens on their ports."""
-    urls = [f"ssh://pi@127.0.0.1:{sshd._free_port()}" for _ in range(3)]
+    urls = [f"ssh://pi@127.0.0.1:{sshd.free_port()}" for _ in range(3)]
     options = TargetOptions(ssh_python=sys.executable, ssh_options=("-F", "/dev/null"),
                             timeout=60, pools={"lab": tuple(urls)})
     out = tmp_path / "pool.json"

@@ -215,7 +215,7 @@ def test_no_python_at_that_path(server, tiny_bundle, tmp_path):
 
 
 def test_connection_refused(server, tiny_bundle, tmp_path):
-    port = sshd._free_port()  # nothing listens there
+    port = sshd.free_port()  # nothing listens there
     message = refusal(lambda: ssh_run(server, tiny_bundle[0], tmp_path,
                                       url=f"ssh://root@127.0.0.1:{port}"))
     assert message.startswith(f"Cannot reach 127.0.0.1:{port} "), message
