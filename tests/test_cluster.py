@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 import sshd  # its free_port: a loopback port nothing listens on
+from test_incremental import statuses, tflite_hashes
 
 distributed = pytest.importorskip(
     "distributed", reason="Dask distributed is not installed (pip install 'edgepipe[cluster]'; "
@@ -121,18 +122,6 @@ def user_run(user: Path, out: Path, models, *extra) -> subprocess.CompletedProce
     return edgepipe(*args, cwd=out.parent)
 
 
-def tflite_sha256s(run: Path) -> dict:
-    import hashlib
-
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((run / "tflite").glob("*.tflite"))}
-
-
-def statuses(run: Path) -> dict:
-    results = json.loads((run / "results.json").read_text())
-    return {(r["id"], r["target"]): r["status"] for r in results["results"]}
-
-
 def test_user_models_on_the_cluster_equal_the_local_executor(user, cluster, tmp_path):
     """Inputs shipped by content (the models, their data, the custom objects), outputs written
     by the driver: the same .tflite bytes and statuses as `--executor local --jobs 1`."""
@@ -143,8 +132,8 @@ def test_user_models_on_the_cluster_equal_the_local_executor(user, cluster, tmp_
                       *modes)
     assert remote.returncode == local.returncode, remote.stderr
     assert f"building 2 models on {cluster}" in remote.stderr
-    assert tflite_sha256s(tmp_path / "remote") == tflite_sha256s(tmp_path / "local")
-    assert len(tflite_sha256s(tmp_path / "local")) == 6
+    assert tflite_hashes(tmp_path / "remote") == tflite_hashes(tmp_path / "local")
+    assert len(tflite_hashes(tmp_path / "local")) == 6
     assert statuses(tmp_path / "remote") == statuses(tmp_path / "local")
     # Every output a host runner saved came back and is where its record points.
     results = json.loads((tmp_path / "remote" / "results.json").read_text())["results"]
@@ -323,8 +312,8 @@ def test_the_zoo_on_the_cluster_equals_the_local_executor(cluster, tmp_path):
     remote = edgepipe("run", "--config", config, "--out", tmp_path / "remote", "--executor",
                       cluster, cwd=tmp_path)
     assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
-    assert tflite_sha256s(tmp_path / "remote") == tflite_sha256s(tmp_path / "local")
-    assert any(".i16." in name or ".f32." in name for name in tflite_sha256s(tmp_path / "remote"))
+    assert tflite_hashes(tmp_path / "remote") == tflite_hashes(tmp_path / "local")
+    assert any(".i16." in name or ".f32." in name for name in tflite_hashes(tmp_path / "remote"))
     assert statuses(tmp_path / "remote") == statuses(tmp_path / "local")
 
 
@@ -354,7 +343,7 @@ def test_a_driver_killed_mid_run_leaves_every_file_whole(cluster, tmp_path):
     clean = edgepipe("run", "--config", config, "--out", tmp_path / "clean", "--jobs", "1",
                      cwd=tmp_path)
     assert clean.returncode == done.returncode, clean.stderr[-3000:]
-    assert tflite_sha256s(out) == tflite_sha256s(tmp_path / "clean")
+    assert tflite_hashes(out) == tflite_hashes(tmp_path / "clean")
     assert statuses(out) == statuses(tmp_path / "clean")
 
 
