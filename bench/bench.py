@@ -1,13 +1,14 @@
 """`make bench`: edgepipe's speed figures, each a ratio to a baseline measured in the same run.
 
 Machines are shared and noisy, so an absolute time means little; its ratio to a baseline timed
-minutes apart on the same machine (importing TensorFlow, one batched invoke, a cold run) does.
-Sections: CLI start vs `import tensorflow`; per-sample vs batched invokes on the digits test set;
-warm vs cold `edgepipe run` and its peak RSS; `--jobs 2` vs `--jobs 1`; int8 vs float32; a pool of
-3 loopback ssh boards vs 1 (`edgepipe parity --target pool:NAME`); a cold run on 2 local Dask
-workers vs `--jobs 2`, with the bytes that crossed the network and the per-job costs that
-docs/scale.md builds its estimate on. Progress goes to stderr, the table to stdout, raw figures
-and ratios to bench/results.json.
+minutes apart on the same machine (the hand-written script, importing TensorFlow, a cold run)
+does. Sections: `edgepipe run --targets host` at `--jobs 1` and at the default jobs vs the
+hand-written script (bench/handwritten.py) on the same zoo, warm vs cold, peak RSS; a cold run on
+2 local Dask workers vs the local one, with the bytes that crossed the network and the per-job
+costs that docs/scale.md builds its estimate on; CLI start vs `import tensorflow`; each target's
+parity wall time vs the sum of its invoke() times; int8 vs float32; a pool of 3 loopback ssh
+boards vs 1 (`edgepipe parity --target pool:NAME`). Progress goes to stderr, the table to
+stdout, raw figures and ratios to bench/results.json.
 
     python -m bench.bench [--quick] [--run DIR] [--repeats N] [--out PATH] [--keep]
 """
@@ -32,20 +33,22 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-
-from edgepipe.device_tests.schema import ConversionStatus, RunFolder, outputs_dir
+from edgepipe.device_tests.schema import (
+    ConversionStatus,
+    RunFolder,
+    count_statuses,
+    outputs_dir,
+)
 from edgepipe.pipeline.targets.pool import CHUNKS_PER_BOARD
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SCHEMA_VERSION = 1  # bench/results.json's own
 PACKAGES = ("tensorflow-cpu", "tensorflow", "ai-edge-litert", "numpy", "keras")
 IMPORT_TF = "import tensorflow"
-QUICK_CONFIG = """[run]
-models = ["mlp_swish", "cnn_swish"]
-modes = ["float32", "int8"]
-epochs = 3
-"""
+QUICK = {"models": ["mlp_swish", "cnn_swish"], "modes": ["float32", "int8"], "epochs": 3}
+QUICK_CONFIG = "[run]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in QUICK.items())
+QUICK_ARGS = tuple(a for k, v in QUICK.items()
+                   for a in (f"--{k}", ",".join(v) if isinstance(v, list) else str(v)))
 
 
 class BenchError(Exception):
@@ -195,75 +198,6 @@ def cli_start(edgepipe: str, run_dir: Path, tflite: Path, repeats: int,
     return {"repeats": repeats, "raw": raw}, figures
 
 
-# --- section 2: per-sample vs batched invokes -------------------------------------------------
-
-def compare_invokes(model, x: np.ndarray, repeats: int) -> dict:
-    """Seconds of one batched invoke and of a per-sample loop, and whether their outputs agree.
-    Each timed part follows a resize and a warm-up invoke, outside the clock."""
-    runner_out, how = model.run(x)  # the runner's own path, and the first warm-up
-    if how != "batch":
-        return {"invoke": how}
-    batched, per_sample = [], []
-    for _ in range(repeats):
-        model._invoke([x])
-        start = time.perf_counter()
-        out_b = model._invoke([x])
-        batched.append(time.perf_counter() - start)
-        model._invoke([x[:1]])
-        start = time.perf_counter()
-        pieces = [model._invoke([x[i:i + 1]]) for i in range(len(x))]
-        per_sample.append(time.perf_counter() - start)
-    out_p = np.concatenate(pieces)
-    return {"invoke": how, "batched_s": batched, "per_sample_s": per_sample,
-            "identical": bool(np.array_equal(out_b, out_p)),
-            "runner_identical": bool(np.array_equal(runner_out, out_p)),
-            "max_abs_diff": float(np.max(np.abs(out_b - out_p)))}
-
-
-# The issue's target is on the digits CNNs; the diabetes MLPs, whose invokes are mostly overhead,
-# show the other end (no target).
-BATCHED_SETS = (("digits", 10), ("diabetes", None))
-
-
-def batched_parity(run_dir: Path, repeats: int) -> tuple[dict, list]:
-    from edgepipe.device_tests.interpreters import KERNELS, ModelError, find_runtime
-
-    manifest = json.loads(RunFolder(run_dir).manifest.read_text())
-    raw, figures, runtimes, samples = {}, [], {}, {}
-    for (dataset, target), kernels in ((s, k) for s in BATCHED_SETS for k in KERNELS):
-        if dataset not in manifest["datasets"]:
-            continue
-        x = np.load(run_dir / manifest["datasets"][dataset]["inputs"])
-        samples[dataset] = int(len(x))
-        entries = [e for e in manifest["entries"] if e["status"] == ConversionStatus.CONVERTED and
-                   manifest["models"][e["model"]]["dataset"] == dataset]
-        runtime = find_runtime(None, kernels)
-        runtimes[kernels] = runtime.label
-        log(f"per-sample vs batched, {dataset}, {runtime.label}: {len(entries)} variants")
-        rows = []
-        for entry in entries:
-            key = f"{entry['id']} {kernels}"
-            try:
-                r = raw[key] = compare_invokes(
-                    runtime.load((run_dir / entry["tflite"]).read_bytes()), x, repeats)
-            except ModelError as exc:  # e.g. no kernel for an op and type: nothing to time
-                raw[key] = {"error": str(exc)}
-                continue
-            if "batched_s" in r:
-                rows.append(figure(
-                    "batched parity", key, statistics.median(r["per_sample_s"]),
-                    statistics.median(r["batched_s"]), "1 batched invoke", "s", at_least=target,
-                    note="outputs identical" if r["identical"] else
-                    f"outputs differ, max |diff| {r['max_abs_diff']:.3g}",
-                    identical=r["identical"], max_abs_diff=r["max_abs_diff"], detail=True))
-        same = sum(r["identical"] for r in rows)
-        figures += rows + ([median_row("batched parity", f"median {dataset}, {kernels} kernels",
-                                       rows, at_least=target, detail=False,
-                                       note=f"outputs identical in {same} of {len(rows)}")]
-                           if rows else [])
-    return {"samples": samples, "repeats": repeats, "runtimes": runtimes, "raw": raw}, figures
-
-
 # --- sections 3 and 4: cold, warm and parallel runs -------------------------------------------
 
 def _tflite_hashes(run_dir: Path) -> dict:
@@ -277,45 +211,99 @@ def _statuses(run_dir: Path) -> dict:
 
 
 def runs(edgepipe: str, work: Path, config: Path | None) -> tuple[dict, list, Path]:
-    """Cold `--jobs 1 --force`, the same command again without --force (warm), then cold
-    `--jobs 2 --force` elsewhere. --force keeps a cold run cold whatever caches exist."""
-    def run(name: str, jobs: int, force: bool) -> dict:
-        cmd = [edgepipe, "run", "--out", str(work / f"jobs{jobs}"), "--jobs", str(jobs)]
-        cmd += (["--force"] if force else []) + (["--config", str(config)] if config else [])
+    """The hand-written script (bench/handwritten.py) and `edgepipe run --targets host` on the
+    same zoo: cold `--jobs 1 --force`, the same command again without --force (warm), then
+    cold at the default jobs (one per core) elsewhere. --force keeps a cold run cold whatever
+    caches exist. `config`: the quick bench's (QUICK), else the default zoo."""
+    default_jobs = len(os.sched_getaffinity(0))
+
+    def run(name: str, folder: str, jobs: int | None, force: bool) -> dict:
+        cmd = [edgepipe, "run", "--out", str(work / folder), "--targets", "host"]
+        cmd += (["--jobs", str(jobs)] if jobs else []) + (["--force"] if force else [])
+        cmd += ["--config", str(config)] if config else []
         log(f"{name}: edgepipe {' '.join(cmd[1:])}")
         # Exit 1 is a failed parity check (the default zoo has one, mlp_step int8): a result.
         return measure(cmd, work / f"{name}.log", poll=0.2, ok=(0, 1))
 
-    one, two = work / "jobs1", work / "jobs2"
-    cold = run("cold", 1, True)
+    args = QUICK_ARGS if config else ()
+    log(f"hand-written: python -m bench.handwritten {' '.join(args)}")
+    script = measure([sys.executable, "-m", "bench.handwritten", *args], work / "handwritten.log",
+                     poll=0.2)
+    one, many = work / "jobs1", work / "jobs-default"
+    cold = run("cold", "jobs1", 1, True)
     cold_statuses = _statuses(one)
-    warm = run("warm", 1, False)
+    warm = run("warm", "jobs1", 1, False)
     warm_same = _statuses(one) == cold_statuses
-    cold2 = run("cold-jobs2", 2, True)
+    cold_n = run("cold-default-jobs", "jobs-default", None, True)
     # Once: unlike a time, the peak RSS of an import hardly moves between runs.
     tf_rss = measure([sys.executable, "-c", IMPORT_TF], work / "tf.log")["peak_rss_kb"]
-    same = {"tflite": _tflite_hashes(one) == _tflite_hashes(two),
-            "statuses": _statuses(one) == _statuses(two)}
-    info = {"cold": cold, "warm": warm, "cold_jobs2": cold2, "import_tensorflow_rss_kb": tf_rss,
-            "tflite_sha256": _tflite_hashes(one), "jobs2_identical": same,
-            "warm_statuses_identical": warm_same}
-    speedup = cold["seconds"] / cold2["seconds"]
-    figures = [figure("runs", "warm run", warm["seconds"], cold["seconds"], "cold, --jobs 1",
+    same = {"tflite": _tflite_hashes(one) == _tflite_hashes(many),
+            "statuses": _statuses(one) == _statuses(many)}
+    info = {"handwritten": script, "cold": cold, "warm": warm, "cold_default_jobs": cold_n,
+            "default_jobs": default_jobs, "import_tensorflow_rss_kb": tf_rss,
+            "tflite_sha256": _tflite_hashes(one), "default_jobs_identical": same,
+            "warm_statuses_identical": warm_same, "job_seconds": job_seconds(
+                (work / "cold.log").read_text(errors="replace"))}
+    jobs_n = f"--jobs {default_jobs} (default)"
+    figures = [figure("runs", "cold run, --jobs 1", cold["seconds"], script["seconds"],
+                      "hand-written script", "s", at_most=1.05,
+                      note="edgepipe run --targets host --force"),
+               figure("runs", f"cold run, {jobs_n}", cold_n["seconds"], script["seconds"],
+                      "hand-written script", "s", at_most=0.6),
+               figure("runs", f"speedup, {jobs_n}", cold["seconds"], cold_n["seconds"],
+                      f"cold, {jobs_n}", "s", at_least=1.8 if default_jobs == 2 else None,
+                      identical=same, note=f".tflite {'identical' if same['tflite'] else 'DIFFER'}"
+                      f"; statuses {'identical' if same['statuses'] else 'DIFFER'}"),
+               figure("runs", "warm run", warm["seconds"], cold["seconds"], "cold, --jobs 1",
                       "s", at_most=0.15, note="statuses " +
-                      ("identical" if warm_same else "DIFFER") + " to the cold run's"),
-               figure("runs", "cold run, --jobs 2", cold2["seconds"], cold["seconds"],
-                      "cold, --jobs 1", "s", speedup=speedup, identical=same,
-                      note=f"speedup {speedup:.2f}x; .tflite "
-                           f"{'identical' if same['tflite'] else 'DIFFER'}; statuses "
-                           f"{'identical' if same['statuses'] else 'DIFFER'}")]
-    for jobs, result in ((1, cold), (2, cold2)):
+                      ("identical" if warm_same else "DIFFER") + " to the cold run's")]
+    for name, result in (("--jobs 1", cold), (jobs_n, cold_n)):
         figures.append(figure(
-            "runs", f"cold run peak RSS, --jobs {jobs}", result["peak_rss_kb"], tf_rss,
+            "runs", f"cold run peak RSS, {name}", result["peak_rss_kb"], tf_rss,
             IMPORT_TF, "KB", largest_process=result["largest_process"],
             main_process_peak_rss_kb=result["main_process_peak_rss_kb"],
             note=f"largest: {result['largest_process']} (main: "
                  f"{result['main_process_peak_rss_kb'] / 1024:.0f} MiB)"))
+    figures.append(figure("runs", "hand-written script peak RSS", script["peak_rss_kb"], tf_rss,
+                          IMPORT_TF, "KB"))
     return info, figures, one
+
+
+# --- section 4: each target's parity against its invoke floor ------------------------------
+
+PARITY_TARGETS = ("host", "host-ref", "tflm", "qemu-aarch64")
+
+
+def target_parity(edgepipe: str, run_dir: Path, work: Path) -> tuple[dict, list]:
+    """`edgepipe parity RUN --target T` on a copy of the run folder without results, per target
+    ready here: its wall time against the sum of the invoke() times its runners recorded (the
+    physical floor: the kernels' own time). What lies between is start-up, loading, the arena
+    search, metrics and writing."""
+    from edgepipe.pipeline.targets import get_target
+
+    info, figures = {}, []
+    for target in PARITY_TARGETS:
+        why = get_target(target).availability()
+        if why:
+            info[target] = {"skipped": why}
+            continue
+        folder = work / f"parity-{target}"
+        shutil.copytree(run_dir, folder)
+        shutil.rmtree(RunFolder(folder).results_dir)
+        RunFolder(folder).stages.unlink()  # every entry runs again
+        log(f"parity: edgepipe parity RUN --target {target}")
+        done = measure([edgepipe, "parity", str(folder), "--target", target],
+                       work / f"parity-{target}.log", ok=(0, 1))
+        records = json.loads(RunFolder(folder).target_results(target).read_text())["results"]
+        floor = sum(r.get("invoke_seconds") or 0.0 for r in records)
+        counts = count_statuses(records)
+        info[target] = {**done, "entries": len(records), "invoke_seconds": floor,
+                        "statuses": counts}
+        said = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+        figures.append(figure("target parity", target, done["seconds"], floor,
+                              "sum of invoke() times", "s", note=f"{len(records)} entries: {said}"))
+        shutil.rmtree(folder)
+    return info, figures
 
 
 # --- section 5: int8 vs float32 ---------------------------------------------------------------
@@ -519,18 +507,18 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
                                                                                         list]:
     """A cold `edgepipe run --executor dask://...` on `dask scheduler` and `dask worker
     --nworkers 2 --nthreads 1 --resources tf=1` (started here, stopped at the end), against
-    the cold local `--jobs 2` run: `local` (the runs section's, in `work/jobs2`), else one
-    made here. Then the report of the cluster's run with every plot drawn: the driver's
-    serial part, beside the warm run."""
+    the cold local run at the default jobs: `local` (the runs section's, in
+    `work/jobs-default`), else one made here. Both run `--targets host`. Then the report of
+    the cluster's run with every plot drawn: the driver's serial part, beside the warm run."""
     dask = Path(sys.executable).with_name("dask")
     if importlib.util.find_spec("distributed") is None or not dask.exists():
         return {"skipped": DASK_MISSING}, []
-    extra = ["--config", str(config)] if config else []
-    jobs2 = work / "jobs2"
+    extra = ["--targets", "host"] + (["--config", str(config)] if config else [])
+    baseline = work / "jobs-default"
     if local is None:
-        log("cluster baseline: edgepipe run --jobs 2 --force")
-        local = measure([edgepipe, "run", "--out", str(jobs2), "--jobs", "2", "--force",
-                         *extra], work / "cold-jobs2.log", poll=0.2, ok=(0, 1))
+        log("cluster baseline: edgepipe run --targets host --force")
+        local = measure([edgepipe, "run", "--out", str(baseline), "--force", *extra],
+                        work / "cold-default-jobs.log", poll=0.2, ok=(0, 1))
     port = _load_sshd().free_port()
     url = f"dask://127.0.0.1:{port}"
     processes = []
@@ -554,7 +542,8 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
         # Parity alone on the cluster (every entry again): the wall time of its chunks,
         # runner start and shipping included, which the entries' own seconds leave out.
         log(f"cluster: edgepipe parity RUN --executor {url}")
-        parity_only = measure([edgepipe, "parity", str(remote_dir), "--executor", url],
+        parity_only = measure([edgepipe, "parity", str(remote_dir), "--target", "host",
+                               "--executor", url],
                               work / "cluster-parity.log", ok=(0, 1), env=WIDE)
     finally:
         for process in reversed(processes):  # the workers first
@@ -566,10 +555,10 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
     shutil.rmtree(RunFolder(remote_dir).plots_dir, ignore_errors=True)
     log("driver: edgepipe report on the cluster's run, every plot drawn")
     report = measure([edgepipe, "report", str(remote_dir)], work / "report-cold.log")
-    same = {"tflite": _tflite_hashes(jobs2) == _tflite_hashes(remote_dir),
-            "statuses": _statuses(jobs2) == _statuses(remote_dir)}
+    same = {"tflite": _tflite_hashes(baseline) == _tflite_hashes(remote_dir),
+            "statuses": _statuses(baseline) == _statuses(remote_dir)}
     jobs = {"cluster": job_seconds(said),
-            "local": job_seconds((work / "cold-jobs2.log").read_text(errors="replace"))}
+            "local": job_seconds((work / "cold-default-jobs.log").read_text(errors="replace"))}
     parity = {}
     for target, (entries, count) in parity_chunks(said).items():
         # The results hold each entry's last run; `entries` counts every run (a repair's
@@ -587,7 +576,7 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
              "parity_outputs_bytes": _outputs_bytes(remote_dir)}
     again = (work / "cluster-parity.log").read_text(errors="replace")
     info = {"executor": url, "workers": "2 processes x 1 thread, tf=1 each", "cluster": remote,
-            "local_jobs2": local, "identical": same, "moved": moved, "job_seconds": jobs,
+            "local_default_jobs": local, "identical": same, "moved": moved, "job_seconds": jobs,
             "parity": parity, "models": len(jobs["cluster"]), "entries": _converted(remote_dir),
             "parity_only": {**parity_only, "chunks": parity_chunks(again),
                             "moved": cluster_summary(again)},
@@ -595,7 +584,7 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
     ratio = remote["seconds"] / local["seconds"]
     received = moved["bytes_received_per_model_job"]
     figures = [figure("cluster", "cold run, dask 2 workers", remote["seconds"], local["seconds"],
-                      "cold, --jobs 2", "s", identical=same,
+                      "cold, default jobs", "s", identical=same,
                       note=f"{ratio:.2f}x the local time; .tflite "
                            f"{'identical' if same['tflite'] else 'DIFFER'}; statuses "
                            f"{'identical' if same['statuses'] else 'DIFFER'}; "
@@ -606,7 +595,7 @@ def cluster(edgepipe: str, work: Path, config: Path | None, local: dict | None) 
         figures.append(figure(
             "cluster", "model job, dask (median)",
             statistics.median(jobs["cluster"][m] for m in both),
-            statistics.median(jobs["local"][m] for m in both), "--jobs 2 (median)", "s",
+            statistics.median(jobs["local"][m] for m in both), "default jobs (median)", "s",
             note=f"train, convert, bundle: {len(both)} models, as each job timed itself"))
     return info, figures
 
@@ -676,14 +665,14 @@ def main(argv=None) -> int:
             sections["runs"], figures, run_dir = runs(edgepipe, work, config)
         # Right after the runs, beside their cold --jobs 2 run (its folder and its figure).
         sections["cluster"], rows = cluster(edgepipe, work, config,
-                                            sections["runs"].get("cold_jobs2"))
+                                            sections["runs"].get("cold_default_jobs"))
         figures += rows
         tflite = next(run_dir / e["tflite"] for e in json.loads(
             RunFolder(run_dir).manifest.read_text())["entries"]
             if e["status"] == ConversionStatus.CONVERTED)
         for name, (info, rows) in (
                 ("cli_start", cli_start(edgepipe, run_dir, tflite, repeats, work)),
-                ("batched_parity", batched_parity(run_dir, repeats)),
+                ("target_parity", target_parity(edgepipe, run_dir, work)),
                 ("int8_vs_float32", int8_vs_float32(run_dir)),
                 ("pool", pool(edgepipe, run_dir, work))):
             sections[name] = info

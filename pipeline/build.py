@@ -89,6 +89,7 @@ class StageDone:
     key: str
     outputs: tuple  # paths relative to the run folder
     value: object = None
+    seconds: float = 0.0  # what it took: the next run schedules the longest jobs first
 
 
 def build_model(job: BuildJob) -> tuple[list[StageDone], dict]:
@@ -97,10 +98,11 @@ def build_model(job: BuildJob) -> tuple[list[StageDone], dict]:
     started = time.perf_counter()
     done, summary, shared = [], {}, {}
     for stage in STAGES[STAGES.index(job.first):]:
+        begun = time.perf_counter()
         ran = _module(stage).run(job, shared)
         summary.update(ran.summary)
         done.append(StageDone(stage_name(stage, job.name),
                               stage_key(stage, job.config, job.out, job.name), ran.outputs,
-                              ran.value))
+                              ran.value, time.perf_counter() - begun))
     summary["seconds"] = time.perf_counter() - started
     return done, summary

@@ -171,8 +171,8 @@ def build_stage(ctx: RunContext) -> dict:
     config, out, console, stages = ctx.config, ctx.out, ctx.console, ctx.stages
     debug, workers = ctx.debug, ctx.workers
     names = list(config.user_models) if config.keras else list(config.models)
-    jobs = [BuildJob(name, first, config, out, debug) for name in names
-            if (first := _first_stale(config, out, name, stages))]
+    jobs = longest_first([BuildJob(name, first, config, out, debug) for name in names
+                          if (first := _first_stale(config, out, name, stages))], stages)
     if len(jobs) < len(names):
         console.print(f"reused {len(names) - len(jobs)} of {len(names)} models (trained, "
                       "converted and bundled with the same inputs before)", highlight=False)
@@ -194,7 +194,7 @@ def build_stage(ctx: RunContext) -> dict:
             continue
         done, summary = result
         for stage in done:
-            stages.record(stage.name, stage.key, stage.outputs, stage.value)
+            stages.record(stage.name, stage.key, stage.outputs, stage.value, stage.seconds)
         stages.save()
         console.print(_built_line(job, summary), highlight=False)
     names = [name for name in names if name not in failed]
@@ -206,6 +206,32 @@ def build_stage(ctx: RunContext) -> dict:
                                                           for e in v["entries"]])
     return write_manifest(out, datasets, {n: v["model"] for n, v in values.items()},
                           entries, config.seed, repairs, failed)
+
+
+def longest_first(jobs: list, stages: Stages) -> list:
+    """The jobs, longest first: the last job to start decides when the workers finish
+    together. How long is what the job's stages took when last done in this folder; a job
+    with no time on record comes first (it has never been built here: it trains, for the zoo),
+    by the size of what it starts from (the user's model, or the zoo model's dataset)."""
+    def expected(job: BuildJob) -> tuple:
+        took = stages.seconds(stage_name(stage, job.name)
+                              for stage in STAGES[STAGES.index(job.first):])
+        return (0, -took) if took is not None else (-1, -_input_size(job))
+
+    return sorted(jobs, key=expected)
+
+
+def _input_size(job: BuildJob) -> int:
+    """A size to rank a job with no time on record: its .keras file's bytes, or the numbers its
+    zoo dataset holds."""
+    if job.config.keras:  # a .keras file, or a SavedModel folder
+        path = Path(job.config.user_models[job.name])
+        files = path.rglob("*") if path.is_dir() else [path]
+        return sum(p.stat().st_size for p in files if p.is_file())
+    from ..models.datasets import BUILTIN
+    from ..models.zoo import ZOO
+
+    return BUILTIN[ZOO[job.name].dataset]
 
 
 def _job_reads(stages: Stages, job: BuildJob) -> list:

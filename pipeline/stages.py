@@ -193,13 +193,22 @@ class Stages:
         """What the stage returned when it was done (fresh stages only)."""
         return self.done_stages[name].get("value")
 
-    def record(self, name: str, key: str, outputs=(), value=None) -> None:
-        """Remember a finished stage that wrote `outputs` (paths relative to the run folder);
-        `save` writes the record down."""
+    def seconds(self, names) -> float | None:
+        """What the stages `names` took when last done (fresh or not), or None when one of
+        them has no time on record."""
+        times = [self.done_stages.get(name, {}).get("seconds") for name in names]
+        return None if None in times else sum(times)
+
+    def record(self, name: str, key: str, outputs=(), value=None,
+               seconds: float | None = None) -> None:
+        """Remember a finished stage that wrote `outputs` (paths relative to the run folder)
+        in `seconds`; `save` writes the record down."""
         files = {}
         for rel in outputs:
             files[Path(rel).as_posix()] = sha256_file(self.out / rel)
         self.done_stages[name] = {"key": key, "outputs": files, "value": value}
+        if seconds is not None:
+            self.done_stages[name]["seconds"] = round(seconds, 3)
         self.redone.add(name)
 
     def save(self) -> None:

@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 from tiny_bundle import read_manifest, write_manifest
 
-from edgepipe.device_tests.interpreters import find_runtime
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -107,21 +105,6 @@ def test_measure_peak_rss_of_the_tree_and_which_process(tmp_path, code, largest)
     assert done["largest_process"] == largest
 
 
-def test_compare_invokes_on_a_bundle(tiny_bundle):
-    root, _, _ = tiny_bundle
-    manifest = read_manifest(root)
-    x = np.load(root / manifest["datasets"]["cls"]["inputs"])
-    runtime = find_runtime(None, "default")
-    result = bench.compare_invokes(runtime.load((root / "tflite/clf.int8.tflite").read_bytes()),
-                                   x, repeats=2)
-    assert result["invoke"] == "batch" and result["identical"] and result["runner_identical"]
-    assert result["max_abs_diff"] == 0.0
-    assert len(result["batched_s"]) == len(result["per_sample_s"]) == 2
-    fixed = runtime.load((root / "tflite/mlp_fixed.float32.tflite").read_bytes())
-    assert bench.compare_invokes(fixed, np.load(root / "data/reg.inputs.npy"), 2) == {
-        "invoke": "per-sample"}
-
-
 def test_int8_vs_float32_from_manifest_and_results(tiny_bundle, tmp_path):
     root, _, _ = tiny_bundle
     manifest = read_manifest(root)
@@ -179,27 +162,34 @@ def test_quick_bench_end_to_end(tmp_path):
                           timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads(out.read_text())
-    assert set(document["sections"]) == {"runs", "cli_start", "batched_parity",
+    assert set(document["sections"]) == {"runs", "cli_start", "target_parity",
                                          "int8_vs_float32", "cluster", "pool"}
     assert "skipped" not in document["sections"]["runs"]
     assert document["machine"]["cores"] >= 1 and document["date"]
-    # Without sshd or Dask those sections say why, and the bench goes on.
+    # Without sshd, Dask or the emulator those sections and targets say why; the bench goes on.
     ran = {s for s in ("cluster", "pool") if "skipped" not in document["sections"][s]}
     sections = {f["section"] for f in document["figures"]}
-    assert sections == {"runs", "cli start", "batched parity", "int8 vs float32"} | ran
+    assert sections == {"runs", "cli start", "target parity", "int8 vs float32"} | ran
     for f in document["figures"]:
         assert f["baseline"] > 0 and f["baseline_name"], f
         assert math.isfinite(f["ratio"]) and f["ratio"] > 0, f
+    jobs = document["sections"]["runs"]["default_jobs"]
     names = [f["name"] for f in document["figures"]]
-    assert {"warm run", "cold run, --jobs 2", "cold run peak RSS, --jobs 1",
-            "edgepipe --help", "edgepipe report RUN", "cnn_swish-int8 reference",
-            "median digits, default kernels", "median diabetes, reference kernels",
-            "cnn_swish size"} <= set(names)
-    batched = [f for f in document["figures"] if f["section"] == "batched parity"
-               and not f["name"].startswith("median")]
-    # 2 models x 2 modes x 2 kernel sets, each batched output equal to the per-sample one
-    assert len(batched) == 8 and all(f["identical"] for f in batched)
-    assert document["sections"]["runs"]["jobs2_identical"] == {"tflite": True, "statuses": True}
+    assert {"cold run, --jobs 1", f"cold run, --jobs {jobs} (default)", "warm run",
+            f"speedup, --jobs {jobs} (default)", "cold run peak RSS, --jobs 1",
+            "hand-written script peak RSS", "edgepipe --help", "edgepipe report RUN",
+            "cnn_swish-int8 reference", "cnn_swish size", "host", "host-ref"} <= set(names)
+    rows = {f["name"]: f for f in document["figures"]}
+    # The hand-written script is the baseline of both run figures, in the same bench run.
+    script = document["sections"]["runs"]["handwritten"]["seconds"]
+    assert rows["cold run, --jobs 1"]["baseline"] == script
+    assert rows[f"cold run, --jobs {jobs} (default)"]["baseline"] == script
+    parity = document["sections"]["target_parity"]
+    for target in ("host", "host-ref"):  # 2 models x 2 modes, each invoked
+        assert parity[target]["entries"] == 4 and parity[target]["invoke_seconds"] > 0
+        assert parity[target]["seconds"] > parity[target]["invoke_seconds"]
+    assert document["sections"]["runs"]["default_jobs_identical"] == {"tflite": True,
+                                                                      "statuses": True}
     assert document["sections"]["runs"]["warm_statuses_identical"]
     if "cluster" in ran:
         cluster = document["sections"]["cluster"]
@@ -215,4 +205,4 @@ def test_quick_bench_end_to_end(tmp_path):
     shown = [f for f in document["figures"] if not f.get("detail")]
     assert lines[0].startswith("section") and len(lines) == 1 + len(shown)
     assert all(f["name"].startswith("median") for f in document["figures"]
-               if f["section"] in ("batched parity", "int8 vs float32") and f in shown)
+               if f["section"] == "int8 vs float32" and f in shown)

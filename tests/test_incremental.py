@@ -48,6 +48,11 @@ def stage_keys(out) -> dict:
     return {name: stage["key"] for name, stage in stages.items()}
 
 
+def stage_seconds(out) -> dict:
+    stages = json.loads((out / ".edgepipe" / "stages.json").read_text())["stages"]
+    return {name: stage["seconds"] for name, stage in stages.items() if "seconds" in stage}
+
+
 def mtimes(out) -> dict:
     return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.rglob("*")
             if p.is_file() and ".edgepipe" not in p.parts}
@@ -82,6 +87,9 @@ def test_cold_run_builds_every_model_on_two_workers(cold):
     assert {f"{s}:{m}" for s in ("train", "convert", "bundle") for m in MODELS} <= names
     assert {f"parity:host:{m}-{mode}" for m in MODELS for mode in ("float32", "int8")} <= names
     assert "collect" in names
+    # What each build stage took: the next run schedules the longest jobs first.
+    assert all(stage_seconds(out)[f"{s}:{m}"] > 0 for s in ("train", "convert", "bundle")
+               for m in MODELS)
     # Each entry's record carries the runner's outputs, merged from two runner processes.
     results = json.loads((out / "results" / "host.json").read_text())["results"]
     assert [r["id"] for r in results] == [e["id"] for e in json.loads(
@@ -153,9 +161,15 @@ def test_a_damaged_artifact_is_rebuilt_and_what_depends_on_it_only_if_it_changed
 
 def test_force_redoes_every_stage(cold):
     _, config, out, _ = cold
-    before = mtimes(out)
+    before, took = mtimes(out), stage_seconds(out)
     log = edgepipe("--out", str(out), "--force", "--jobs", "1", config=config)
     assert "building 2 models on 1 worker(s)" in log and "reused 2 of" not in log
+    # One worker builds in the scheduled order: the model whose stages took longest first.
+    longest = max(MODELS, key=lambda m: sum(took[f"{s}:{m}"]
+                                            for s in ("train", "convert", "bundle")))
+    built = [line.split(":")[0] for line in log.splitlines()
+             if line.startswith(tuple(f"{m}: trained" for m in MODELS))]
+    assert built[0] == longest, log
     # Every stage once: the parity pass after a repair runs only the repaired entry, and the
     # repair is not searched again in a second round (cnn_step int8 fails after 3 epochs).
     passes = [line for line in log.splitlines() if line.startswith("parity on host:")]
