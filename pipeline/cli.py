@@ -347,8 +347,8 @@ SshPython = Annotated[str | None, typer.Option(
     help="ssh:// targets: the board's Python command (default: python3).")]
 Jobs = Annotated[int | None, typer.Option(
     "--jobs", "-j", show_default=False, callback=_within(JOBS),
-    help="Worker processes for the models and the parity runners (default: the number of "
-         "cores).")]
+    help="Worker processes for the models, the parity runners and the report's plots "
+         "(default: the number of cores).")]
 Timeout = Annotated[float | None, typer.Option(
     callback=_within(SECONDS), help="Seconds each target may take (default: 1800).")]
 Executor = Annotated[str | None, typer.Option(
@@ -496,16 +496,19 @@ def emulator_setup(
 def report(
     ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by `edgepipe run`.")],
+    jobs: Jobs = None,
 ) -> None:
     """Regenerate report.html (and junit.xml) from a run folder's results.json."""
     from .report import write_report
     from .run import require_run_folder
+    from .workers import default_jobs
 
     require_run_folder(run_dir)
     if not RunFolder(run_dir).results.is_file():
         raise EdgepipeError(f"{run_dir} has no results.json: run `edgepipe parity {run_dir}` "
                             "first.")
-    out.print(f"wrote {write_report(run_dir, junit=True)}", highlight=False)
+    out.print(f"wrote {write_report(run_dir, junit=True, workers=jobs or default_jobs())}",
+              highlight=False)
 
 
 def _finish(merged: dict, run_dir: Path, strict: bool = False) -> None:

@@ -223,16 +223,16 @@ def _boundary(bundle, out: Path, r: dict, steps: list, files: dict) -> dict:
     return analyse(found["preacts"], steps, found["kinks"], variant, found["reference"])
 
 
-def collect(out: Path, stages: Stages | None = None) -> dict:
+def collect(out: Path, stages: Stages | None = None, workers: int = 1) -> dict:
     """Merge per-target results, add the boundary analysis, write results.json, junit.xml and
-    report.html; return the merged document. With `stages`, reuse them when neither the
-    manifest, the results nor the code changed."""
+    report.html (its plots drawn in `workers` processes); return the merged document. With
+    `stages`, reuse them when neither the manifest, the results nor the code changed."""
     folder = RunFolder(out)
     key = digest("collect", code_key(__name__), sha256_file(folder.manifest),
                  {p.name: sha256_file(p) for p in sorted(folder.results_dir.glob("*.json"))})
     if stages is not None and stages.fresh("collect", key):
         return json.loads(folder.results.read_text())
-    merged = _merge(folder)
+    merged = _merge(folder, workers)
     if stages is not None:
         stages.record("collect", key, [folder.rel(p) for p in
                                        (folder.results, folder.junit, folder.report)])
@@ -240,7 +240,7 @@ def collect(out: Path, stages: Stages | None = None) -> dict:
     return merged
 
 
-def _merge(folder: RunFolder) -> dict:
+def _merge(folder: RunFolder, workers: int) -> dict:
     from .report import write_junit, write_report
 
     out = folder.root
@@ -289,5 +289,5 @@ def _merge(folder: RunFolder) -> dict:
     write_json(folder.results, merged)
     write_overlays(folder, manifest, results)  # Model Explorer node data, per variant
     write_junit(out, merged)
-    write_report(out)
+    write_report(out, workers=workers)
     return merged

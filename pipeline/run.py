@@ -103,7 +103,7 @@ def _run(ctx: RunContext) -> dict:
         if manifest is None:
             break
         parity_stage(ctx)  # the new entries; every other result is fresh and reused
-    return collect(ctx.out, ctx.stages)
+    return collect(ctx.out, ctx.stages, ctx.workers)
 
 
 def parity(ctx: RunContext) -> dict:
@@ -112,7 +112,7 @@ def parity(ctx: RunContext) -> dict:
         check_other_results(ctx.folder, ctx.config.targets)
         warn_constant_references(ctx)
         parity_stage(ctx)
-        return collect(ctx.out, ctx.stages)
+        return collect(ctx.out, ctx.stages, ctx.workers)
     finally:
         _close(ctx)
 

@@ -8,7 +8,9 @@ import matplotlib
 import pytest
 
 from edgepipe.device_tests.schema import ResultStatus
-from edgepipe.pipeline.report.layer_plots import figure, layer_order, line_of, section
+from edgepipe.pipeline.report.layer_plots import figure, layer_order, line_of
+from edgepipe.pipeline.report.layer_plots import section as layer_section
+from edgepipe.pipeline.report.plots import Painter
 from edgepipe.pipeline.report.read import build_run
 
 matplotlib.use("Agg")
@@ -91,6 +93,11 @@ def test_one_line_per_variant_repaired_dashed_bound_as_band_born_layer_marked(ru
         assert [t.get_text() for t in ax.get_xticklabels()] == layer_names
     finally:
         plt.close(fig)
+
+
+def section(run) -> str:
+    painter = Painter()
+    return painter.finish(layer_section(run, painter))
 
 
 def test_the_section_names_the_born_layer_and_why_variants_draw_nothing(run):

@@ -482,6 +482,29 @@ def test_a_report_of_unchanged_results_draws_no_plot_again(run_dir):
     assert now != cached and len(now) == len(cached)
 
 
+def test_plots_drawn_in_worker_processes_make_the_same_page(run_dir, tmp_path):
+    """`workers` > 1: the plots the cache lacks are drawn in that many spawned processes, after
+    the page is rendered. The page and the cache equal those of drawing here, and this process
+    never imports matplotlib."""
+    import shutil
+
+    other = tmp_path / "other" / run_dir.name
+    shutil.copytree(run_dir, other)
+    write_report(run_dir)
+    serial = (run_dir / "report.html").read_text(encoding="utf-8")
+    code = ("import edgepipe.pipeline.report.plots as p\n"
+            "p.MIN_PARALLEL = 2  # the fixture's few plots: draw them in the processes anyway\n"
+            "from edgepipe.pipeline.report import write_report\n"
+            f"write_report({str(other)!r}, workers=2)")
+    assert imported_modules(code, ("matplotlib",)) == []
+    page = (other / "report.html").read_text(encoding="utf-8")
+    assert page.replace(str(other), str(run_dir)) == serial  # the page names its folder
+    assert "edgepipe-plot-" not in serial and serial.count("data:image/png;base64,") > 2
+    cache = [sorted(p.relative_to(root).as_posix() for p in (root / ".edgepipe" / "plots")
+                    .rglob("*.json")) for root in (run_dir, other)]
+    assert cache[0] == cache[1] and cache[0]
+
+
 def test_report_and_junit_modules_do_not_import_tensorflow():
     code = "import edgepipe.pipeline.report"
     # matplotlib too: it is only imported when a report is drawn

@@ -29,10 +29,11 @@ from .read import load_run
 __all__ = ["load_run", "render", "target_differences", "write_junit", "write_report"]
 
 
-def write_report(run_dir: Path, junit: bool = False) -> Path:
+def write_report(run_dir: Path, junit: bool = False, workers: int = 1) -> Path:
     """Write `run_dir/report.html` from the run folder's manifest and results (with `junit`,
-    junit.xml first); return its path. When they cannot be written, the ones already there are
-    removed: a page of earlier results must not stay looking current."""
+    junit.xml first), drawing its new plots in `workers` processes; return its path. When
+    they cannot be written, the ones already there are removed: a page of earlier results must
+    not stay looking current."""
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     dest = folder.report
@@ -40,7 +41,7 @@ def write_report(run_dir: Path, junit: bool = False) -> Path:
         run = load_run(run_dir)
         if junit:
             write_junit(run_dir, run.results)
-        page = render(run)
+        page = render(run, workers)
         with atomic_path(dest) as tmp:
             tmp.write_text(page, encoding="utf-8")
     except Exception:

@@ -9,7 +9,7 @@ from ...device_tests.schema import ResultStatus
 from ..boundary import JUMP
 from .compare import as_samples, errors, not_finite_text, outputs_not_finite, where_not_finite
 from .html import anchor, badge, conversion_badge, e, table, value_cell
-from .plots import Plots, histogram, scatter
+from .plots import Painter, Plots, histogram, scatter
 from .read import ReportEntry, Run
 from .text import fmt
 
@@ -17,12 +17,12 @@ MAX_PLOTTED = 60          # entries with plots; the rest say why they have none
 N_WORST = 5
 
 
-def sections(run: Run) -> dict[str, str]:
+def sections(run: Run, painter: Painter) -> dict[str, str]:
     """{entry id: its section}. Failing entries get plots first when the budget is short; the
     page keeps matrix order."""
     budget = [MAX_PLOTTED]
     order = sorted(run.entries, key=lambda v: not v.failing)
-    plots = Plots(run.run_dir)
+    plots = Plots(run.run_dir, painter)
     shown = {v.id: _section(run, v, plots, budget) for v in order}
     plots.prune()
     return shown
@@ -257,9 +257,9 @@ def _plots_and_worst(run: Run, v: ReportEntry, plots: Plots, budget: list[int], 
     if budget[0] > 0:
         budget[0] -= 1
         hist, points = plots.get(
-            (ref, outputs, worst, tol.get("max_abs"), plot_target, classifier),
-            lambda plt: (histogram(plt, err[finite], tol.get("max_abs"), plot_target),
-                         scatter(plt, ref, outputs, worst, plot_target, classifier)))
+            (ref, outputs, worst, tol.get("max_abs"), plot_target, classifier), _draw,
+            err[finite], tol.get("max_abs"), plot_target, ref, outputs, worst, classifier,
+            images=2)
         out.append(f'<div class="plots"><img alt="histogram of absolute errors" src="{hist}">'
                    f'<img alt="keras vs variant scatter" src="{points}"></div>')
     else:
@@ -307,3 +307,9 @@ def _label_text(labels: np.ndarray | None, i: int) -> str:
         x = value[0]
         return str(int(x)) if np.issubdtype(value.dtype, np.integer) else f"{float(x):.4g}"
     return _sample_text(value.astype(np.float64), False)
+
+
+def _draw(plt, err, bound, target: str, ref, outputs, worst: list, classifier: bool) -> tuple:
+    """An entry's two plots: its error histogram and Keras vs variant."""
+    return (histogram(plt, err, bound, target),
+            scatter(plt, ref, outputs, worst, target, classifier))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ...device_tests.schema import RunFolder
 from ..stages import code_key
 from .html import anchor, e
-from .plots import DPI, Plots, _png
+from .plots import DPI, Painter, Plots, _png
 from .read import ReportEntry, Run
 from .text import fmt
 
@@ -155,16 +155,7 @@ def _short(name: str) -> str:
     return name if len(name) <= MAX_NAME else "…" + name[-(MAX_NAME - 1):]
 
 
-class LayerPlots(Plots):
-    """The per-layer plots, cached as the entries' plots are, in a folder of their own (each
-    cache prunes only what it drew)."""
-
-    def __init__(self, run_dir):
-        super().__init__(run_dir)
-        self.folder = RunFolder(run_dir).plots_dir / "layers"
-
-
-def section(run: Run) -> str:
+def section(run: Run, painter: Painter) -> str:
     """The page's per-layer section: per model, a plot per target, the variants' sentences
     about where their error is born, and why a variant draws nothing."""
     if not any(isinstance(r.get("layers"), dict) for v in run.entries
@@ -177,7 +168,8 @@ def section(run: Run) -> str:
            "band of a variant's colour is its bound (the per-layer simulated error's bound / "
            "range); ✕ marks the layer where its error is born (the first that leaves its "
            "bound).</p>"]
-    plots = LayerPlots(run.run_dir)
+    # Cached as the entries' plots are, in a folder of their own (each prunes only its own).
+    plots = Plots(run.run_dir, painter, RunFolder(run.run_dir).plots_dir / "layers")
     budget = MAX_PLOTS
     models = list(dict.fromkeys(v.model for v in run.entries))
     for model in models:
@@ -201,9 +193,8 @@ def section(run: Run) -> str:
             order = layer_order(lines)
             title = f"{model} on {target}"
             (image,) = plots.get(
-                (code_key(__name__), title, order, [line.shown for line in lines]),
-                lambda plt, order=order, lines=lines, title=title: (
-                    _png(figure(plt, order, lines, title), plt),))
+                (code_key(__name__), title, order, [line.shown for line in lines]), _draw,
+                order, lines, title)
             figures.append(f'<figure style="display:inline-block;margin:4px 12px 4px 0">'
                            f'<img alt="per-layer error of {e(model)} on {e(target)}" '
                            f'src="{image}"><figcaption class="small">'
@@ -247,3 +238,7 @@ def _missing_text(target: str, missing: list[tuple[ReportEntry, str]], drew: boo
     said = "; ".join(f"{', '.join(labels)}: {why}" for why, labels in by_why.items())
     lead = "not drawn" if drew else "no plot"
     return f"<li>{e(target)}: {lead} — {e(said)}</li>"
+
+
+def _draw(plt, order: list[str], lines: list[Line], title: str) -> tuple:
+    return (_png(figure(plt, order, lines, title), plt),)

@@ -13,21 +13,24 @@ from .compare import differences, outputs_not_finite, where_not_finite
 from .entries import sections
 from .html import CSS, MISSING, anchor, badge, e
 from .layer_plots import section as layer_section
+from .plots import Painter
 from .read import ReportEntry, Run, boards_of
 from .text import fmt
 
 INT_MODES = {m.value for m in QuantMode if m.integer_only}
 
 
-def render(run: Run) -> str:
+def render(run: Run, workers: int = 1) -> str:
+    """The page; the plots its cache lacks are drawn last, in `workers` processes."""
     title = f"edgepipe report: {run.run_dir.name}"
-    shown = sections(run)
-    body = [_header(run), _matrix(run), _host_vs_ref(run), layer_section(run),
+    painter = Painter(workers)
+    shown = sections(run, painter)
+    body = [_header(run), _matrix(run), _host_vs_ref(run), layer_section(run, painter),
             '<h2>Variants</h2><p class="small">Failing variants are open; click a title to open '
             "or close it.</p>", *(shown[v.id] for v in run.entries)]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{e(title)}</title><style>{CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return painter.finish("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                          f"<title>{e(title)}</title><style>{CSS}</style></head><body>\n"
+                          + "\n".join(body) + "\n</body></html>\n")
 
 
 def _counts(records: list[dict]) -> dict[str, int]:

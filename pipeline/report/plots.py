@@ -5,7 +5,9 @@ import base64
 import hashlib
 import io
 import json
+import multiprocessing
 import re
+import secrets
 import warnings
 from pathlib import Path
 
@@ -26,18 +28,83 @@ PLOT_NAME = re.compile(r"[0-9a-f]{64}\.json")  # a plot's file in the cache: its
 PLOT_STYLE = {"font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7, "legend.fontsize": 6.5}
 
 
+# A page with fewer plots to draw than this draws them here: starting a process and importing
+# matplotlib there costs about as much as drawing this many.
+MIN_PARALLEL = 16
+
+
+class Painter:
+    """Draws the plots a page found nowhere in its cache, once the page is rendered: until then
+    each stands in the page as a placeholder, and `finish` puts the images in. Matplotlib's
+    tick layout is most of a cold report's time, so with `workers` > 1 and enough plots to
+    draw they are drawn in that many processes."""
+
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+        self.asked: dict = {}  # cache path -> (placeholders, draw, args)
+        self._nonce = secrets.token_hex(8)  # no text in a results file can pose as one
+
+    def ask(self, path: Path, draw, args: tuple, images: int) -> tuple:
+        if path not in self.asked:
+            marks = tuple(f"edgepipe-plot-{self._nonce}-{len(self.asked)}-{i}"
+                          for i in range(images))
+            self.asked[path] = (marks, draw, args)
+        return self.asked[path][0]
+
+    def finish(self, page: str) -> str:
+        """`page` with every placeholder replaced by its image, each also kept in its cache."""
+        asked = list(self.asked.items())
+        work = [(draw, args) for _, (_, draw, args) in asked]
+        if self.workers > 1 and len(work) >= MIN_PARALLEL:
+            context = multiprocessing.get_context("spawn")  # TensorFlow may be loaded here
+            with context.Pool(min(self.workers, len(work))) as pool:
+                drawn = pool.map(_paint, work, chunksize=1)
+        else:
+            drawn = [_paint(item) for item in work]
+        for (path, (marks, _, _)), images in zip(asked, drawn, strict=True):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json(path, list(images))
+            except OSError:  # a read-only cache only costs the redraw
+                pass
+            for mark, image in zip(marks, images, strict=True):
+                page = page.replace(mark, image)
+        self.asked = {}
+        return page
+
+
+def _paint(item: tuple) -> tuple:
+    """draw(plt, *args) in PLOT_STYLE: here, or in a worker process of `Painter.finish`."""
+    draw, args = item
+    plt = _pyplot()
+    with plt.rc_context(PLOT_STYLE):
+        return tuple(draw(plt, *args))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 class Plots:
-    """The entries' plots. Drawing one takes matplotlib about 0.1 s, so each is kept in the run
+    """A section's plots. Drawing one takes matplotlib about 0.1 s, so each is kept in the run
     folder's plot cache under the sha256 of what it shows (and of the code that draws it): a
-    report of unchanged results draws nothing and does not import matplotlib."""
+    report of unchanged results draws nothing and does not import matplotlib. `painter`
+    draws those the cache lacks (one per page, shared by its sections)."""
 
-    def __init__(self, run_dir: Path):
-        self.folder = RunFolder(run_dir).plots_dir
+    def __init__(self, run_dir: Path, painter: Painter, folder: Path | None = None):
+        self.folder = folder or RunFolder(run_dir).plots_dir
+        self.painter = painter
         self.used: set[Path] = set()
-        self._plt = None
 
-    def get(self, shown: tuple, draw) -> tuple:
-        """The data URIs for `shown` (arrays and values), from the cache or from draw(plt)."""
+    def get(self, shown: tuple, draw, *args, images: int = 1) -> tuple:
+        """The data URIs (`images` of them) for `shown` (arrays and values): from the cache, or
+        placeholders that the painter replaces with draw(plt, *args). `draw` is a module-level
+        function and `args` plain data: they may be sent to another process."""
         # The code that draws, derived (its import closure): any edit to it draws again.
         h = hashlib.sha256(code_key(__name__).encode())
         for part in shown:
@@ -50,25 +117,7 @@ class Plots:
             return tuple(json.loads(path.read_text()))
         except (OSError, ValueError):
             pass
-        with self.plt.rc_context(PLOT_STYLE):
-            images = draw(self.plt)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, list(images))
-        except OSError:  # a read-only cache only costs the redraw
-            pass
-        return images
-
-    @property
-    def plt(self):
-        if self._plt is None:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            self._plt = plt
-        return self._plt
+        return self.painter.ask(path, draw, args, images)
 
     def prune(self) -> None:
         """Forget the plots this report no longer shows (files named as `get` names them)."""
