@@ -7,17 +7,29 @@ tensors"), and a too-small arena can kill the process. So each model is first lo
 processes (tflm_probe.py): one with a generous arena, which yields TFLM's own reason when it
 refuses the model and its allocation total, then a binary search for the smallest arena that
 runs. Only then is the model loaded here, in exactly that arena, for the parity run.
+
+The probes are forked by one probe server per process (`tflm_probe.py --serve`, started on the
+first search), which has imported numpy and tflite-micro once: a new Python per probe cost
+~0.3 s for milliseconds of TFLM work, ~95% of the target's time on the zoo (issue 17). A
+model's arena is kept by its sha256 for the runtime's life: the same bytes are not searched
+twice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
+import select
 import subprocess
 import sys
 import tempfile
+import time
+import weakref
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -62,6 +74,47 @@ def refusal(stderr: str) -> str | None:
     return None
 
 
+def search_arena(runs, guess: int, generous: int) -> int:
+    """The smallest arena that runs the model, to ALIGN bytes: `runs(size)` says whether it
+    runs in a `size`-byte arena (it runs in `generous`); `guess` is TFLM's allocation total.
+
+    The total is close to, not always at, the minimum: widen above it until the model runs,
+    then bisect down from 1 KB below it to ALIGN bytes. That bisection is the one edgepipe has
+    always done, so the arenas found stay what they were; but running is monotonic in the
+    size (a larger arena never fails where a smaller one ran), so a size whose answer the
+    probes before imply is not probed, and as the total is most often exactly the minimum,
+    one probe a byte below it (when it runs) settles the whole bisection."""
+    known = [generous, -1]  # the smallest size known to run, the largest known to fail
+
+    def fits(size: int) -> bool:
+        if size >= known[0]:
+            return True
+        if size <= known[1]:
+            return False
+        if runs(size):
+            known[0] = size
+            return True
+        known[1] = size
+        return False
+
+    hi, step = guess, ALIGN * 16
+    if fits(hi) and hi > 0:
+        fits(hi - 1)
+    while not fits(hi):
+        hi = min(generous, hi + step)
+        step *= 2
+    lo = max(0, guess - ALIGN * 64)
+    if lo and fits(lo):
+        lo = 0
+    while hi - lo > ALIGN:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 class TflmRuntime:
     """The runner's view of TFLite Micro: `load()` finds the smallest arena, then loads."""
 
@@ -72,6 +125,9 @@ class TflmRuntime:
     def __init__(self, module, version: str):
         self._runtime = module
         self.version = version
+        self.probe_timeout = PROBE_TIMEOUT  # seconds, per probe
+        self._server = None  # started by the first search in this process
+        self._arenas: dict = {}  # sha256 of a model's bytes -> its smallest arena
 
     @property
     def label(self) -> str:
@@ -80,54 +136,48 @@ class TflmRuntime:
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "kernels": self.kernels}
 
-    def _probe(self, path: str, arena: int, allocations: bool = False):
-        cmd = [sys.executable, PROBE, path, str(arena)] + (["--allocations"] if allocations
-                                                            else [])
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT)
-        except subprocess.TimeoutExpired:
+    def _probe(self, arena: int, allocations: bool = False) -> _Probed:
+        done = self._server.probe(arena, allocations, self.probe_timeout)
+        if done is None:
             raise ModelError(f"{self.label} did not finish loading and invoking the model "
-                             f"within {PROBE_TIMEOUT} s (arena {arena} bytes)") from None
+                             f"within {self.probe_timeout:g} s (arena {arena} bytes)")
+        return done
 
     def smallest_arena(self, data: bytes) -> tuple:
-        """(smallest arena in bytes that runs the model, child processes used)."""
-        handle, path = tempfile.mkstemp(suffix=".tflite")
+        """(smallest arena in bytes that runs the model, probes used); probes 0 when this
+        runtime found it before for the same bytes."""
+        key = hashlib.sha256(data).hexdigest()
+        if key in self._arenas:
+            return self._arenas[key], 0
+        if self._server is None or not self._server.usable():
+            self._server = _ProbeServer()
         try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            generous = max(8 << 20, 20 * len(data))
-            first = self._probe(path, generous, allocations=True)
-            if first.returncode != 0:
-                why = refusal(first.stderr)
-                if why:
-                    raise KernelMissing(why)
-                raise ModelError(f"{self.label} failed to run the model with a {generous}-byte "
-                                 f"arena (exit {first.returncode}): {_probe_failure(first)}")
-            found = _TOTAL.search(first.stderr)
-            guess = int(found.group(1)) if found else generous
-            probes = [1]
+            arena, probes = self._search(data)
+        except _ServerGone as exc:
+            self._server = None  # the next model starts a new one
+            raise ModelError(f"{self.label}'s probe server ended unexpectedly: {exc}") from None
+        self._arenas[key] = arena
+        return arena, probes
 
-            def runs(size: int) -> bool:
-                probes[0] += 1
-                return self._probe(path, size).returncode == 0
+    def _search(self, data: bytes) -> tuple:
+        self._server.send_model(data)
+        generous = max(8 << 20, 20 * len(data))
+        first = self._probe(generous, allocations=True)
+        if first.returncode != 0:
+            why = refusal(first.stderr)
+            if why:
+                raise KernelMissing(why)
+            raise ModelError(f"{self.label} failed to run the model with a {generous}-byte "
+                             f"arena (exit {first.returncode}): {_probe_failure(first)}")
+        found = _TOTAL.search(first.stderr)
+        guess = int(found.group(1)) if found else generous
+        probes = [1]
 
-            # The allocation total is close to, not always at, the minimum: widen around it.
-            hi, step = guess, ALIGN * 16
-            while not runs(hi):
-                hi = min(generous, hi + step)
-                step *= 2
-            lo = max(0, guess - ALIGN * 64)
-            if lo and runs(lo):
-                lo = 0
-            while hi - lo > ALIGN:
-                mid = (lo + hi) // 2
-                if runs(mid):
-                    hi = mid
-                else:
-                    lo = mid
-            return hi, probes[0]
-        finally:
-            os.unlink(path)
+        def runs(size: int) -> bool:
+            probes[0] += 1
+            return self._probe(size).returncode == 0
+
+        return search_arena(runs, guess, generous), probes[0]
 
     def load(self, data: bytes) -> LoadedModel:
         arena, probes = self.smallest_arena(data)
@@ -192,6 +242,101 @@ def _probe_failure(done) -> str:
     step = f" while {steps[-1]}" if steps else ""
     return (f"killed by signal {number} ({signal_name(number)}){step}"
             f"{last_words(done.stderr or '', '; it printed nothing on stderr')}")
+
+
+class _Probed(NamedTuple):
+    """How one probe ended, as subprocess.run would say it (returncode -N: signal N)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _ServerGone(Exception):
+    """The probe server itself ended or stopped answering (not a probe: it forks those)."""
+
+
+class _ProbeServer:
+    """`tflm_probe.py --serve` in a child process of this one, which forks a child of its own
+    for each probe (the protocol is in tflm_probe.py's docstring)."""
+
+    SLACK = 30.0  # seconds past a probe's timeout before the server itself counts as hung
+
+    def __init__(self):
+        self.owner = os.getpid()
+        self._log = tempfile.TemporaryFile()  # the server's own stderr, for when it dies
+        self._process = subprocess.Popen([sys.executable, PROBE, "--serve"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._log)
+        self._buffer = b""
+        weakref.finalize(self, _stop_server, self._process, self.owner)
+
+    def usable(self) -> bool:
+        """Whether this process started it (a fork holds a copy of the object, not the
+        server) and it still runs."""
+        return self.owner == os.getpid() and self._process.poll() is None
+
+    def _send(self, payload: bytes) -> None:
+        try:
+            self._process.stdin.write(payload)
+            self._process.stdin.flush()
+        except OSError:  # a broken pipe: it is gone
+            raise self._gone("it ended") from None
+
+    def send_model(self, data: bytes) -> None:
+        """The model the next probes load."""
+        self._send(json.dumps({"bytes": len(data)}).encode() + b"\n" + data)
+
+    def probe(self, arena: int, allocations: bool, timeout: float) -> _Probed | None:
+        """How the probe ended; None when it ran past `timeout` seconds (it was killed)."""
+        self._send(json.dumps({"arena": arena, "allocations": allocations,
+                               "timeout": timeout}).encode() + b"\n")
+        deadline = time.monotonic() + timeout + self.SLACK
+        fd = self._process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise self._gone(f"no answer within {timeout + self.SLACK:g} s")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise self._gone("it ended")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        answer = json.loads(line)
+        if answer["timed_out"]:
+            return None
+        return _Probed(answer["returncode"], answer["stdout"], answer["stderr"])
+
+    def _gone(self, why: str) -> _ServerGone:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._log.seek(0)
+        said = self._log.read().decode("utf-8", errors="replace")
+        return _ServerGone(f"{why} ({_describe_exit(self._process.returncode)}): "
+                           f"{_last_line(said)}")
+
+
+def _stop_server(process, owner: int) -> None:
+    """End a probe server: EOF on its stdin ends it; a kill if it does not. Only the process
+    that started it may (a fork holds a copy of the object, not the server)."""
+    if os.getpid() != owner:
+        return
+    try:
+        process.stdin.close()
+    except OSError:
+        pass
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by signal {-returncode} ({signal_name(-returncode)})"
+    return f"exit {returncode}"
 
 
 def _last_line(text: str) -> str:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from ..core.errors import EdgepipeError, JobFailed
 from .cluster import SCHEME
-from .workers import run_jobs
+from .workers import WorkerPool
 
 LOCAL = "local"
 FORMS = f"{LOCAL} or {SCHEME}HOST:PORT"
@@ -43,12 +43,14 @@ def check_executor(text: str) -> str:
 
 
 class LocalExecutor:
-    """This machine: model jobs in `workers` spawned processes (pipeline/workers.py)."""
+    """This machine: model jobs in `workers` spawned processes (pipeline/workers.py), kept
+    from the first job to `close`."""
 
     name = LOCAL
 
     def __init__(self, workers: int, debug: bool = False):
         self.workers, self.debug = workers, debug
+        self._pool = None
 
     def remote_threads(self) -> int:
         return 0
@@ -57,14 +59,17 @@ class LocalExecutor:
         return False
 
     def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None, spawn: bool = False):
-        yield from run_jobs(fn, jobs, self.workers, self.debug, config.custom_objects,
-                            config.unsafe, spawn=spawn)
+        if self._pool is None:
+            self._pool = WorkerPool(self.workers, self.debug, config.custom_objects,
+                                    config.unsafe)
+        yield from self._pool.run(fn, jobs, spawn=spawn)
 
     def summary(self) -> str | None:
         return None
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.close()
 
 
 def open_executor(name: str, workers: int, debug: bool = False):

@@ -144,12 +144,9 @@ def repair_stage(ctx, manifest: dict) -> dict | None:
         ctx.console.print(f"repairing {sum(len(j.triggers) for j, _ in jobs)} variant(s) of "
                           f"{len(jobs)} model(s)", highlight=False)
     keys = {job.name: key for job, key in jobs}
-    # Always in a worker: run in this process, the repair left a "leaked semaphore" warning
-    # (a loky one, joblib's) at the run's exit; its source in the tools was not found.
     failed = dict(manifest.get("failed_models") or {})
     for job, result in ctx.executor.map_jobs(_repair_model, [j for j, _ in jobs], config,
-                                             ctx.out, inputs=lambda job: _reads(ctx, job.name),
-                                             spawn=True):
+                                             ctx.out, inputs=lambda job: _reads(ctx, job.name)):
         if isinstance(result, JobFailed):  # the model keeps its plain variants
             failed[job.name] = f"repairing {job.name} failed: {result}"
             ctx.console.print(f"{job.name}: error: {result}", highlight=False, markup=False)

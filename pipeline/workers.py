@@ -63,20 +63,34 @@ def _call(fn_and_job):
     return job, in_context(fn, job)
 
 
-def run_jobs(fn, jobs: list, workers: int, debug: bool, files=(), unsafe: bool = False,
-             spawn: bool = False):
-    """Yield (job, fn(job)) as each finishes: in this process when `workers` is 1 (or there is
-    one job) and not `spawn`, else in that many spawned worker processes. A job's exception is
-    raised here."""
-    if not jobs:
-        return
-    if not spawn and (workers <= 1 or len(jobs) == 1):
-        prepare(debug, files, unsafe)
-        for job in jobs:
-            yield _call((fn, job))
-        return
-    context = multiprocessing.get_context("spawn")
-    # The pool's exit terminates the workers, also on an exception or Ctrl-C here.
-    with context.Pool(max(1, min(workers, len(jobs))), initializer=_init_worker,
-                      initargs=(debug, tuple(files), unsafe)) as pool:
-        yield from pool.imap_unordered(_call, [(fn, job) for job in jobs])
+class WorkerPool:
+    """`workers` spawned processes for model jobs, started on first use and kept until `close`:
+    the build and the repair jobs of a run share them, so each imports TensorFlow once."""
+
+    def __init__(self, workers: int, debug: bool, files=(), unsafe: bool = False):
+        self.workers, self.debug, self.files, self.unsafe = workers, debug, tuple(files), unsafe
+        self._pool = None
+
+    def run(self, fn, jobs: list, spawn: bool = False):
+        """Yield (job, fn(job)) as each finishes: in this process when there is one worker (or
+        one job), no worker was started yet and not `spawn`; else in the workers. A job's
+        exception is raised here."""
+        if not jobs:
+            return
+        if self._pool is None and not spawn and (self.workers <= 1 or len(jobs) == 1):
+            prepare(self.debug, self.files, self.unsafe)
+            for job in jobs:
+                yield _call((fn, job))
+            return
+        if self._pool is None:
+            self._pool = multiprocessing.get_context("spawn").Pool(
+                max(1, min(self.workers, len(jobs))), initializer=_init_worker,
+                initargs=(self.debug, self.files, self.unsafe))
+        yield from self._pool.imap_unordered(_call, [(fn, job) for job in jobs])
+
+    def close(self) -> None:
+        """Stop the workers (also in the middle of a job: on an error or Ctrl-C here)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -129,6 +128,25 @@ def _processes_naming(text: str) -> list:
                 continue
             if text.encode() in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z":
                 found.append(int(name))
+    return found
+
+
+def _descendants(pids: list) -> list:
+    """Those of `pids` that descend from this process."""
+    def parent(pid: int) -> int:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    found = []
+    for pid in pids:
+        up = pid
+        while up > 1:
+            up = parent(up)
+            if up == os.getpid():
+                found.append(pid)
+                break
     return found
 
 
@@ -254,14 +272,11 @@ def test_a_killed_runner_takes_its_worker_with_it(broken, tmp_path, how):
 
 
 @pytest.mark.slow  # waits out a hang (~17 s)
-def test_tflm_hang_is_cut_with_the_probes_of_the_worker(broken, tmp_path, monkeypatch):
+def test_tflm_hang_is_cut_with_the_probes_of_the_worker(broken):
     """On tflm the model is first run in probe processes (device_tests/tflm.py): the crash is a
     probe's (contained there), the hang is inside a probe, a child of the worker, and the time
     limit kills both."""
     needs(HAVE_TFLM, "tflite-micro is not installed (pip install 'edgepipe[micro]')")
-    probes = tmp_path / "probes"  # the probes' model files go here: their command lines say so
-    probes.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(probes))
     started = time.monotonic()
     records = by_id(run_bundle(broken, runtime="tflite_micro",
                                only=["hang", "crash", "mlp-int8"],
@@ -271,7 +286,8 @@ def test_tflm_hang_is_cut_with_the_probes_of_the_worker(broken, tmp_path, monkey
     assert records["crash"]["status"] == "error"
     assert "(exit -11)" in records["crash"]["reason"]
     assert records["mlp-int8"]["status"] == "pass", records["mlp-int8"]
-    assert not _processes_naming(str(probes))
+    # Neither a probe server nor a probe it forked outlives the runner.
+    assert not _descendants(_processes_naming("tflm_probe.py"))
 
 
 @pytest.mark.slow  # the emulated board (~11 s)

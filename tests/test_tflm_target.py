@@ -4,18 +4,21 @@ the comparison with host-ref, and the budget gates, on real bundles."""
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import needs
+from mutations import recursive_while, while_forever
 from tiny_bundle import by_id
 
 from edgepipe.device_tests.runner import run_bundle
-from edgepipe.device_tests.tflm import PROBE, refusal
+from edgepipe.device_tests.tflm import PROBE, refusal, search_arena
 from edgepipe.pipeline.budgets import apply_budgets
 from edgepipe.pipeline.results import output_steps
 
@@ -158,3 +161,153 @@ def test_parity_on_tflm_and_host_ref_with_budgets(tflm, tiny_bundle, tmp_path):
     assert all(r["status"] in ("pass", "unsupported") for r in host_ref)
     report = (root / "report.html").read_text()
     assert "<th>tflm</th>" in report and "<th>host-ref</th>" in report
+
+
+def _bisection_before_issue_17(runs, guess: int, generous: int) -> int:
+    """The arena search as it was before issue 17 (one new Python per probe), verbatim: the
+    arenas must stay what it found."""
+    hi, step = guess, 16 * 16
+    while not runs(hi):
+        hi = min(generous, hi + step)
+        step *= 2
+    lo = max(0, guess - 16 * 64)
+    if lo and runs(lo):
+        lo = 0
+    while hi - lo > 16:
+        mid = (lo + hi) // 2
+        if runs(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def test_the_search_finds_what_the_plain_bisection_found_for_every_minimum():
+    """Every true minimum from 2 KB below TFLM's allocation total to 3 KB above it: the same
+    arena as before, and no more probes but one (an exact total, the zoo's most common case,
+    takes 2 where the plain bisection took 8)."""
+    guess, generous = 2400, 8 << 20
+    for minimum in range(guess - 2048, guess + 3072):
+        asked: list = []
+        before: list = []
+
+        def runs(size, minimum=minimum, into=asked):
+            into.append(size)
+            return size >= minimum
+
+        expected = _bisection_before_issue_17(
+            lambda size, minimum=minimum, into=before: runs(size, minimum, into),
+            guess, generous)
+        assert search_arena(runs, guess, generous) == expected, minimum
+        # One more (a byte below the total) only when the minimum is below the total.
+        assert len(asked) == len(set(asked)) <= len(before) + (minimum < guess), minimum
+        if minimum == guess:
+            assert (len(asked), len(before)) == (2, 8)
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """One TFLite Micro runtime (its probe server), shared by the tests below."""
+    if not HAVE_TFLM:
+        return None
+    from edgepipe.device_tests.interpreters import find_runtime
+
+    return find_runtime("tflite_micro")
+
+
+def _cli_probe(model: Path, arena: int) -> bool:
+    """A probe the way it was run before issue 17: a new Python, the model file on its
+    command line."""
+    return subprocess.run([sys.executable, PROBE, str(model), str(arena)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("entry", ["mlp.int8", "clf.float32"])
+def test_the_arena_is_the_one_new_processes_per_probe_found(tflm, micro, tiny_bundle, entry):
+    model = tiny_bundle[0] / "tflite" / f"{entry}.tflite"
+    data = model.read_bytes()
+    total = subprocess.run([sys.executable, PROBE, str(model), str(8 << 20), "--allocations"],
+                           capture_output=True, text=True)
+    guess = int(re.search(r"Arena allocation total (\d+) bytes", total.stderr).group(1))
+    expected = _bisection_before_issue_17(lambda size: _cli_probe(model, size), guess, 8 << 20)
+    arena, probes = micro.smallest_arena(data + b"")  # other bytes object, same bytes
+    assert arena == expected
+    assert 0 < probes <= 12
+
+
+def test_an_arena_is_searched_once_per_model_bytes(tflm, tiny_bundle):
+    from edgepipe.device_tests.interpreters import find_runtime
+
+    runtime = find_runtime("tflite_micro")  # a new one: nothing searched yet
+    folder = tiny_bundle[0] / "tflite"
+    first = runtime.load((folder / "mlp.int8.tflite").read_bytes()).facts
+    again = runtime.load((folder / "mlp.int8.tflite").read_bytes()).facts
+    other = runtime.load((folder / "clf.int8.tflite").read_bytes()).facts
+    assert first["arena_probes"] > 0 and other["arena_probes"] > 0
+    assert again == {"arena_bytes": first["arena_bytes"], "arena_probes": 0}
+    assert other["arena_bytes"] != first["arena_bytes"]
+
+
+def test_a_probe_killed_by_a_signal_is_reported_as_a_new_process_reported_it(tflm, micro,
+                                                                             tmp_path):
+    """A WHILE whose body recurses into itself overflows the C stack while TFLM prepares it:
+    SIGSEGV in the forked probe, the same words as when each probe was a new Python, and the
+    next model still runs."""
+    from edgepipe.device_tests.interpreters import ModelError
+    from edgepipe.device_tests.tflm import _probe_failure
+
+    data = recursive_while(4)
+    model = tmp_path / "recursive.tflite"
+    model.write_bytes(data)
+    generous = 8 << 20
+    alone = subprocess.run([sys.executable, PROBE, str(model), str(generous), "--allocations"],
+                           capture_output=True, text=True)
+    assert alone.returncode == -11
+    with pytest.raises(ModelError) as raised:
+        micro.load(data)
+    assert str(raised.value) == (f"{micro.label} failed to run the model with a "
+                                 f"{generous}-byte arena (exit -11): {_probe_failure(alone)}")
+    assert "killed by signal 11 (SIGSEGV) while loading the model" in str(raised.value)
+    assert micro.load(_dense_model()).facts["arena_probes"] > 0
+
+
+def _dense_model() -> bytes:
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(8, "relu")(inputs)))
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def test_a_probe_that_hangs_is_killed_at_the_time_limit(tflm, tiny_bundle):
+    """A WHILE whose condition is always true loops for ever in invoke(): the probe is killed
+    at the time limit, its process reaped, and the probe server goes on with the next model."""
+    from edgepipe.device_tests.interpreters import ModelError, find_runtime
+    from edgepipe.device_tests.isolation import _descendants
+
+    runtime = find_runtime("tflite_micro")
+    runtime.probe_timeout = 1.5
+    started = time.monotonic()
+    with pytest.raises(ModelError, match=r"did not finish loading and invoking the model within "
+                                         r"1\.5 s \(arena \d+ bytes\)"):
+        runtime.load(while_forever(4))
+    assert 1.5 <= time.monotonic() - started < 10
+    assert _descendants(runtime._server._process.pid) == []  # the probe is gone, reaped
+    runtime.probe_timeout = 60
+    model = (tiny_bundle[0] / "tflite" / "mlp.int8.tflite").read_bytes()
+    assert runtime.load(model).facts["arena_probes"] > 0
+
+
+def test_a_probe_server_that_died_is_replaced(tflm, tiny_bundle):
+    from edgepipe.device_tests.interpreters import find_runtime
+
+    runtime = find_runtime("tflite_micro")
+    folder = tiny_bundle[0] / "tflite"
+    arena = runtime.load((folder / "mlp.int8.tflite").read_bytes()).facts["arena_bytes"]
+    server = runtime._server._process
+    server.kill()
+    server.wait()
+    facts = runtime.load((folder / "clf.int8.tflite").read_bytes()).facts
+    assert facts["arena_probes"] > 0 and facts["arena_bytes"] != arena
+    assert runtime._server._process.pid != server.pid
