@@ -11,7 +11,7 @@ from ..device_tests.schema import MANIFEST_SCHEMA_VERSION, ConversionStatus, Run
 from ..models.datasets import Dataset, Task
 from ..models.loading import training_record
 from .layer_references import entry_layers, layers_block, references_from_block
-from .tolerances import derive, simulation
+from .tolerances import ModelWalks, derive
 
 # The variants whose error can concentrate at a kink: the integer ones (calibrated input steps)
 # and float16 (its weights move a pre-activation by about float16's spacing at its magnitude).
@@ -88,11 +88,12 @@ def boundary_block(root: Path, name: str, model, x_test, representative) -> dict
 
 
 def model_block(root: Path, name: str, activation: str, family: str, model, data: Dataset,
-                keras_path: Path, representative, layer_samples: int = 0
-                ) -> tuple[dict, np.ndarray]:
+                keras_path: Path, representative, layer_samples: int = 0,
+                walks: ModelWalks | None = None) -> tuple[dict, np.ndarray]:
     """`activation`/`family`: the zoo's (e.g. "step", "mlp"), or "custom", "user" for a user's
     own model. `layer_samples`: at most that many test samples of every layer's Keras output
-    (`layers`; 0: none)."""
+    (`layers`; 0: none). `walks`: the model's walks on the test split, shared with its entries
+    (`entry`), which then reuse the layer references walked here."""
     reference = np.asarray(model(data.x_test, training=False), np.float32)
     folder = RunFolder(root)
     ref = save_npy(folder, folder.reference(name), reference)
@@ -106,17 +107,20 @@ def model_block(root: Path, name: str, activation: str, family: str, model, data
     boundary = boundary_block(root, name, model, data.x_test, representative)
     if boundary:
         block["boundary"] = boundary
-    layers = layers_block(root, name, model, data.x_test, layer_samples)
+    layers = layers_block(root, name, model, data.x_test, layer_samples, walks)
     if layers is not None:
         block["layers"] = layers.block
     return block, reference
 
 
 def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, representative,
-          overrides: dict, keep: dict | None = None, layers: dict | None = None) -> dict:
+          overrides: dict, keep: dict | None = None, layers: dict | None = None,
+          walks: ModelWalks | None = None) -> dict:
     """`keep`: a repaired variant's layers kept in higher precision ({layer: precision}), which
     its tolerance derivation leaves unrounded (tolerances.simulation). `layers`: the model
-    block's `layers` (its per-layer references), to map and bound the variant's layers."""
+    block's `layers` (its per-layer references), to map and bound the variant's layers.
+    `walks`: the model's walks on `data.x_test` and `representative`, shared by the model's
+    entries and its model block (tolerances.ModelWalks); None: walked for this entry alone."""
     record, mode, folder = variant.record, variant.mode, RunFolder(root)
     given = record.get("given")  # a .tflite the user gave: its own entry beside the mode's
     repair = record.get("repair")  # a repaired variant: its own entry, never the plain one's
@@ -140,9 +144,9 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
         return base
     out_scale = record["outputs"][0]["scale"]
     metric = "accuracy" if data.task is Task.CLASSIFICATION else "r2"
-    refs = references_from_block(model, data.x_test, layers)
-    simulated = simulation(model, mode, data.x_test, representative, keep=keep,
-                           layer_rows=refs.samples if refs else None)
+    walks = walks if walks is not None else ModelWalks(model, data.x_test, representative)
+    refs = references_from_block(model, data.x_test, layers, walks)
+    simulated = walks.simulation(mode, keep=keep, layer_rows=refs.samples if refs else None)
     tolerance = derive(mode, reference, simulated, out_scale[0] if out_scale else None, metric)
     if keep:
         tolerance["derivation"] += "; simulated with " + ", ".join(

@@ -20,7 +20,7 @@ from ..converters.layer_tensors import map_layers
 from ..converters.modes import QuantMode
 from ..converters.tflite_file import read_tflite_file
 from ..device_tests.schema import RunFolder
-from .tolerances import FLOAT32_RTOL, SAFETY, NotSimulated, keras_layer_outputs
+from .tolerances import FLOAT32_RTOL, SAFETY, ModelWalks, NotSimulated, keras_layer_outputs
 
 # At most this many bytes of layer outputs per model: with 32 samples a zoo cnn's layers would
 # take 2.4 MB each (74 kB a sample); the samples are fewer for models with large activations.
@@ -68,39 +68,48 @@ def _test_count(x) -> int:
     return len(first)
 
 
-def references(model, x_test, samples: list) -> LayerReferences | None:
+def references(model, x_test, samples: list, walks: ModelWalks | None = None
+               ) -> LayerReferences | None:
     """Each layer's Keras output on the test samples `samples` (None: the model's layers cannot
-    be walked one by one, e.g. a subclassed model)."""
+    be walked one by one, e.g. a subclassed model). `walks`: the model's walks on `x_test`,
+    which keep the outputs of each set of samples walked."""
     try:
-        found = keras_layer_outputs(model, _take(x_test, np.asarray(samples, np.int64)))
+        found = (walks.layer_outputs(samples) if walks is not None else
+                 keras_layer_outputs(model, _take(x_test, np.asarray(samples, np.int64))))
     except NotSimulated:
         return None
     return LayerReferences(list(samples), found.paths, found.output_layers, found.outputs)
 
 
-def references_from_block(model, x_test, block: dict | None) -> LayerReferences | None:
-    """The references of a manifest's `models.<name>.layers` block, computed again (for entries
-    made after the model block, e.g. repaired variants)."""
+def references_from_block(model, x_test, block: dict | None, walks: ModelWalks | None = None
+                          ) -> LayerReferences | None:
+    """The references of a manifest's `models.<name>.layers` block: those `walks` kept when
+    it made the block, else computed again (entries made after the model block, e.g. repaired
+    variants)."""
     if not block or not block.get("samples"):
         return None
-    refs = references(model, x_test, block["samples"])
+    refs = references(model, x_test, block["samples"], walks)
     return None if refs is None else LayerReferences(refs.samples, refs.paths,
                                                      refs.output_layers, refs.arrays, block)
 
 
-def layers_block(root: Path, name: str, model, x_test, wanted: int) -> LayerReferences | None:
+def layers_block(root: Path, name: str, model, x_test, wanted: int,
+                 walks: ModelWalks | None = None) -> LayerReferences | None:
     """Write `models.<name>.layers` (its .npy files through bundle.save_npy); None when
-    `wanted` is 0 or the model cannot be walked layer by layer."""
+    `wanted` is 0 or the model cannot be walked layer by layer. With `walks`, the samples'
+    outputs are walked once for the block and the entries (and the probe of sample 0 is the
+    block's when its layers are large enough to keep one sample only)."""
     from .bundle import save_npy
 
     n_test = _test_count(x_test)
     if wanted <= 0 or n_test == 0:
         return None
-    probe = references(model, x_test, [0])
+    walks = walks if walks is not None else ModelWalks(model, x_test)
+    probe = references(model, x_test, [0], walks)
     if probe is None or not probe.arrays:
         return None
     per_sample = sum(a.nbytes for a in probe.arrays.values())
-    refs = references(model, x_test, pick_samples(n_test, wanted, per_sample))
+    refs = references(model, x_test, pick_samples(n_test, wanted, per_sample), walks)
     folder = RunFolder(root)
     outputs = []
     for i, (layer, values) in enumerate(refs.arrays.items()):

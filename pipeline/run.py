@@ -196,7 +196,7 @@ def build_stage(ctx: RunContext) -> dict:
         for stage in done:
             stages.record(stage.name, stage.key, stage.outputs, stage.value, stage.seconds)
         stages.save()
-        console.print(_built_line(job, summary), highlight=False)
+        console.print(_built_line(job, summary, done), highlight=False)
     names = [name for name in names if name not in failed]
     values = {name: stages.value(stage_name("bundle", name)) for name in names}
     datasets = {}
@@ -252,7 +252,9 @@ def _first_stale(config: RunConfig, out: Path, name: str, stages: Stages) -> str
     return None
 
 
-def _built_line(job: BuildJob, summary: dict) -> str:
+def _built_line(job: BuildJob, summary: dict, done=()) -> str:
+    """`<model>: trained ..., converted ..., bundled (train S s, convert S s, bundle S s), S s`:
+    the job's stages, what each took, and the job's time."""
     parts = []
     if "trained" in summary:
         t = summary["trained"]["training"]
@@ -263,5 +265,6 @@ def _built_line(job: BuildJob, summary: dict) -> str:
                if status != ConversionStatus.CONVERTED]
         parts.append(f"converted {len(summary['converted'])} modes"
                      + (f" ({', '.join(bad)})" if bad else ""))
-    parts.append("bundled")
+    took = ", ".join(f"{stage.name.split(':')[0]} {stage.seconds:.1f} s" for stage in done)
+    parts.append(f"bundled ({took})" if took else "bundled")
     return f"{job.name}: {', '.join(parts)}, {summary['seconds']:.1f} s"

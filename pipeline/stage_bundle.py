@@ -25,6 +25,7 @@ def run(job, shared: dict) -> StageRun:
     """The model's manifest blocks and entries (the stage's value), and the files written."""
     from ..models.zoo import ZOO
     from .bundle import dataset_block, entry, model_block
+    from .tolerances import ModelWalks
 
     config, out, name = job.config, job.out, job.name
     inputs = model_inputs(job, shared)
@@ -32,10 +33,12 @@ def run(job, shared: dict) -> StageRun:
     family = "user" if config.keras else ZOO[name].family.name
     activation = "custom" if config.keras else ZOO[name].activation
     dataset = dataset_block(out, data)
+    walks = ModelWalks(model, data.x_test, rep)  # one check, calibration, references: all modes
     block, reference = model_block(out, name, activation, family, model, data,
-                                   keras_path(config, out, name), rep, config.layer_samples)
+                                   keras_path(config, out, name), rep, config.layer_samples,
+                                   walks)
     entries = [entry(out, v, model, data, reference, rep, config.tolerances.get(name, {}),
-                     layers=block.get("layers"))
+                     layers=block.get("layers"), walks=walks)
                for v in _recorded_variants(config, out, name)]
     inputs = [f["path"] for f in dataset.get("input_files") or ()] or [dataset["inputs"]]
     files = [*inputs, dataset["labels"], block["reference"],

@@ -36,6 +36,7 @@ rounded; "int16", their outputs are rounded to the int16 grid (weights stay int8
 mode's grid: the variant's output tensor has the mode's type.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,7 @@ DYNAMIC_MIN_ELEMENTS = 1024  # the converter leaves smaller weight tensors in fl
 # not pass (a mask, a call context) shows here instead of as a wrong bound.
 WALK_RTOL = 1e-4
 WALK_SAMPLES = 16
+_CHUNK = 1 << 16  # elements of a tensor rounded at a time (`_grid`): its steps stay in cache
 
 
 class NotSimulated(Exception):
@@ -163,14 +165,50 @@ def _on_fixed_grid(h: np.ndarray, lowest: float, mode: QuantMode) -> np.ndarray:
     return (np.clip(np.round(h * levels), low, levels - 1) / levels).astype(h.dtype)
 
 
-def _grid(h: np.ndarray, lo: float, hi: float, mode: QuantMode) -> np.ndarray:
+def _grid(h: np.ndarray, lo: float, hi: float, mode: QuantMode, narrow: bool = False
+          ) -> np.ndarray:
+    """`h` on the mode's grid for the range [lo, hi]. int8: (clip(round(h / scale) + zero,
+    0, 255) - zero) * scale, in float64 (`zero`, a numpy float64, makes the sum float64);
+    `narrow`: that float64 product rounded to float32, for a value that is not a model output
+    (every layer casts its float inputs to float32: it sees the same numbers).
+
+    On a large model this was most of an integer mode's simulation, its time going to
+    temporaries the size of `h`: each chunk of _CHUNK elements goes through the steps in the
+    cache. The integer steps run in h's dtype: round(h / scale) is an integer there, exact
+    plus or minus `zero` (at most 255) wherever the sum is within the grid, and rounding
+    never moves a sum across 0 or 255, so the clipped integers are those float64 gives; the
+    product is taken in float64 as before. The values are the same to the bit."""
     if mode is QuantMode.INT16X8:
         scale = max(abs(lo), abs(hi)) / 32767.0 or 1.0
-        return np.clip(np.round(h / scale), -32767, 32767) * scale
+        q = h / scale
+        np.round(q, out=q)
+        np.clip(q, -32767, 32767, out=q)
+        q *= scale
+        return q
     lo, hi = min(lo, 0.0), max(hi, 0.0)  # the int8 range always holds zero exactly
     scale = (hi - lo) / 255.0 or 1.0
     zero = np.round(-lo / scale)
-    return (np.clip(np.round(h / scale) + zero, 0, 255) - zero) * scale
+    flat = np.ascontiguousarray(h).reshape(-1)
+    wide = np.result_type(h.dtype, zero)
+    out = np.empty(flat.shape, np.float32 if narrow else wide)
+    step = (flat[:0] / scale).dtype  # the dtype h / scale has
+    q_buffer = np.empty(min(_CHUNK, flat.size), step)
+    p_buffer = np.empty(min(_CHUNK, flat.size), wide) if narrow else None
+    z = step.type(zero)
+    for start in range(0, flat.size, _CHUNK):
+        n = min(_CHUNK, flat.size - start)
+        q = q_buffer[:n]
+        np.divide(flat[start:start + n], scale, out=q)
+        np.round(q, out=q)
+        q += z
+        np.clip(q, 0, 255, out=q)
+        q -= z
+        product = p_buffer[:n] if narrow else out[start:start + n]
+        product[...] = q
+        product *= scale
+        if narrow:
+            out[start:start + n] = product
+    return out.reshape(h.shape)
 
 
 def _dynamic_inputs(h: np.ndarray) -> np.ndarray:
@@ -216,23 +254,29 @@ class _Walk:
         self.producer: dict[int, str] = {}  # id of an output array -> the layer path it came from
         self.kept: dict[int, tuple] = {}  # id of a kept layer's output -> its range key
 
-    def _activation(self, value, key, mode: QuantMode | None = None, unrounded: bool = False):
+    def _activation(self, value, key, mode: QuantMode | None = None, unrounded: bool = False,
+                    output: bool = True):
+        """`output` False: the value is no model output (see `_grid`'s `narrow`)."""
         if not _is_float(value):
             return value  # integer tensors (token ids, indices) are never rounded
         if self.record is not None:
             self.record[key] = (float(value.min()), float(value.max()))
         elif self.round and self.mode.integer_only and not unrounded:
-            value = _grid(value, *self.ranges[key], mode or self.mode)
+            value = _grid(value, *self.ranges[key], mode or self.mode, narrow=not output)
         return value
 
-    def model(self, model, inputs: list, key: tuple, path: tuple = ()) -> list:
-        """The flat outputs of a Sequential or functional `model` on its flat `inputs`."""
+    def model(self, model, inputs: list, key: tuple, path: tuple = (),
+              output: bool = True) -> list:
+        """The flat outputs of a Sequential or functional `model` on its flat `inputs`.
+        `output`: its outputs may be the walked model's (a nested model's may not)."""
         import keras
 
         if isinstance(model, keras.Sequential):
             values = inputs
+            last = len(model.layers) - 1
             for i, layer in enumerate(model.layers):
-                values = self.call(layer, (values[0],), {}, key + (i,), 1, path)
+                values = self.call(layer, (values[0],), {}, key + (i,), 1, path,
+                                   output and i == last)
             return values
         if not isinstance(model, keras.Function):
             raise NotSimulated(f"{model.name!r} ({type(model).__name__}) is a subclassed model: "
@@ -250,7 +294,8 @@ class _Walk:
                 continue  # not computable from the inputs (Keras skips it too)
             args, kwargs = node.arguments.fill_in(values)
             outputs = self.call(node.operation, args, kwargs, key + (id(node),),
-                                len(node.input_tensors), path)
+                                len(node.input_tensors), path,
+                                output and any(id(t) in keep for t in node.outputs))
             for t, v in zip(node.outputs, outputs, strict=True):
                 values[id(t)] = v
             for t in node.input_tensors:
@@ -260,19 +305,20 @@ class _Walk:
         return [values[id(t)] for t in model.outputs]
 
     def call(self, op, args: tuple, kwargs: dict, key: tuple, n_inputs: int,
-             path: tuple = ()) -> list:
-        """The flat outputs of one call of `op` (a layer, an op or a nested model)."""
+             path: tuple = (), output: bool = True) -> list:
+        """The flat outputs of one call of `op` (a layer, an op or a nested model). `output`
+        False: none of them is an output of the walked model."""
         import keras
 
         if isinstance(op, (keras.Sequential, keras.Function)):
             inner = args[0] if args else kwargs.get("inputs")
-            return self.model(op, keras.tree.flatten(inner), key, path + (op.name,))
+            return self.model(op, keras.tree.flatten(inner), key, path + (op.name,), output)
         name = "/".join(path + (op.name,))
         precision = self.keep.get(name)
         unrounded = precision == "float32"
         act_mode = (QuantMode.INT16X8 if precision == "int16" and self.mode.integer_only
                     else self.mode)
-        outputs = self._layer(op, args, kwargs, key, n_inputs, unrounded, act_mode)
+        outputs = self._layer(op, args, kwargs, key, n_inputs, unrounded, act_mode, output)
         self.paths.pop(name, None)  # a layer called again: its last call counts
         self.paths[name] = type(op).__name__  # display only
         for j, v in enumerate(outputs):
@@ -286,7 +332,7 @@ class _Walk:
         return outputs
 
     def _layer(self, op, args: tuple, kwargs: dict, key: tuple, n_inputs: int,
-               unrounded: bool, act_mode: QuantMode) -> list:
+               unrounded: bool, act_mode: QuantMode, output: bool = True) -> list:
         import keras
 
         self.layers += 1
@@ -294,7 +340,7 @@ class _Walk:
         self.calls[id(op)] = self.calls.get(id(op), 0) + 1
         weights = op.get_weights() if isinstance(op, keras.layers.Layer) else []
         axis = _kernel_axis(op, weights) if weights else -1
-        cast = lambda v: v.astype(np.float32) if _is_float(v) else v  # noqa: E731
+        cast = lambda v: v.astype(np.float32, copy=False) if _is_float(v) else v  # noqa: E731
         activation = getattr(op, "activation", None)
         split = (weights and self.mode.integer_only and callable(activation)
                  and activation not in _fused_activations())
@@ -314,13 +360,13 @@ class _Walk:
         if split:
             # The converter keeps a kernel's activation fused only for ReLU/ReLU6: any other
             # (tanh, sigmoid, softmax, swish) is an op of its own whose input is quantized too.
-            pre = self._activation(outputs[0], key + ("pre",), act_mode, unrounded)
+            pre = self._activation(outputs[0], key + ("pre",), act_mode, unrounded, False)
             outputs = [np.asarray(activation(cast(pre)))]
         fixed = (_fixed_grid(op) if self.round and self.mode.integer_only and not unrounded
                  else None)
         if fixed is not None:
             return [_on_fixed_grid(v, fixed, act_mode) for v in outputs]
-        return [self._activation(v, key + (j,), act_mode, unrounded)
+        return [self._activation(v, key + (j,), act_mode, unrounded, output)
                 for j, v in enumerate(outputs)]
 
     @staticmethod
@@ -358,10 +404,14 @@ def _flat_inputs(model, x) -> list:
 def _check_walk(model, x: list) -> None:
     """The walk without rounding must give model(x): else the simulation would bound something
     other than the model."""
+    part = [v[:WALK_SAMPLES] for v in x]
+    _compare_walk(model, part, _Walk(QuantMode.FLOAT32, None, False).model(model, part, ()))
+
+
+def _compare_walk(model, part: list, walked: list) -> None:
+    """`walked`, the walk's outputs on `part`, against model(part) (see `_check_walk`)."""
     import keras
 
-    part = [v[:WALK_SAMPLES] for v in x]
-    walked = _Walk(QuantMode.FLOAT32, None, False).model(model, part, ())
     given = [np.asarray(v, np.float64) for v in keras.tree.flatten(
         model(part if len(part) > 1 else part[0], training=False))]
     for i, (w, g) in enumerate(zip(walked, given, strict=True)):
@@ -385,11 +435,17 @@ class LayerOutputs:
 
 def keras_layer_outputs(model, x) -> LayerOutputs:
     """The outputs of every layer of `model` on `x` (raises NotSimulated when the model cannot
-    be walked, or the walk does not give the model's own outputs)."""
+    be walked, or the walk does not give the model's own outputs). On at most WALK_SAMPLES
+    samples the walk that gives them is the one `_check_walk` would make (each layer casts its
+    float inputs to float32 either way): it is checked instead of walking twice."""
     xs = _flat_inputs(model, x)
-    _check_walk(model, xs)
+    few = all(len(v) <= WALK_SAMPLES for v in xs)
+    if not few:
+        _check_walk(model, xs)
     walk = _Walk(QuantMode.FLOAT32, None, False, rows=slice(None))
     outputs = walk.model(model, [v.astype(np.float32) if _is_float(v) else v for v in xs], ())
+    if few:
+        _compare_walk(model, xs, outputs)
     return LayerOutputs(dict(walk.paths), dict(walk.outputs),
                         [walk.producer.get(id(v)) for v in outputs])
 
@@ -404,6 +460,73 @@ def _check_keep(keep: dict, walked: dict) -> None:
                              f"(its layers: {', '.join(walked)})")
 
 
+class ModelWalks:
+    """One model, its test inputs `x` and calibration data, walked for every mode of a bundle
+    (`simulation`) and for the Keras side of its per-layer references (`layer_outputs`). What
+    does not depend on the mode is walked once, not once per mode: the check that the walk
+    gives the model's own outputs on `x`, the calibration ranges (the same for every integer
+    mode) and each set of layer references. The model's weights must not change while it is
+    in use (the walks set rounded weights and restore them)."""
+
+    def __init__(self, model, x, representative=None):
+        self.model, self.x, self.representative = model, x, representative
+        self._checked: str | None = None  # "" once checked; else why the walk is refused
+        self._ranges: dict | None = None
+        self._layers: dict = {}  # rows -> LayerOutputs, or the NotSimulated message
+
+    @functools.cached_property
+    def xs(self) -> list:
+        return _flat_inputs(self.model, self.x)
+
+    def check(self) -> None:
+        """`_check_walk` on `x`, once; raises NotSimulated (again) when it failed."""
+        if self._checked is None:
+            try:
+                _check_walk(self.model, self.xs)
+                self._checked = ""
+            except NotSimulated as e:
+                self._checked = str(e)
+        if self._checked:
+            raise NotSimulated(self._checked)
+
+    def ranges(self, mode: QuantMode) -> dict:
+        """Each tensor's (min, max) on the calibration data. The float walk that records them
+        depends on the mode only through `integer_only` (whether a kernel's own activation is
+        split off), the same for every mode that asks for ranges."""
+        if self.representative is None:
+            raise NotSimulated("no representative data to calibrate the integer grids with")
+        if self._ranges is None:
+            rep = _flat_inputs(self.model, self.representative)
+            calibration = _Walk(mode, None, False)
+            for i, v in enumerate(rep):
+                calibration._activation(v, ("input", i))
+            calibration.model(self.model, rep, ())
+            self._ranges = calibration.record
+        return self._ranges
+
+    def layer_outputs(self, rows) -> LayerOutputs:
+        """`keras_layer_outputs` on the samples `rows` of `x`, once per set of rows."""
+        key = tuple(int(r) for r in rows)
+        if key not in self._layers:
+            index = np.asarray(key, np.int64)
+            try:
+                self._layers[key] = keras_layer_outputs(self.model,
+                                                        [v[index] for v in self.xs])
+            except NotSimulated as e:
+                self._layers[key] = str(e)
+        found = self._layers[key]
+        if isinstance(found, str):
+            raise NotSimulated(found)
+        return found
+
+    def simulation(self, mode: QuantMode, keep: dict | None = None,
+                   layer_rows=None) -> Simulation | None:
+        """`simulation(model, mode, x, representative, keep, layer_rows)`."""
+        if mode is QuantMode.FLOAT32:
+            return None
+        return _simulate(self, mode, dict(keep or {}), layer_rows)
+
+
 def simulation(model, mode: QuantMode, x, representative, keep: dict | None = None,
                layer_rows=None) -> Simulation | None:
     """The model's outputs on `x` with the mode's rounding simulated; None for float32. When the
@@ -411,23 +534,18 @@ def simulation(model, mode: QuantMode, x, representative, keep: dict | None = No
 
     `keep`: {layer path: "float32" | "int16"}, layers the variant keeps at that precision (see
     the module docstring). `layer_rows`: indices of samples of `x` at which each layer's
-    simulated output is returned too (`Simulation.layer_outputs`)."""
+    simulated output is returned too (`Simulation.layer_outputs`). Several modes of one model:
+    `ModelWalks(model, x, representative).simulation(mode, ...)` walks less."""
     if mode is QuantMode.FLOAT32:
         return None
-    keep = dict(keep or {})
-    xs = _flat_inputs(model, x)
+    return ModelWalks(model, x, representative).simulation(mode, keep, layer_rows)
+
+
+def _simulate(walks: ModelWalks, mode: QuantMode, keep: dict, layer_rows) -> Simulation:
+    model, xs = walks.model, walks.xs
     try:
-        _check_walk(model, xs)
-        ranges = None
-        if mode.integer_only:
-            if representative is None:
-                raise NotSimulated("no representative data to calibrate the integer grids with")
-            rep = _flat_inputs(model, representative)
-            calibration = _Walk(mode, None, False)
-            for i, v in enumerate(rep):
-                calibration._activation(v, ("input", i))
-            calibration.model(model, rep, ())
-            ranges = calibration.record
+        walks.check()
+        ranges = walks.ranges(mode) if mode.integer_only else None
         rows = None if layer_rows is None else np.asarray(layer_rows, np.int64)
         walk = _Walk(mode, ranges, True, keep, rows)
         inputs = [walk._activation(v.astype(np.float32) if _is_float(v) else v, ("input", i))
