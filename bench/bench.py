@@ -198,7 +198,7 @@ def cli_start(edgepipe: str, run_dir: Path, tflite: Path, repeats: int,
     return {"repeats": repeats, "raw": raw}, figures
 
 
-# --- sections 3 and 4: cold, warm and parallel runs -------------------------------------------
+# --- sections 2 and 3: the hand-written script, cold, warm and parallel runs -----------------
 
 def _tflite_hashes(run_dir: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -306,7 +306,23 @@ def target_parity(edgepipe: str, run_dir: Path, work: Path) -> tuple[dict, list]
     return info, figures
 
 
-# --- section 5: int8 vs float32 ---------------------------------------------------------------
+# --- section 5: a user's model of real size ----------------------------------------------------
+
+def user_model(work: Path, quick: bool) -> tuple[dict, list]:
+    """`edgepipe run --model` on a MobileNetV3Small (bench/mobilenet.py): its bundle stage
+    against its convert stage. Not in --quick (it trains the model first: a few minutes)."""
+    if quick:
+        return {"skipped": "--quick"}, []
+    from bench import mobilenet
+
+    log("user model: MobileNetV3Small 96x96, edgepipe run --model (bench/mobilenet.py)")
+    try:
+        return mobilenet.section(work)
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        raise BenchError(str(exc)) from None
+
+
+# --- section 6: int8 vs float32 ---------------------------------------------------------------
 
 def int8_vs_float32(run_dir: Path) -> tuple[dict, list]:
     """Per model: host latency and .tflite size of int8 over float32, and the medians."""
@@ -385,7 +401,7 @@ def _converted(run_dir: Path) -> int:
                for e in json.loads(RunFolder(run_dir).manifest.read_text())["entries"])
 
 
-# --- section 6: a pool of 3 loopback boards vs 1 -----------------------------------------------
+# --- section 7: a pool of 3 loopback boards vs 1 -----------------------------------------------
 
 def _load_sshd():
     """tests/sshd.py (a throwaway sshd; not installed): loaded by path, as the tests load it."""
@@ -468,7 +484,7 @@ def pool(edgepipe: str, run_dir: Path, work: Path) -> tuple[dict, list]:
     return info, figures
 
 
-# --- section 7: a cold run on 2 local Dask workers vs --jobs 2 ----------------------------------
+# --- section 8: a cold run on 2 local Dask workers vs the local one --------------------------
 
 DASK_MISSING = ("Dask distributed is not installed (pip install 'edgepipe[cluster]'; make setup "
                 "installs it)")
@@ -673,6 +689,7 @@ def main(argv=None) -> int:
         for name, (info, rows) in (
                 ("cli_start", cli_start(edgepipe, run_dir, tflite, repeats, work)),
                 ("target_parity", target_parity(edgepipe, run_dir, work)),
+                ("user_model", user_model(work, args.quick)),
                 ("int8_vs_float32", int8_vs_float32(run_dir)),
                 ("pool", pool(edgepipe, run_dir, work))):
             sections[name] = info

@@ -162,8 +162,9 @@ def test_quick_bench_end_to_end(tmp_path):
                           timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads(out.read_text())
-    assert set(document["sections"]) == {"runs", "cli_start", "target_parity",
+    assert set(document["sections"]) == {"runs", "cli_start", "target_parity", "user_model",
                                          "int8_vs_float32", "cluster", "pool"}
+    assert document["sections"]["user_model"] == {"skipped": "--quick"}
     assert "skipped" not in document["sections"]["runs"]
     assert document["machine"]["cores"] >= 1 and document["date"]
     # Without sshd, Dask or the emulator those sections and targets say why; the bench goes on.
