@@ -123,8 +123,8 @@ def _walk_class():
             super().__init__(QuantMode.FLOAT32, None, False)
             self.tflite_values, self.local = tflite_values, {}
 
-        def call(self, op, args, kwargs, key, n_inputs, path=()):
-            outputs = super().call(op, args, kwargs, key, n_inputs, path)
+        def call(self, op, args, kwargs, key, n_inputs, path=(), output=True):
+            outputs = super().call(op, args, kwargs, key, n_inputs, path, output)
             name = "/".join(path + (op.name,))
             got = self.tflite_values.get(name)
             if got is not None and len(outputs) == 1 and got.size == outputs[0].size:
