@@ -37,6 +37,8 @@ _CUSTOM_OP = re.compile(r"Encountered unresolved custom op: ([A-Za-z0-9_.\-]+)")
 # invoke."
 _NODE_FAILED = re.compile(r"Node number \d+ \(([A-Z0-9_]+)\) failed to (invoke|prepare)")
 _TYPE_UNSUPPORTED = re.compile(r"[^.]*\bsupported\b[^.]*", re.IGNORECASE)
+# Seconds of single-sample invokes that LoadedModel.latency_ms may spend on one model.
+LATENCY_BUDGET = 0.5
 
 
 class RuntimeUnavailable(Exception):
@@ -523,7 +525,7 @@ class LoadedModel:
             raise explain_error(exc, self.label, "invoke") from None
         return self._read()
 
-    def latency_ms(self, x, budget_s: float = 0.5, most: int = 50) -> float:
+    def latency_ms(self, x, budget_s: float = LATENCY_BUDGET, most: int = 50) -> float:
         """Median wall time of one single-sample invoke, after one warm-up invoke; as many
         invokes as fit in `budget_s` (at least 3, at most `most`). Only invoke() is timed,
         the input being set once before: the kernels' time, not the Python that quantizes the

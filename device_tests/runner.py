@@ -2,7 +2,8 @@
 
     python -m device_tests.runner BUNDLE --out results.json [--runtime NAME|tflite_micro]
         [--kernels default|reference] [--target NAME] [--only ID ...] [--save-outputs]
-        [--entry-timeout SECONDS] [--in-process] [--debug]
+        [--entry-timeout SECONDS] [--in-process] [--isolate-blas] [--latency-budget SECONDS]
+        [--debug]
 
 Exit codes: 0 every entry passed or is unsupported; 1 an entry failed or could not run (error);
 2 bad input (unusable bundle, no runtime, unknown --only id, an --out that is a folder, an
@@ -10,7 +11,11 @@ outputs folder that is a symbolic link), one line on stderr, before any entry ru
 The entries run in a worker process (isolation.py): an interpreter that crashes (a signal) or
 runs longer than --entry-timeout (default 600 s) makes that entry an error naming the signal or
 the limit, and the run goes on with the others. --in-process runs them in this process instead
-(no containment, no time limit: for debugging the runtime itself).
+(no containment, no time limit: for debugging the runtime itself). --isolate-blas computes each
+entry's error metrics (numpy.dot, numpy.linalg.norm: BLAS) in a short-lived fork, so the process
+that creates the interpreters never runs BLAS (the qemu-aarch64 target asks for it, see
+`blas_apart`). --latency-budget: the seconds of single-sample invokes that time each entry's
+latency_ms (default 0.5; at least 3 invokes, at most 50).
 In-process: `run_bundle(bundle_dir, ...)` returns the results document as a dict.
 """
 
@@ -21,19 +26,28 @@ import difflib
 import json
 import math
 import os
+import pickle
 import platform
 import secrets
 import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .bundle import Bundle, BundleError, dataset_inputs, load_bundle, one_line
-from .interpreters import KERNELS, KernelMissing, Runtime, RuntimeUnavailable, find_runtime
-from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, run_isolated
+from .interpreters import (
+    KERNELS,
+    LATENCY_BUDGET,
+    KernelMissing,
+    Runtime,
+    RuntimeUnavailable,
+    find_runtime,
+)
+from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, describe_status, run_isolated
 from .layers import layer_record
 from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
 from .schema import (
@@ -224,8 +238,62 @@ def integer_only_refusal(entry: dict, who: str) -> str | None:
             + "".join(f"; {r}" for r in rewrites))
 
 
+def blas_apart(function, *args):
+    """`function(*args)` computed in a short-lived fork of this process: its value is returned
+    (its exception raised) here, and nothing it ran stays in this process.
+
+    Why: on the emulated board (qemu-user 7.2, `-cpu max`), numpy's OpenBLAS picks its SVE
+    kernels (armv8sve), and once a process has run them every TFLite interpreter it creates
+    afterwards runs 5-15x slower (measured: a digits CNN's 359-sample invoke 0.8 s -> 12 s, a
+    single-sample invoke 5 ms -> 80 ms; both kernels, default and reference). The runner's worker
+    creates an interpreter per entry and computes error_metrics (numpy.dot, numpy.linalg.norm)
+    after each, so every entry after the first paid it. OPENBLAS_CORETYPE=ARMV8 avoids it too
+    but changes numpy.dot's summation, hence the cosine's last digits; a fork keeps the same
+    kernels and the same figures. A fork costs ~12 ms under the emulator, ~3 ms natively."""
+    read_fd, write_fd = os.pipe()
+    for stream in (sys.stdout, sys.stderr):  # buffered text would be written twice
+        try:
+            stream.flush()
+        except Exception:  # a closed or odd stream: nothing to flush
+            pass
+    with warnings.catch_warnings():
+        # Python 3.12+ warns on fork() in a process with threads; the child only runs numpy.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.close(read_fd)
+            try:
+                answer = pickle.dumps((True, function(*args)))
+            except Exception as exc:  # raised in the parent, as if computed there
+                try:
+                    answer = pickle.dumps((False, exc))
+                except Exception:  # an exception that does not pickle: its message
+                    answer = pickle.dumps((False, EntryError(one_line(exc))))
+            with os.fdopen(write_fd, "wb") as stream:
+                stream.write(answer)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as stream:
+            answer = stream.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if not answer:
+        raise EntryError(f"the process computing {function.__name__} {describe_status(status)} "
+                         f"before it answered")
+    ok, value = pickle.loads(answer)  # our own child's bytes
+    if not ok:
+        raise value
+    return value
+
+
 def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
-               outputs_dir: Path | None) -> dict:
+               outputs_dir: Path | None, isolate_blas: bool = False,
+               latency_budget: float = LATENCY_BUDGET) -> dict:
     record = not_run(entry, target)  # entry["status"]: load_bundle checked every field
     if record is not None:
         return record
@@ -260,10 +328,13 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     step = model.output_step
     if step is None and mode in INTEGER_MODES:
         step = (entry.get("tolerance") or {}).get("output_step")
-    metrics = error_metrics(outputs, reference, step)
+    if isolate_blas:
+        metrics = blas_apart(error_metrics, outputs, reference, step)
+    else:
+        metrics = error_metrics(outputs, reference, step)
     metrics["task"] = task_metrics(dataset.get("task"), labels, reference, outputs,
                                    dataset.get("y_std"))
-    metrics["latency_ms"] = model.latency_ms(inputs)
+    metrics["latency_ms"] = model.latency_ms(inputs, latency_budget)
     metrics.update(model.facts)
     record["metrics"] = metrics
     record["checks"] = check_bounds(bounds, metrics)
@@ -297,11 +368,13 @@ def _checked_only(bundle: Bundle, only) -> list:
 
 
 def _run_one(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
-             outputs_dir: Path | None, debug: bool) -> dict:
+             outputs_dir: Path | None, debug: bool, isolate_blas: bool = False,
+             latency_budget: float = LATENCY_BUDGET) -> dict:
     """One entry's record; a problem with the entry never raises (its status is an error)."""
     started = time.perf_counter()
     try:
-        record = _run_entry(bundle, entry, runtime, target, outputs_dir)
+        record = _run_entry(bundle, entry, runtime, target, outputs_dir, isolate_blas,
+                            latency_budget)
     except KernelMissing as exc:
         record = base_record(entry, target)
         record["status"], record["reason"] = ResultStatus.UNSUPPORTED, one_line(exc)
@@ -317,7 +390,8 @@ def _run_one(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
 def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
                target: str | None = None, only=None, outputs_dir=None,
                debug: bool = False, entry_timeout: float | None = None,
-               isolate: bool = True) -> dict:
+               isolate: bool = True, isolate_blas: bool = False,
+               latency_budget: float = LATENCY_BUDGET) -> dict:
     """Run every (or every `only`) entry of the bundle; returns the results document.
 
     `target` defaults to "host" for default kernels and "host-ref" for reference kernels.
@@ -328,6 +402,10 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
     interpreter that crashes, or runs longer than `entry_timeout` seconds (default 600), makes
     that entry an error naming the signal or the limit; `isolate=False` runs them in this
     process (no containment; `entry_timeout` is then refused).
+    `isolate_blas`: each entry's error metrics are computed in a short-lived fork (`blas_apart`:
+    the emulated board's numpy BLAS slows every interpreter created after it); same figures.
+    `latency_budget`: seconds of single-sample invokes that time each entry's latency_ms (an
+    emulator, whose latency says little of a board's, spends less).
     Raises BundleError (unusable bundle), RuntimeUnavailable, UsageError; a problem with one
     entry never raises: that entry gets status "error" and the run goes on (`debug` prints its
     traceback to stderr).
@@ -342,6 +420,9 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
         limit = check_timeout(DEFAULT_ENTRY_TIMEOUT if entry_timeout is None else entry_timeout)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if not (isinstance(latency_budget, (int, float)) and 0 < latency_budget < math.inf):
+        raise UsageError(f"Expected a latency budget in seconds > 0. Received: "
+                         f"{latency_budget!r}")
     bundle = load_bundle(bundle_dir)
     entries = _checked_only(bundle, only)
     chosen = find_runtime(runtime, kernels)
@@ -352,7 +433,8 @@ def run_bundle(bundle_dir, runtime: str | None = None, kernels: str = "default",
         output_folder(out_dir, target)
 
     def run_one(i: int) -> dict:
-        return _run_one(bundle, entries[i], chosen, target, out_dir, debug)
+        return _run_one(bundle, entries[i], chosen, target, out_dir, debug, isolate_blas,
+                        latency_budget)
 
     def failed(i: int, reason: str, seconds: float) -> dict:
         record = base_record(entries[i], target)
@@ -419,6 +501,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--in-process", action="store_true",
                         help="run the entries in this process, not in a worker: an interpreter "
                              "crash then ends the run (for debugging the runtime)")
+    parser.add_argument("--isolate-blas", action="store_true",
+                        help="compute each entry's error metrics in a short-lived fork, so that "
+                             "this process never runs numpy's BLAS (on the emulated board it "
+                             "slows every interpreter created after it); same figures")
+    parser.add_argument("--latency-budget", type=float, default=LATENCY_BUDGET,
+                        metavar="SECONDS",
+                        help=f"seconds of single-sample invokes that time each entry's "
+                             f"latency_ms (default {LATENCY_BUDGET:g}; at least 3, at most 50)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -469,7 +559,8 @@ def _main(args) -> int:
                               target=args.target, only=args.only,
                               outputs_dir=out.parent if args.save_outputs else None,
                               debug=args.debug, entry_timeout=args.entry_timeout,
-                              isolate=not args.in_process)
+                              isolate=not args.in_process, isolate_blas=args.isolate_blas,
+                              latency_budget=args.latency_budget)
         try:
             write_json_atomic(document, out)
         except OSError as exc:
