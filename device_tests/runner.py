@@ -335,6 +335,7 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     metrics["task"] = task_metrics(dataset.get("task"), labels, reference, outputs,
                                    dataset.get("y_std"))
     metrics["latency_ms"] = model.latency_ms(inputs, latency_budget)
+    record["invoke_seconds"] = round(model.invoke_seconds, 6)
     metrics.update(model.facts)
     record["metrics"] = metrics
     record["checks"] = check_bounds(bounds, metrics)
