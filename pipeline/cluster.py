@@ -142,11 +142,10 @@ class DaskExecutor:
             user[str(path)], blobs[sha] = sha, blobs_ref
         return Shipped(run, user), blobs
 
-    def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None, spawn: bool = False):
+    def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None):
         """Yield (job, fn(job)) as each finishes, or (job, JobFailed) when its worker died;
         `inputs(job)`: the run-folder paths it reads (the user's paths come from `config`).
-        Every file a job wrote is written here before it is yielded. (`spawn`: every job here
-        runs in a process of its own already.)"""
+        Every file a job wrote is written here before it is yielded."""
         from distributed import KilledWorker
 
         pending = list(jobs)

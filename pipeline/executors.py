@@ -58,11 +58,11 @@ class LocalExecutor:
     def remote(self, target) -> bool:
         return False
 
-    def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None, spawn: bool = False):
+    def map_jobs(self, fn, jobs: list, config, out: Path, inputs=None):
         if self._pool is None:
             self._pool = WorkerPool(self.workers, self.debug, config.custom_objects,
                                     config.unsafe)
-        yield from self._pool.run(fn, jobs, spawn=spawn)
+        yield from self._pool.run(fn, jobs)
 
     def summary(self) -> str | None:
         return None

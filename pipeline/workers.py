@@ -71,13 +71,13 @@ class WorkerPool:
         self.workers, self.debug, self.files, self.unsafe = workers, debug, tuple(files), unsafe
         self._pool = None
 
-    def run(self, fn, jobs: list, spawn: bool = False):
+    def run(self, fn, jobs: list):
         """Yield (job, fn(job)) as each finishes: in this process when there is one worker (or
-        one job), no worker was started yet and not `spawn`; else in the workers. A job's
-        exception is raised here."""
+        one job) and no worker was started yet; else in the workers. A job's exception is
+        raised here."""
         if not jobs:
             return
-        if self._pool is None and not spawn and (self.workers <= 1 or len(jobs) == 1):
+        if self._pool is None and (self.workers <= 1 or len(jobs) == 1):
             prepare(self.debug, self.files, self.unsafe)
             for job in jobs:
                 yield _call((fn, job))

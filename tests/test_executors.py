@@ -1,6 +1,7 @@
 """The executor seam without a cluster: which names are executors, and what a user without Dask
 distributed installed is told."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgepipe.core.errors import EdgepipeError
+from edgepipe.pipeline.config import RunConfig
 from edgepipe.pipeline.executors import LocalExecutor, check_executor, open_executor
 
 EDGEPIPE = str(Path(sys.executable).with_name("edgepipe"))
@@ -31,6 +33,37 @@ def test_local_is_the_spawned_pool_here():
     executor = open_executor("local", 3)
     assert isinstance(executor, LocalExecutor) and executor.workers == 3
     assert executor.remote_threads() == 0 and executor.summary() is None
+
+
+def job_pid(job) -> int:
+    return os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_local_workers_are_started_once_and_kept_until_close(tmp_path):
+    """The build's jobs and the repair's later ones share the spawned workers (each imports
+    TensorFlow once); `close` stops them. One worker runs its jobs in this process."""
+    config = RunConfig(models=("mlp_swish",))
+    executor = LocalExecutor(2)
+    try:
+        build = {pid for _, pid in executor.map_jobs(job_pid, [1, 2, 3, 4], config, tmp_path)}
+        repair = {pid for _, pid in executor.map_jobs(job_pid, [5], config, tmp_path)}
+        assert os.getpid() not in build and 1 <= len(build) <= 2
+        assert repair <= build  # one job, yet in a warm worker: not this process, not a new one
+    finally:
+        executor.close()
+    assert not any(_alive(pid) for pid in build)
+    single = LocalExecutor(1)
+    assert {pid for _, pid in single.map_jobs(job_pid, [1, 2], config, tmp_path)} == {
+        os.getpid()}
+    single.close()
 
 
 def test_without_dask_installed_the_cluster_executor_says_what_to_install(tmp_path):
