@@ -252,7 +252,7 @@ def _first_stale(config: RunConfig, out: Path, name: str, stages: Stages) -> str
     return None
 
 
-def _built_line(job: BuildJob, summary: dict, done=()) -> str:
+def _built_line(job: BuildJob, summary: dict, done: list) -> str:
     """`<model>: trained ..., converted ..., bundled (train S s, convert S s, bundle S s), S s`:
     the job's stages, what each took, and the job's time."""
     parts = []
@@ -266,5 +266,5 @@ def _built_line(job: BuildJob, summary: dict, done=()) -> str:
         parts.append(f"converted {len(summary['converted'])} modes"
                      + (f" ({', '.join(bad)})" if bad else ""))
     took = ", ".join(f"{stage.name.split(':')[0]} {stage.seconds:.1f} s" for stage in done)
-    parts.append(f"bundled ({took})" if took else "bundled")
+    parts.append(f"bundled ({took})")
     return f"{job.name}: {', '.join(parts)}, {summary['seconds']:.1f} s"
