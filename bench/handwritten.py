@@ -1,12 +1,12 @@
 """The script a user who does not use edgepipe would write for the zoo: the baseline that
 `make bench` times `edgepipe run --targets host` against.
 
-For each model: train it (the same architecture, data splits and training settings as
-edgepipe's train stage), export one SavedModel, convert it to each mode with the TFLite
-converter, and run LiteRT once, batched, on the test split. No gradient or op audit, no forward
-check, no format simulation, no reference outputs, no report. It borrows from edgepipe only the
-model definitions and the data splits, so both sides do the same training; everything after
-training is written out here the way the TensorFlow guides write it.
+For each model: train it (the same architecture, data splits, training settings and TensorFlow
+thread count as edgepipe's train stage), export one SavedModel, convert it to each mode with
+the TFLite converter, and run LiteRT once, batched, on the test split. No gradient or op audit,
+no forward check, no format simulation, no reference outputs, no report. It borrows from
+edgepipe only the model definitions and the data splits, so both sides do the same training;
+everything after training is written out here the way the TensorFlow guides write it.
 
     python -m bench.handwritten [--models a,b] [--modes float32,int8] [--epochs N] [--seed S]
 
@@ -81,6 +81,12 @@ def main(argv=None) -> int:
     import keras
     import numpy as np
     import tensorflow as tf
+
+    # As edgepipe's model jobs run (pipeline/workers.py one_thread): the thread count decides
+    # how TensorFlow splits float reductions, hence the weights and the epoch early stopping
+    # ends at. With the same count both sides train the same epochs, so the comparison is of
+    # everything but training.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
 
     from edgepipe.models.architectures import build_model
     from edgepipe.models.datasets import Task, load_builtin

@@ -218,16 +218,7 @@ class _Worker:
         read_fd, write_fd = os.pipe()
         err_read, err_write = os.pipe()
         parent = os.getpid()
-        for stream in (sys.stdout, sys.stderr):  # buffered text would be written twice
-            try:
-                stream.flush()
-            except Exception:  # a closed or odd stream: nothing to flush
-                pass
-        with warnings.catch_warnings():
-            # Python 3.12+ warns on fork() in a process with threads (numpy's BLAS pool, or
-            # TensorFlow's in a test process); the worker touches none of their locks.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        pid = fork_flushed()
         if pid == 0:  # the worker: never returns
             os.close(read_fd)
             os.close(err_read)
@@ -393,7 +384,21 @@ def _send(fd: int, message) -> None:
         view = view[os.write(fd, view):]
 
 
-def _die_with_parent(parent: int) -> None:
+def fork_flushed() -> int:
+    """os.fork(), stdout and stderr flushed first (their buffered text would be written twice).
+    Python 3.12+ warns on fork() in a process with threads (numpy's BLAS pool, or TensorFlow's
+    in a test process); the children here touch none of their locks, so it is silenced."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or odd stream: nothing to flush
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def die_with_parent(parent: int) -> None:
     """Linux: SIGKILL this process when the parent dies (even by SIGKILL)."""
     if sys.platform.startswith("linux"):
         try:
@@ -416,7 +421,7 @@ def _worker_main(fd: int, indices: list, run_one, parent: int) -> None:
         # On fd 2 (the pipe), whatever sys.stderr is here (pytest replaces it): the parent
         # reads the runtime's step from it and shows it only when asked (fault_dumps).
         faulthandler.enable(open(2, "w", closefd=False), all_threads=False)
-        _die_with_parent(parent)
+        die_with_parent(parent)
         for index in indices:
             os.write(2, _BEGIN)
             _send(fd, ("begin", index))

@@ -33,7 +33,6 @@ import signal
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,13 @@ from .interpreters import (
     RuntimeUnavailable,
     find_runtime,
 )
-from .isolation import DEFAULT_ENTRY_TIMEOUT, check_timeout, describe_status, run_isolated
+from .isolation import (
+    DEFAULT_ENTRY_TIMEOUT,
+    check_timeout,
+    describe_status,
+    fork_flushed,
+    run_isolated,
+)
 from .layers import layer_record
 from .metrics import check_bounds, error_metrics, fail_reason, read_bounds, task_metrics
 from .schema import (
@@ -251,15 +256,7 @@ def blas_apart(function, *args):
     but changes numpy.dot's summation, hence the cosine's last digits; a fork keeps the same
     kernels and the same figures. A fork costs ~12 ms under the emulator, ~3 ms natively."""
     read_fd, write_fd = os.pipe()
-    for stream in (sys.stdout, sys.stderr):  # buffered text would be written twice
-        try:
-            stream.flush()
-        except Exception:  # a closed or odd stream: nothing to flush
-            pass
-    with warnings.catch_warnings():
-        # Python 3.12+ warns on fork() in a process with threads; the child only runs numpy.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    pid = fork_flushed()
     if pid == 0:  # the child: never returns
         code = 1
         try:

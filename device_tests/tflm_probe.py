@@ -3,13 +3,13 @@
     python tflm_probe.py MODEL.tflite ARENA_BYTES [--allocations]
     python tflm_probe.py --serve
 
-A standalone script (numpy and tflite-micro only, no package imports) that device_tests/tflm.py
-runs: a too-small arena can kill TFLM's process with SIGSEGV instead of raising, and TFLM prints
-why it refuses a model on C's stderr, not in the exception. So every probe runs in a process
-of its own. Exit 0 when the model ran; `--allocations` prints TFLM's allocation summary on
-stderr. Before each step it prints `stage: <what it does>` on stdout: a probe that a signal
-kills prints nothing else when the kernel's check is a bare abort(), and tflm.py then says in
-which step.
+A script (numpy, tflite-micro and isolation.py beside it; no package imports) that
+device_tests/tflm.py runs: a too-small arena can kill TFLM's process with SIGSEGV instead of
+raising, and TFLM prints why it refuses a model on C's stderr, not in the exception. So every
+probe runs in a process of its own. Exit 0 when the model ran; `--allocations` prints TFLM's
+allocation summary on stderr. Before each step it prints `stage: <what it does>` on stdout: a
+probe that a signal kills prints nothing else when the kernel's check is a bare abort(), and
+tflm.py then says in which step.
 
 `--serve` is how tflm.py runs its probes: a new Python per probe paid ~0.3 s of start-up and
 imports (numpy, tflite-micro) for a few milliseconds of TFLM work. The server imports them
@@ -33,6 +33,7 @@ import tempfile
 import traceback
 
 import numpy as np
+from isolation import die_with_parent  # beside this script: its folder is first on sys.path
 
 
 def stage(what: str) -> None:
@@ -68,19 +69,6 @@ def main(argv) -> int:
     with open(argv[0], "rb") as stream:
         data = stream.read()
     return probe(runtime, data, int(argv[1]), "--allocations" in argv)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: SIGKILL this process when its parent dies (even by SIGKILL)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
-        except Exception:  # best effort: no ctypes, or a libc without prctl
-            pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _flush_c_stdio() -> None:
@@ -119,7 +107,7 @@ def _read_exactly(stream, size: int) -> bytes:
 def serve() -> int:
     from tflite_micro.python.tflite_micro import runtime  # once: every child inherits it
 
-    _die_with_parent(os.getppid())
+    die_with_parent(os.getppid())
     requests = sys.stdin.buffer
     answers = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -172,7 +160,7 @@ def _fork_probe(runtime, data: bytes, request: dict, out: int, err: int, answers
                 os.dup2(nothing.fileno(), 0)
             os.dup2(out, 1)
             os.dup2(err, 2)
-            _die_with_parent(server)
+            die_with_parent(server)
             code = probe(runtime, data, int(request["arena"]), bool(request.get("allocations")))
         except BaseException:  # as Python reports an uncaught exception: traceback, exit 1
             traceback.print_exc()
