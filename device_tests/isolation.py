@@ -384,15 +384,21 @@ def _send(fd: int, message) -> None:
         view = view[os.write(fd, view):]
 
 
-def fork_flushed() -> int:
-    """os.fork(), stdout and stderr flushed first (their buffered text would be written twice).
-    Python 3.12+ warns on fork() in a process with threads (numpy's BLAS pool, or TensorFlow's
-    in a test process); the children here touch none of their locks, so it is silenced."""
+def flush_streams() -> None:
+    """Flush sys.stdout and sys.stderr: before a fork (their buffered text would be written
+    twice) and before a child's os._exit (which flushes nothing)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # a closed or odd stream: nothing to flush
             pass
+
+
+def fork_flushed() -> int:
+    """os.fork(), stdout and stderr flushed first. Python 3.12+ warns on fork() in a process
+    with threads (numpy's BLAS pool, or TensorFlow's in a test process); the children here
+    touch none of their locks, so it is silenced."""
+    flush_streams()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return os.fork()
@@ -433,9 +439,5 @@ def _worker_main(fd: int, indices: list, run_one, parent: int) -> None:
         traceback.print_exc()
         code = 70
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        flush_streams()
         os._exit(code)

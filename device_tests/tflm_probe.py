@@ -33,7 +33,9 @@ import tempfile
 import traceback
 
 import numpy as np
-from isolation import die_with_parent  # beside this script: its folder is first on sys.path
+
+# isolation.py is beside this script: a script's folder is first on sys.path.
+from isolation import die_with_parent, flush_streams
 
 
 def stage(what: str) -> None:
@@ -165,11 +167,7 @@ def _fork_probe(runtime, data: bytes, request: dict, out: int, err: int, answers
         except BaseException:  # as Python reports an uncaught exception: traceback, exit 1
             traceback.print_exc()
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
+            flush_streams()
             _flush_c_stdio()
             os._exit(code)
     os.close(done_write)
