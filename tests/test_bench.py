@@ -179,7 +179,7 @@ def test_quick_bench_end_to_end(tmp_path):
     assert {"cold run, --jobs 1", f"cold run, --jobs {jobs} (default)", "warm run",
             f"speedup, --jobs {jobs} (default)", "cold run peak RSS, --jobs 1",
             "hand-written script peak RSS", "edgepipe --help", "edgepipe report RUN",
-            "cnn_swish-int8 reference", "cnn_swish size", "host", "host-ref"} <= set(names)
+            "cnn_swish size", "host", "host-ref"} <= set(names)
     rows = {f["name"]: f for f in document["figures"]}
     # The hand-written script is the baseline of both run figures, in the same bench run.
     script = document["sections"]["runs"]["handwritten"]["seconds"]
