@@ -39,6 +39,7 @@ from edgepipe.device_tests.schema import (
     count_statuses,
     outputs_dir,
 )
+from edgepipe.pipeline import workers
 from edgepipe.pipeline.targets.pool import CHUNKS_PER_BOARD
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,7 +216,7 @@ def runs(edgepipe: str, work: Path, config: Path | None) -> tuple[dict, list, Pa
     same zoo: cold `--jobs 1 --force`, the same command again without --force (warm), then
     cold at the default jobs (one per core) elsewhere. --force keeps a cold run cold whatever
     caches exist. `config`: the quick bench's (QUICK), else the default zoo."""
-    default_jobs = len(os.sched_getaffinity(0))
+    default_jobs = workers.default_jobs()  # what `edgepipe run` takes without --jobs
 
     def run(name: str, folder: str, jobs: int | None, force: bool) -> dict:
         cmd = [edgepipe, "run", "--out", str(work / folder), "--targets", "host"]
