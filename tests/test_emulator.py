@@ -8,6 +8,7 @@ they skip with the reason (and fail under EDGEPIPE_REQUIRE_TARGETS=1).
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -195,7 +196,9 @@ def test_a_variant_times_alike_wherever_it_runs_on_the_board(request, tmp_path):
     """The same variant six times in one bundle: each copy's latency on the emulated board is
     the first one's. numpy's BLAS (its SVE kernels, run by each entry's error metrics) once made
     every interpreter created after it 5x slower under qemu-user: 9 us became 47 us here, and
-    the zoo's digits CNNs took 12 s instead of 0.8 s for their test split."""
+    the zoo's digits CNNs took 12 s instead of 0.8 s for their test split. The median copy is
+    compared, not the slowest: on a shared machine one copy can be slow by chance (CI once saw
+    3x on one of six), while that slowdown hit every copy after the first."""
     needs_board()
     bundle = tmp_path / "bundle"
     shutil.copytree(request.getfixturevalue("tiny_bundle")[0], bundle)
@@ -209,7 +212,7 @@ def test_a_variant_times_alike_wherever_it_runs_on_the_board(request, tmp_path):
     records = json.loads(out.read_text())["results"]
     assert [r["status"] for r in records] == ["pass"] * 6
     latency = [r["metrics"]["latency_ms"] for r in records]
-    assert max(latency) < 2.5 * min(latency), latency
+    assert statistics.median(latency) < 2.5 * min(latency), latency
 
 
 def _figures(record: dict) -> dict:
