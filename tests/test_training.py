@@ -95,3 +95,24 @@ def test_same_seed_same_weights_across_processes(tmp_path):
         assert a[m]["weights_sha256"] == b[m]["weights_sha256"]
         assert a[m]["metrics"] == b[m]["metrics"]
         assert a[m]["weights_sha256"] != c[m]["weights_sha256"]
+
+
+def test_a_whole_epoch_per_call_trains_the_weights_batch_by_batch_would():
+    """fit compiles a whole epoch into one call (steps_per_execution) for speed: the weights
+    are those Keras' default loop, one call per batch, gives."""
+    from edgepipe.models.training import fit, weights_sha256
+
+    spec = ZOO["cnn_swish"]
+    data = load_builtin(spec.dataset, 0)
+    config = TrainConfig(epochs=3, seed=0)
+    model, run = fit(spec, data, config)
+    assert model.steps_per_execution > 1 and run["epochs_run"] == 3
+
+    keras.utils.set_random_seed(config.seed)
+    plain = build_model(spec, data.input_shape, data.num_outputs)
+    plain.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="sparse_categorical_crossentropy")
+    plain.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+              epochs=3, batch_size=config.batch_size, shuffle=True, verbose=0)
+    assert plain.steps_per_execution == 1
+    assert weights_sha256(plain) == weights_sha256(model)
