@@ -8,8 +8,10 @@ import errno
 import functools
 import inspect
 import json
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -619,5 +621,25 @@ def main(args: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def entry() -> None:
+    """The `edgepipe` command: main(), then exit with its code."""
+    _exit(main())
+
+
+def _exit(code: int) -> None:
+    """Exit with `code`. Once TensorFlow is loaded, the interpreter's teardown of its modules
+    took 1-2 s after the work was done: the exit handlers run (temporary folders, pools,
+    logging), the streams are flushed, and the process ends without that teardown. With another
+    Python thread alive, the normal exit waits for it."""
+    if "tensorflow" not in sys.modules or threading.active_count() > 1:
+        sys.exit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -5,6 +5,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -219,3 +221,25 @@ def test_train_on_user_npz(tmp_path):
     assert record["dataset"]["samples"] == {"train": 80, "val": 20, "test": 20}
     assert record["metrics"]["test"]["r2"] > 0.8  # a linear target an MLP fits easily
     assert "mlp_piecewise" in result.stdout and "R²" in result.stdout
+
+
+@pytest.mark.parametrize("tensorflow", [True, False], ids=["tensorflow-loaded", "without"])
+def test_the_command_exits_with_its_code_its_output_and_exit_handlers(tmp_path, tensorflow):
+    """The console script skips the interpreter's teardown once TensorFlow is loaded (it took
+    1-2 s): the exit code, what was printed and the exit handlers (a temporary folder's
+    removal) are as a normal exit leaves them."""
+    script = textwrap.dedent(f"""
+        import atexit, sys, tempfile
+        {"import tensorflow" if tensorflow else ""}
+        from edgepipe.pipeline.cli import _exit
+        kept = tempfile.TemporaryDirectory(dir={str(tmp_path)!r})
+        atexit.register(lambda: print("handler ran", file=sys.stderr))
+        print("printed", end="")
+        _exit(3)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "printed"
+    assert done.stderr.rstrip().endswith("handler ran")
+    assert list(tmp_path.iterdir()) == []  # the TemporaryDirectory's finalizer ran
