@@ -630,8 +630,10 @@ def _exit(code: int) -> None:
     """Exit with `code`. Once TensorFlow is loaded, the interpreter's teardown of its modules
     took 1-2 s after the work was done: the exit handlers run (temporary folders, pools,
     logging), the streams are flushed, and the process ends without that teardown. With another
-    Python thread alive, the normal exit waits for it."""
-    if "tensorflow" not in sys.modules or threading.active_count() > 1:
+    Python thread alive that is not a daemon (tqdm's monitor is one), the normal exit waits for
+    it."""
+    waited = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    if "tensorflow" not in sys.modules or waited:
         sys.exit(code)
     import atexit
 
