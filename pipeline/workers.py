@@ -62,10 +62,32 @@ def in_context(fn, *args):
         return fn(*args)
 
 
-def _init_worker(debug: bool, files, unsafe: bool) -> None:
+def cores_for(workers: int) -> tuple:
+    """The cores `workers` workers are pinned to, one each; none (no pinning) when there are
+    fewer cores than workers, or no way to pin. Two unpinned workers training on two cores took
+    7.9 s each for cnn_swish where each pinned to a core of its own took 6.2 s (alone 5.7 s):
+    TensorFlow's threads hand each batch over, and the scheduler moved them onto the core the
+    other worker was using."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return ()
+    return tuple(cores) if workers <= len(cores) else ()
+
+
+def _pin(cores: tuple) -> None:
+    """This worker (and the threads it starts) on one of `cores`: the pool's workers are
+    numbered in the order they start."""
+    if cores:
+        number = multiprocessing.current_process()._identity[-1]
+        os.sched_setaffinity(0, {cores[(number - 1) % len(cores)]})
+
+
+def _init_worker(debug: bool, files, unsafe: bool, cores: tuple = ()) -> None:
     global _failed
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        _pin(cores)  # before TensorFlow starts its threads: they inherit it
         prepare(debug, files, unsafe)
     except Exception as exc:  # raised by a job instead: a failing initializer is restarted
         _failed = exc        # by the pool for ever
@@ -98,9 +120,10 @@ class WorkerPool:
                 yield _call((fn, job))
             return
         if self._pool is None:
+            workers = max(1, min(self.workers, len(jobs)))
             self._pool = multiprocessing.get_context("spawn").Pool(
-                max(1, min(self.workers, len(jobs))), initializer=_init_worker,
-                initargs=(self.debug, self.files, self.unsafe))
+                workers, initializer=_init_worker,
+                initargs=(self.debug, self.files, self.unsafe, cores_for(workers)))
         yield from self._pool.imap_unordered(_call, [(fn, job) for job in jobs])
 
     def close(self) -> None:

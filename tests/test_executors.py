@@ -4,6 +4,7 @@ distributed installed is told."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,33 @@ def test_local_is_the_spawned_pool_here():
 
 def job_pid(job) -> int:
     return os.getpid()
+
+
+def job_cores(job) -> tuple:
+    time.sleep(0.5)  # long enough for every worker to start and take a job
+    return os.getpid(), tuple(sorted(os.sched_getaffinity(0)))
+
+
+def test_each_worker_has_a_core_of_its_own(tmp_path):
+    """With no more workers than cores, each worker (its TensorFlow threads too) runs on one
+    core, no two on the same; this process keeps them all. With more workers than cores
+    nothing is pinned."""
+    cores = tuple(sorted(os.sched_getaffinity(0)))
+    config = RunConfig(models=("mlp_swish",))
+    for workers in (2, len(cores) + 1):
+        executor = LocalExecutor(workers)
+        try:
+            seen = dict(result for _, result in executor.map_jobs(
+                job_cores, list(range(4 * workers)), config, tmp_path))
+        finally:
+            executor.close()
+        assert len(seen) >= 2  # two workers at least took jobs
+        if workers <= len(cores):
+            assert all(len(pinned) == 1 for pinned in seen.values()), seen
+            assert len({pinned for pinned in seen.values()}) == len(seen), seen
+        else:
+            assert set(seen.values()) == {cores}, seen
+    assert tuple(sorted(os.sched_getaffinity(0))) == cores
 
 
 def _alive(pid: int) -> bool:
