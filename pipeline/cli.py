@@ -629,11 +629,13 @@ def entry() -> None:
 def _exit(code: int) -> None:
     """Exit with `code`. Once TensorFlow is loaded, the interpreter's teardown of its modules
     took 1-2 s after the work was done: the exit handlers run (temporary folders, pools,
-    logging), the streams are flushed, and the process ends without that teardown. With another
-    Python thread alive that is not a daemon (tqdm's monitor is one), the normal exit waits for
-    it."""
+    logging), the streams are flushed, and the process ends without that teardown. The normal
+    exit is kept with another Python thread alive that is not a daemon (tqdm's monitor is one:
+    the exit would wait for it), and under a profiler or a tracer (`python -m cProfile` writes
+    its file after this returns)."""
     waited = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
-    if "tensorflow" not in sys.modules or waited:
+    watched = sys.getprofile() is not None or sys.gettrace() is not None
+    if "tensorflow" not in sys.modules or waited or watched:
         sys.exit(code)
     import atexit
 

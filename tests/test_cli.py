@@ -243,3 +243,15 @@ def test_the_command_exits_with_its_code_its_output_and_exit_handlers(tmp_path, 
     assert done.stdout == "printed"
     assert done.stderr.rstrip().endswith("handler ran")
     assert list(tmp_path.iterdir()) == []  # the TemporaryDirectory's finalizer ran
+
+
+def test_a_profiled_command_still_writes_its_profile(tmp_path):
+    """`python -m cProfile -o F -m edgepipe.pipeline.cli ...` once TensorFlow is loaded: the
+    command exits the normal way, so the profiler writes F after it."""
+    script = tmp_path / "command.py"
+    script.write_text("import tensorflow\nfrom edgepipe.pipeline.cli import _exit\n_exit(0)\n")
+    profile = tmp_path / "command.prof"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), str(script)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert profile.stat().st_size > 0
