@@ -15,6 +15,8 @@ Each tool's silent fallbacks are checked afterwards (a node name that matches no
 override the quantizer skipped): a repair that did not happen must not pass as one.
 """
 
+import copy
+import hashlib
 import re
 import warnings
 from importlib import metadata
@@ -244,13 +246,16 @@ def _check_islands(model: TFLiteModel, nodes: list[str]) -> None:
 # ---- AI Edge Quantizer: per-layer precision by regex ---------------------------------------
 
 def ai_edge_quantized(float32_tflite: bytes, representative, mode: QuantMode = QuantMode.INT8,
-                      overrides: dict | None = None, debug: bool = False) -> bytes:
+                      overrides: dict | None = None, debug: bool = False,
+                      calibrations: dict | None = None) -> bytes:
     """The float32 variant quantized by AI Edge Quantizer: `mode` "int8" (static_wi8_ai8) or
     "int16x8" (static_wi8_ai16) for the whole model, then `overrides` {regex on an op's output
     tensor names: "int16" | "float32"} (later ones win; `layer_regex` builds them). Calibrated
     on `representative` (the plain variant's samples: one array, or {input name: array}) with
     global min/max. The quantizer keeps float32 input and output (QUANTIZE/DEQUANTIZE at the
-    ends). Raises SelectiveFailure when it refuses, or when an override was not applied."""
+    ends). Raises SelectiveFailure when it refuses, or when an override was not applied.
+    `calibrations`: a dict kept across calls with the same `representative` (a repair search's
+    tries), where each float32 model's calibration is kept: it was 80 % of a try's time."""
     try:
         mode = QuantMode(mode)
     except ValueError:
@@ -282,7 +287,8 @@ def ai_edge_quantized(float32_tflite: bytes, representative, mode: QuantMode = Q
         with captured_native_output(not debug) as log, warnings.catch_warnings():
             # Its calibrator preserves all tensors on purpose, and LiteRT warns of it.
             warnings.simplefilter("ignore")
-            flatbuffer = _aeq_quantize(bytes(float32_tflite), representative, mode, overrides)
+            flatbuffer = _aeq_quantize(bytes(float32_tflite), representative, mode, overrides,
+                                       calibrations)
     except Exception as e:  # AEQ raises ValueError, RuntimeError, KeyError on what it refuses
         raise _refused(f"not converted: {aeq_tool()} refused: {_first_line(e)}",
                        log="".join(log)) from e
@@ -290,7 +296,8 @@ def ai_edge_quantized(float32_tflite: bytes, representative, mode: QuantMode = Q
     return flatbuffer
 
 
-def _aeq_quantize(float_bytes: bytes, representative, mode: QuantMode, overrides: dict) -> bytes:
+def _aeq_quantize(float_bytes: bytes, representative, mode: QuantMode, overrides: dict,
+                  calibrations: dict | None = None) -> bytes:
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import (
         algorithm_manager,
@@ -302,26 +309,38 @@ def _aeq_quantize(float_bytes: bytes, representative, mode: QuantMode, overrides
     from ai_edge_quantizer.utils import qsv_utils
 
     all_ops = qtyping.TFLOperationName.ALL_SUPPORTED
-    recipes = recipe_manager.RecipeManager()
-    recipes.add_static_config(".*", all_ops, activation_num_bits=AEQ_RECIPES[mode][1],
-                              weight_num_bits=8)
+
+    def everywhere():  # the mode for every op
+        recipes = recipe_manager.RecipeManager()
+        recipes.add_static_config(".*", all_ops, activation_num_bits=AEQ_RECIPES[mode][1],
+                                  weight_num_bits=8)
+        return recipes
+
+    whole, recipes = everywhere(), everywhere()
     for regex, precision in overrides.items():
         if precision == "int16":
             recipes.add_static_config(regex, all_ops, activation_num_bits=16, weight_num_bits=8)
         else:
             recipes.add_quantization_config(
                 regex, all_ops, algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
-    recipe = recipes.get_quantization_recipe()
 
-    # Global min/max (qsv_utils.min_max_update) instead of the default moving average with
-    # smoothing 0.95, which forgets early extremes: on the zoo it clipped the outputs.
-    signatures = Interpreter(model_content=float_bytes).get_signature_list()
-    key, signature = next(iter(signatures.items()))
-    calib = calibrator.Calibrator(float_bytes, qsv_update_func=qsv_utils.min_max_update)
-    calib.calibrate({key: list(_signature_samples(representative, signature["inputs"]))},
-                    recipes)
-    quant = quantizer.Quantizer(float_bytes, recipe)
-    result = quant.quantize(calib.get_model_qsvs(), enable_progress_report=False)
+    # Calibrated for the whole model in the mode: the min/max of every tensor, whichever a try
+    # keeps in float32 or int16 (its recipe takes the ones it quantizes), so one calibration
+    # serves every try. Global min/max (qsv_utils.min_max_update) instead of the default moving
+    # average with smoothing 0.95, which forgets early extremes: on the zoo it clipped outputs.
+    key = (hashlib.sha256(float_bytes).hexdigest(), mode)
+    qsvs = (calibrations or {}).get(key)
+    if qsvs is None:
+        signatures = Interpreter(model_content=float_bytes).get_signature_list()
+        name, signature = next(iter(signatures.items()))
+        calib = calibrator.Calibrator(float_bytes, qsv_update_func=qsv_utils.min_max_update)
+        calib.calibrate({name: list(_signature_samples(representative, signature["inputs"]))},
+                        whole)
+        qsvs = calib.get_model_qsvs()
+        if calibrations is not None:
+            calibrations[key] = qsvs
+    quant = quantizer.Quantizer(float_bytes, recipes.get_quantization_recipe())
+    result = quant.quantize(copy.deepcopy(qsvs), enable_progress_report=False)  # kept as read
     return bytes(result.quantized_model)
 
 

@@ -63,6 +63,7 @@ class Search:
     plain: bytes
     settings: object
     tries: list = field(default_factory=list)
+    calibrations: dict = field(default_factory=dict)  # AI Edge Quantizer's, shared by the tries
     note: str = ""  # why nothing could be tried, when nothing was
 
     @property
@@ -275,7 +276,8 @@ def _try(search: Search, keep: list[str], precision: str,
             regex = (selective.ops_regex(float32, ops) if ops else
                      selective.layer_regex(keep, float32, output_layer))
             data = selective.ai_edge_quantized(float32, rep, search.mode, {regex: precision},
-                                               debug=search.job.debug)
+                                               debug=search.job.debug,
+                                               calibrations=search.calibrations)
     except Exception as e:  # a tool's refusal is this try's outcome, not the run's end
         record.update(bytes=None, ok=False, why=_one_line(e))
         search.tries.append(record)

@@ -227,6 +227,24 @@ def test_ai_edge_quantizer_keeps_one_layer_at_the_asked_precision(step_model, di
           f"max|d| {max_delta(plain, x_test, reference_test):.4f})")
 
 
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_one_calibration_serves_every_try_and_changes_no_byte(step_model, diabetes, mode):
+    """A repair search's tries share a dict of calibrations: each float32 model is calibrated
+    once for the whole model, and each try's recipe takes the tensors it quantizes. Every
+    variant is byte for byte the one calibrated on its own."""
+    _, _, f32 = step_model
+    x = calibration(diabetes)
+    tries = [{}, {layer_regex(["hidden"], f32): "float32"},
+             {layer_regex(["hidden"], f32): "int16"},
+             {layer_regex(["hidden", "step"], f32): "float32"}]
+    alone = [ai_edge_quantized(f32, x, mode, overrides) for overrides in tries]
+    calibrations = {}
+    shared = [ai_edge_quantized(f32, x, mode, overrides, calibrations=calibrations)
+              for overrides in tries]
+    assert shared == alone and len(set(alone)) >= 2  # the overrides change the variant
+    assert len(calibrations) == 1
+
+
 @pytest.mark.filterwarnings("ignore:Warning. Enabling .experimental_preserve_all_tensors")
 def test_ai_edge_quantizers_default_calibration_clips_the_output(step_model, diabetes):
     """What the global min/max above is for: AEQ's own calibration (a moving average of min and
