@@ -232,11 +232,12 @@ def test_one_calibration_serves_every_try_and_changes_no_byte(step_model, diabet
     """A repair search's tries share a dict of calibrations: each float32 model is calibrated
     once for the whole model, and each try's recipe takes the tensors it quantizes. Every
     variant is byte for byte the one calibrated on its own."""
-    _, _, f32 = step_model
+    model, _, f32 = step_model
     x = calibration(diabetes)
+    step = next(layer.name for layer in model.layers if isinstance(layer, Step))  # step_N
     tries = [{}, {layer_regex(["hidden"], f32): "float32"},
              {layer_regex(["hidden"], f32): "int16"},
-             {layer_regex(["hidden", "step"], f32): "float32"}]
+             {layer_regex(["hidden", step], f32): "float32"}]
     alone = [ai_edge_quantized(f32, x, mode, overrides) for overrides in tries]
     calibrations = {}
     shared = [ai_edge_quantized(f32, x, mode, overrides, calibrations=calibrations)
