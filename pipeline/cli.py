@@ -639,9 +639,10 @@ def _exit(code: int) -> None:
         sys.exit(code)
     import atexit
 
+    from ..device_tests.isolation import flush_streams
+
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_streams()
     os._exit(code)
 
 

@@ -16,12 +16,18 @@ _prepared = None  # the (files, unsafe) they were made from
 _failed: Exception | None = None  # why the worker could not start, raised by its first job
 
 
+def _cores() -> tuple:
+    """The cores this process may run on, by number; none where that cannot be asked (not
+    Linux)."""
+    try:
+        return tuple(sorted(os.sched_getaffinity(0)))
+    except AttributeError:
+        return ()
+
+
 def default_jobs() -> int:
     """The cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(_cores()) or os.cpu_count() or 1)
 
 
 def prepare(debug: bool, files, unsafe: bool) -> None:
@@ -68,11 +74,8 @@ def cores_for(workers: int) -> tuple:
     7.9 s each for cnn_swish where each pinned to a core of its own took 6.2 s (alone 5.7 s):
     TensorFlow's threads hand each batch over, and the scheduler moved them onto the core the
     other worker was using."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return ()
-    return tuple(cores) if workers <= len(cores) else ()
+    cores = _cores()
+    return cores if workers <= len(cores) else ()
 
 
 def _pin(cores: tuple) -> None:
