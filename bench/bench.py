@@ -10,7 +10,7 @@ parity wall time vs the sum of its invoke() times; int8 vs float32; a pool of 3 
 boards vs 1 (`edgepipe parity --target pool:NAME`). Progress goes to stderr, the table to
 stdout, raw figures and ratios to bench/results.json.
 
-    python -m bench.bench [--quick] [--run DIR] [--repeats N] [--out PATH] [--keep]
+    python -m bench.bench [--quick] [--run DIR] [--repeats N] [--rounds N] [--out PATH] [--keep]
 """
 
 from __future__ import annotations
@@ -211,11 +211,14 @@ def _statuses(run_dir: Path) -> dict:
     return {f"{r['id']} {r['target']}": r["status"] for r in results}
 
 
-def runs(edgepipe: str, work: Path, config: Path | None) -> tuple[dict, list, Path]:
+def runs(edgepipe: str, work: Path, config: Path | None,
+         rounds: int) -> tuple[dict, list, Path]:
     """The hand-written script (bench/handwritten.py) and `edgepipe run --targets host` on the
-    same zoo: cold `--jobs 1 --force`, the same command again without --force (warm), then
+    same zoo: cold `--jobs 1 --force`, the same command again without --force (warm, once), then
     cold at the default jobs (one per core) elsewhere. --force keeps a cold run cold whatever
-    caches exist. `config`: the quick bench's (QUICK), else the default zoo."""
+    caches exist. The three cold commands run `rounds` times, interleaved, and each figure takes
+    each command's fastest: this shared machine's speed drifts by tens of percent over minutes,
+    and a round takes about 5. `config`: the quick bench's (QUICK), else the default zoo."""
     default_jobs = workers.default_jobs()  # what `edgepipe run` takes without --jobs
 
     def run(name: str, folder: str, jobs: int | None, force: bool) -> dict:
@@ -227,34 +230,54 @@ def runs(edgepipe: str, work: Path, config: Path | None) -> tuple[dict, list, Pa
         return measure(cmd, work / f"{name}.log", poll=0.2, ok=(0, 1))
 
     args = QUICK_ARGS if config else ()
-    log(f"hand-written: python -m bench.handwritten {' '.join(args)}")
-    script = measure([sys.executable, "-m", "bench.handwritten", *args], work / "handwritten.log",
-                     poll=0.2)
     one, many = work / "jobs1", work / "jobs-default"
-    cold = run("cold", "jobs1", 1, True)
-    cold_statuses = _statuses(one)
-    warm = run("warm", "jobs1", 1, False)
-    warm_same = _statuses(one) == cold_statuses
-    cold_n = run("cold-default-jobs", "jobs-default", None, True)
+    timed = {"handwritten": [], "cold": [], "cold_default_jobs": []}
+    same_rounds = True  # every round's --jobs 1 .tflite files and statuses equal the first's
+    for k in range(rounds):
+        log(f"round {k + 1} of {rounds}: hand-written: python -m bench.handwritten "
+            f"{' '.join(args)}")
+        timed["handwritten"].append(measure(
+            [sys.executable, "-m", "bench.handwritten", *args], work / "handwritten.log",
+            poll=0.2))
+        timed["cold"].append(run("cold", "jobs1", 1, True))
+        if k == 0:
+            cold_statuses, cold_hashes = _statuses(one), _tflite_hashes(one)
+            warm = run("warm", "jobs1", 1, False)
+            warm_same = _statuses(one) == cold_statuses
+        else:
+            same_rounds &= (_statuses(one), _tflite_hashes(one)) == (cold_statuses, cold_hashes)
+        timed["cold_default_jobs"].append(run("cold-default-jobs", "jobs-default", None, True))
+    script, cold, cold_n = (min(timed[name], key=lambda r: r["seconds"]) for name in timed)
     # Once: unlike a time, the peak RSS of an import hardly moves between runs.
     tf_rss = measure([sys.executable, "-c", IMPORT_TF], work / "tf.log")["peak_rss_kb"]
     same = {"tflite": _tflite_hashes(one) == _tflite_hashes(many),
             "statuses": _statuses(one) == _statuses(many)}
     info = {"handwritten": script, "cold": cold, "warm": warm, "cold_default_jobs": cold_n,
+            "rounds": rounds, "seconds_by_round": {
+                name: [r["seconds"] for r in results] for name, results in timed.items()},
+            "rounds_identical": same_rounds,
             "default_jobs": default_jobs, "import_tensorflow_rss_kb": tf_rss,
             "tflite_sha256": _tflite_hashes(one), "default_jobs_identical": same,
             "warm_statuses_identical": warm_same, "job_seconds": job_seconds(
                 (work / "cold.log").read_text(errors="replace"))}
     jobs_n = f"--jobs {default_jobs} (default)"
+    def times(name: str) -> str:
+        return ", ".join(f"{t:.1f}" for t in info["seconds_by_round"][name]) + " s"
+
+    several = rounds > 1  # then the notes give every round's time
     figures = [figure("runs", "cold run, --jobs 1", cold["seconds"], script["seconds"],
                       "hand-written script", "s", at_most=1.05,
-                      note="edgepipe run --targets host --force"),
+                      note="edgepipe run --targets host --force" + (
+                          f"; fastest of {times('cold')}; script {times('handwritten')}"
+                          if several else "")),
                figure("runs", f"cold run, {jobs_n}", cold_n["seconds"], script["seconds"],
-                      "hand-written script", "s", at_most=0.6),
+                      "hand-written script", "s", at_most=0.6,
+                      note=f"fastest of {times('cold_default_jobs')}" if several else ""),
                figure("runs", f"speedup, {jobs_n}", cold["seconds"], cold_n["seconds"],
                       f"cold, {jobs_n}", "s", at_least=1.8 if default_jobs == 2 else None,
                       identical=same, note=f".tflite {'identical' if same['tflite'] else 'DIFFER'}"
-                      f"; statuses {'identical' if same['statuses'] else 'DIFFER'}"),
+                      f"; statuses {'identical' if same['statuses'] else 'DIFFER'}"
+                      + ("" if same_rounds else "; --jobs 1 rounds DIFFER")),
                figure("runs", "warm run", warm["seconds"], cold["seconds"], "cold, --jobs 1",
                       "s", at_most=0.15, note="statuses " +
                       ("identical" if warm_same else "DIFFER") + " to the cold run's")]
@@ -659,11 +682,14 @@ def main(argv=None) -> int:
     parser.add_argument("--run", type=Path, help="bench this run folder (its report is "
                         "rewritten by `edgepipe report`) instead of making three runs")
     parser.add_argument("--repeats", type=int, help="repeats of each timing (7; --quick 3)")
+    parser.add_argument("--rounds", type=int, help="rounds of the three cold zoo runs, "
+                        "each figure taking each command's fastest (2; --quick 1)")
     parser.add_argument("--out", type=Path,
                         default=REPO / "bench" / "results.json")  # not a run folder
     parser.add_argument("--keep", action="store_true", help="keep the runs' temporary folder")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
+    rounds = args.rounds or (1 if args.quick else 2)
     edgepipe = shutil.which("edgepipe", path=str(Path(sys.executable).parent))
     if edgepipe is None:
         print(f"error: no edgepipe script beside {sys.executable}; run make setup",
@@ -679,7 +705,7 @@ def main(argv=None) -> int:
             run_dir = args.run.resolve()
             sections["runs"] = {"skipped": f"--run {run_dir}: no runs made"}
         else:
-            sections["runs"], figures, run_dir = runs(edgepipe, work, config)
+            sections["runs"], figures, run_dir = runs(edgepipe, work, config, rounds)
         # Right after the runs, beside their cold --jobs 2 run (its folder and its figure).
         sections["cluster"], rows = cluster(edgepipe, work, config,
                                             sections["runs"].get("cold_default_jobs"))
@@ -706,7 +732,8 @@ def main(argv=None) -> int:
     document = {"schema_version": BENCH_SCHEMA_VERSION, "machine": machine(), "git": git_commit(),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "options": {"quick": args.quick, "run": str(args.run) if args.run else None,
-                            "repeats": repeats}, "figures": figures, "sections": sections}
+                            "repeats": repeats, "rounds": rounds},
+                "figures": figures, "sections": sections}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     log(f"wrote {args.out}")

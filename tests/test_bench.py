@@ -158,8 +158,8 @@ def test_quick_bench_end_to_end(tmp_path):
     --force), then every other section; results.json holds every figure with its baseline."""
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "bench.bench", "--quick", "--repeats", "1",
-                           "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                           "--rounds", "2", "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads(out.read_text())
     assert set(document["sections"]) == {"runs", "cli_start", "target_parity", "user_model",
@@ -185,6 +185,15 @@ def test_quick_bench_end_to_end(tmp_path):
     script = document["sections"]["runs"]["handwritten"]["seconds"]
     assert rows["cold run, --jobs 1"]["baseline"] == script
     assert rows[f"cold run, --jobs {jobs} (default)"]["baseline"] == script
+    # Two rounds of the three cold runs: each figure takes each command's fastest round, and
+    # the rounds built the same files with the same statuses.
+    by_round = document["sections"]["runs"]["seconds_by_round"]
+    assert {name: len(times) for name, times in by_round.items()} == {
+        "handwritten": 2, "cold": 2, "cold_default_jobs": 2}
+    assert script == min(by_round["handwritten"])
+    assert rows["cold run, --jobs 1"]["value"] == min(by_round["cold"])
+    assert rows[f"cold run, --jobs {jobs} (default)"]["value"] == min(by_round["cold_default_jobs"])
+    assert document["sections"]["runs"]["rounds_identical"]
     parity = document["sections"]["target_parity"]
     for target in ("host", "host-ref"):  # 2 models x 2 modes, each invoked
         assert parity[target]["entries"] == 4 and parity[target]["invoke_seconds"] > 0
