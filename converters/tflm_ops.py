@@ -101,7 +101,7 @@ TFLM_VERSION = "0.dev20261023182759-g8f6596d"
 MEASURED = "2026-12-03, x86_64 Linux, Python 3.11.7, numpy 2.4.6"
 TFLM_KERNELS: dict[str, frozenset[str]] = {
     "ABS": frozenset({"float32", "int8", "int16"}),
-    "ADD": frozenset({"float32", "int8", "int16"}),
+    "ADD": frozenset({"float32", "int8", "int16", "int32"}),
     "ADD_N": frozenset({"float32"}),
     "ARG_MAX": frozenset({"float32", "int8"}),
     "ARG_MIN": frozenset({"float32", "int8"}),
@@ -111,7 +111,7 @@ TFLM_KERNELS: dict[str, frozenset[str]] = {
     "BROADCAST_TO": frozenset({"float32", "int8", "int16"}),
     "CAST": frozenset({"float32"}),
     "CEIL": frozenset({"float32"}),
-    "CONCATENATION": frozenset({"float32", "int8", "int16"}),
+    "CONCATENATION": frozenset({"float32", "int8", "int16", "int32"}),
     "CONV_2D": frozenset({"float32", "int8", "int16"}),
     "COS": frozenset({"float32"}),
     "CUMSUM": frozenset({"float32"}),
@@ -133,7 +133,7 @@ TFLM_KERNELS: dict[str, frozenset[str]] = {
     "HARD_SWISH": frozenset({"float32", "int8"}),
     "L2_NORMALIZATION": frozenset({"float32", "int8"}),
     "LEAKY_RELU": frozenset({"float32", "int8", "int16"}),
-    "LESS": frozenset({"float32", "int8"}),
+    "LESS": frozenset({"float32", "int8", "int32"}),
     "LESS_EQUAL": frozenset({"float32", "int8"}),
     "LOG": frozenset({"float32"}),
     "LOGICAL_AND": frozenset({"bool"}),
@@ -186,7 +186,7 @@ TFLM_REFUSED: dict[str, frozenset[str]] = {
     "DEQUANTIZE": frozenset({"float16"}),
     "EXP": frozenset({"int8", "int16"}),
     "FULLY_CONNECTED": frozenset({"hybrid"}),
-    "GATHER": frozenset({"int16"}),
+    "GATHER": frozenset({"int16", "int32"}),
     "GELU": frozenset({"any"}),
     "LOG": frozenset({"int8", "int16"}),
     "MIRROR_PAD": frozenset({"int16"}),
@@ -227,7 +227,8 @@ TFLM_NOTES: dict[str, str] = {
         "hybrid fails at load: Input type: FLOAT32 with filter type: INT8 not supported."
     ),
     "GATHER": (
-        "int16 fails at load: Type 'INT16' is not supported by gather."
+        "int16 fails at load: Type 'INT16' is not supported by gather.; int32 fails at load: "
+        "Type 'INT32' is not supported by gather."
     ),
     "GELU": (
         "no kernel registered for GELU (Didn't find op for builtin opcode)"
@@ -337,6 +338,9 @@ CONVERTER_NOTES: dict[str, str] = {
     "L2_NORMALIZATION": (
         "int16x8 does not convert (Quantization to 16x8-bit not yet supported for op: "
         "'L2_NORMALIZATION'.)"
+    ),
+    "LESS": (
+        "int16x8 does not convert (Empty min/max for tensor serving_default_keras_tensor_689:0)"
     ),
     "LOGICAL_NOT": (
         "float32: the converter did not emit LOGICAL_NOT for logical_not; int8: the converter "

@@ -404,6 +404,8 @@ def cases() -> list[Case]:
         # Integer arithmetic on token ids, one op each (Embedding's index handling holds them).
         Case("add_int32", "ADD", lambda: _token_model(_on_ids(lambda i: i + 3)), high=49.0),
         Case("less_int32", "LESS", lambda: _token_model(_on_ids(lambda i: i < 25)), high=49.0),
+        Case("concatenation_int32", "CONCATENATION", lambda: _token_model(
+            _on_ids(lambda i: tf.concat([i, i], axis=1))), high=49.0),
         Case("gather_int32", "GATHER", lambda: _token_model(
             _on_ids(lambda i: tf.gather(i, [0, 3, 5], axis=1))), high=49.0),
     ]
