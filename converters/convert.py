@@ -43,10 +43,22 @@ class ConversionFailure(Exception):
         return self.reason + (f". {self.suggestion}" if self.suggestion else "")
 
 
-def export_saved_model(model, directory: Path, debug: bool = False) -> Path:
+def export_saved_model(model, directory: Path, debug: bool = False,
+                       batch: int | None = None) -> Path:
+    """`batch`: export with that fixed batch size (static shapes) instead of a dynamic one."""
+    signature = None if batch is None else fixed_batch_signature(model, batch)
     with captured_native_output(not debug):
-        model.export(str(directory), format="tf_saved_model", verbose=debug)
+        model.export(str(directory), format="tf_saved_model", verbose=debug,
+                     input_signature=signature)
     return Path(directory)
+
+
+def fixed_batch_signature(model, batch: int) -> list:
+    """The model's inputs with a fixed batch size, as `model.export` takes them: one spec for
+    one input, else the list of specs as one argument (a functional model's call). Named after
+    the Keras inputs, as the dynamic export names them (calibration feeds them by name)."""
+    specs = [tf.TensorSpec((batch, *t.shape[1:]), t.dtype, name=t.name) for t in model.inputs]
+    return specs if len(specs) == 1 else [specs]
 
 
 def converter_options(mode: QuantMode) -> dict:
@@ -201,7 +213,8 @@ def saved_model_gradients(saved_model: Path) -> list[dict]:
 
 
 @contextmanager
-def temporary_export(model, debug: bool = False):
-    """A SavedModel of `model` in a temporary folder, removed afterwards."""
+def temporary_export(model, debug: bool = False, batch: int | None = None):
+    """A SavedModel of `model` in a temporary folder, removed afterwards (`batch`: a fixed
+    batch size, see `export_saved_model`)."""
     with tempfile.TemporaryDirectory(prefix="edgepipe-export-") as tmp:
-        yield export_saved_model(model, Path(tmp) / "saved_model", debug)
+        yield export_saved_model(model, Path(tmp) / "saved_model", debug, batch)

@@ -21,6 +21,12 @@ class QuantMode(str, Enum):
     def needs_representative_data(self) -> bool:
         return self.integer_only
 
+    @property
+    def batch_one_tag(self) -> str:
+        """The tag of the mode's batch-1 variant (static shapes, for TFLite Micro): its files
+        are `<model>.<tag>.tflite` and `.json`, its entry `<model>-<tag>`."""
+        return f"{self.value}.batch1"
+
 
 def parse_modes(text: str) -> list[QuantMode]:
     """`int8`, `float32,int8` or `all`."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .modes import QuantMode
 from .tflite_file import TFLiteModel
-from .tflm_ops import tflm_support
+from .tflm_ops import ANY_TYPE, REFUSES, RUNS, TFLM_REFUSED, UNKNOWN, WRONG, tflm_verdict
 
 # The op sets an audit can check against: LiteRT's builtin kernels and TFLite Micro's. They are
 # not parity targets (host, tflm, ethos-u, ...), though the audit's JSON calls them "targets".
@@ -28,6 +28,10 @@ COMPARISONS = {"GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "EQUAL", "NOT_E
 # The README's rewrite for a step written as a cast of a comparison ("Step's forward").
 CAST_OF_COMPARISON = ("write the step as tf.where(x > t, 1.0, 0.0) (constant branches), which "
                       "quantizes: GREATER + SELECT_V2, integer end to end in int8")
+# Shape arithmetic exists only for a dimension unknown until run time: the batch, which
+# `model.export()` makes dynamic. A microcontroller always runs batch 1.
+DYNAMIC_BATCH_CAUSE = ("comes from the dynamic batch dimension (shape arithmetic on SHAPE's "
+                       "output); a batch-1 export removes it")
 # Below this a scale is degenerate: the kernels' fixed-point rescaling (a multiplier and a
 # shift per scale ratio) cannot represent it, and some abort (LiteRT's reference SOFTMAX).
 MIN_SCALE = 1e-7
@@ -44,12 +48,16 @@ class OpEntry:
     kind: str  # builtin, custom, flex
     input_types: tuple[str, ...]
     output_types: tuple[str, ...]
-    op_sets: dict = field(default_factory=dict)  # op set -> None (runs) or why not
+    op_sets: dict = field(default_factory=dict)  # op set -> None (runs, or unknown) or why not
+    # op set -> why it is not known whether the op set runs it (a measured table without it)
+    unknown: dict = field(default_factory=dict)
+    dynamic_batch: bool = False  # shape arithmetic a batch-1 export removes (dynamic_shape_ops)
 
     def as_dict(self) -> dict:
         return {"index": self.index, "subgraph": self.subgraph, "op": self.name,
                 "kind": self.kind, "input_types": list(self.input_types),
-                "output_types": list(self.output_types), "targets": dict(self.op_sets)}
+                "output_types": list(self.output_types), "targets": dict(self.op_sets),
+                "unknown": dict(self.unknown), "dynamic_batch": self.dynamic_batch}
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,11 @@ class AuditReport:
         return sorted({f"{op.name}: {op.op_sets[op_set]}" for op in self.ops
                        if op.op_sets.get(op_set)})
 
+    def unknown(self, op_set: str) -> list[str]:
+        """The ops the op set's measured table has no verdict on: they never fail a check."""
+        return sorted({f"{op.name}: {op.unknown[op_set]}" for op in self.ops
+                       if op.unknown.get(op_set)})
+
     def op_names(self) -> list[str]:
         return [op.name for op in self.ops]
 
@@ -96,7 +109,8 @@ class AuditReport:
                 "findings": [f.as_dict() for f in self.findings],
                 "ops": [op.as_dict() for op in self.ops],
                 "targets": {t: {"supported": not self.unsupported(t),
-                                "unsupported_ops": self.unsupported(t)} for t in self.op_sets}}
+                                "unsupported_ops": self.unsupported(t),
+                                "unknown_ops": self.unknown(t)} for t in self.op_sets}}
 
 
 MEASURED_OP_SETS = ("tflm",)  # those with a measured table of ops and types (tflm_ops.py)
@@ -109,6 +123,22 @@ def measured_types(op_set: str | None, op: str) -> frozenset | None:
 
     tables = dict(zip(MEASURED_OP_SETS, (TFLM_KERNELS,), strict=True))
     return tables[op_set].get(op, frozenset()) if op_set in tables else None
+
+
+def refused_in_every_type(op_set: str | None, op: str) -> bool:
+    """Whether the op set was measured to have no kernel for `op` in any type: no precision
+    can help, only a lowering into other ops. An op its table does not hold is unknown, not
+    refused."""
+    return op_set == "tflm" and ANY_TYPE in TFLM_REFUSED.get(op, ())
+
+
+def batch_bound(audit_: dict, op_set: str | None) -> list[str]:
+    """From an audit (`AuditReport.as_dict()`): the ops of the dynamic batch's shape arithmetic
+    that `op_set` refuses or is not known to run, which a batch-1 export removes; [] for no
+    op set, or one the audit did not check."""
+    return list(dict.fromkeys(
+        op["op"] for op in audit_["ops"] if op.get("dynamic_batch") and op_set in op["targets"]
+        and (op["targets"][op_set] or (op.get("unknown") or {}).get(op_set))))
 
 
 def infer_integer_only(model: TFLiteModel, mode: QuantMode | None) -> bool:
@@ -126,18 +156,25 @@ def audit(model: TFLiteModel, mode: QuantMode | None = None, op_sets=("litert",)
     for sub in model.subgraphs:
         producer = {t: op for op in sub.operators for t in op.outputs}
         problems += degenerate_scales(sub)
+        from_batch = dynamic_shape_ops(sub)
         for op in sub.operators:
             ins = tuple(sub.tensors[i].dtype for i in op.inputs if 0 <= i < len(sub.tensors))
             outs = tuple(sub.tensors[i].dtype for i in op.outputs if 0 <= i < len(sub.tensors))
-            support = {}
+            support, unknown = {}, {}
             for op_set in op_sets:
+                support[op_set] = None
                 if op.kind != "builtin":
                     support[op_set] = f"{op.kind} op, not a TFLite builtin"
                 elif op_set == "tflm":
-                    support[op_set] = tflm_support(op.name, ins + outs)
-                else:
-                    support[op_set] = None
-            entries.append(OpEntry(op.index, sub.index, op.name, op.kind, ins, outs, support))
+                    verdict, why = tflm_verdict(op.name, ins, outs)
+                    if verdict != RUNS and op.index in from_batch:
+                        why += f"; {op.name} {DYNAMIC_BATCH_CAUSE}"
+                    if verdict in (REFUSES, WRONG):  # wrong outputs fail as a refusal does
+                        support[op_set] = why
+                    elif verdict == UNKNOWN:
+                        unknown[op_set] = why
+            entries.append(OpEntry(op.index, sub.index, op.name, op.kind, ins, outs, support,
+                                   unknown, op.index in from_batch))
             where = f"op {op.index} ({op.name}) in subgraph {sub.index}"
             if op.kind == "flex":
                 problems.append(f"{where} is a Flex (TF Select) op: it needs the TensorFlow "
@@ -153,6 +190,20 @@ def audit(model: TFLiteModel, mode: QuantMode | None = None, op_sets=("litert",)
                     "fully integer", _rewrite(op, producer)))
     return AuditReport(source, integer_only, tuple(entries), tuple(problems), len(model.subgraphs),
                        tuple(op_sets), tuple(findings))
+
+
+def dynamic_shape_ops(sub) -> set[int]:
+    """The indices of the ops that compute shapes at run time: each SHAPE op, and each op
+    whose every input that is not a constant is such a shape (STRIDED_SLICE, PACK,
+    REDUCE_PROD, ... on SHAPE's output). With static shapes the converter folds them all."""
+    shapes: set[int] = set()  # tensors that hold a run-time shape or a value computed from one
+    found: set[int] = set()
+    for op in sub.operators:  # in execution order: an op's inputs are made before it runs
+        varying = [i for i in op.inputs if i >= 0 and not sub.tensors[i].buffer_bytes]
+        if op.name == "SHAPE" or (varying and all(i in shapes for i in varying)):
+            found.add(op.index)
+            shapes.update(op.outputs)
+    return found
 
 
 def _rewrite(op, producer: dict) -> str:

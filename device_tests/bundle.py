@@ -444,6 +444,7 @@ def _check_entry(fields: _Fields, root: Path, models: dict, datasets: dict) -> N
     fields.get("expected_ops", _list_of(_text))
     fields.get("converter", _object)
     fields.get("given", _text)
+    fields.get("fixed_batch", _size)
     for i, finding in enumerate(fields.get("findings", _list_of(_object)) or ()):
         _check_finding(_Fields(finding, f"{fields.where}.findings[{i}]"))
     for i, row in enumerate(fields.get("layers", _list_of(_object)) or ()):

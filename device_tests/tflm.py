@@ -127,7 +127,8 @@ class TflmRuntime:
         self.version = version
         self.probe_timeout = PROBE_TIMEOUT  # seconds, per probe
         self._server = None  # started by the first search in this process
-        self._arenas: dict = {}  # sha256 of a model's bytes -> its smallest arena
+        # sha256 of a model's bytes -> (its smallest arena, TFLM's recorded allocation total)
+        self._arenas: dict = {}
 
     @property
     def label(self) -> str:
@@ -144,20 +145,21 @@ class TflmRuntime:
         return done
 
     def smallest_arena(self, data: bytes) -> tuple:
-        """(smallest arena in bytes that runs the model, probes used); probes 0 when this
+        """(smallest arena in bytes that runs the model, probes used, the allocation total
+        TFLM's recording allocator reported in a generous arena, or None); probes 0 when this
         runtime found it before for the same bytes."""
         key = hashlib.sha256(data).hexdigest()
         if key in self._arenas:
-            return self._arenas[key], 0
+            return *self._arenas[key][:1], 0, self._arenas[key][1]
         if self._server is None or not self._server.usable():
             self._server = _ProbeServer()
         try:
-            arena, probes = self._search(data)
+            arena, probes, recorded = self._search(data)
         except _ServerGone as exc:
             self._server = None  # the next model starts a new one
             raise ModelError(f"{self.label}'s probe server ended unexpectedly: {exc}") from None
-        self._arenas[key] = arena
-        return arena, probes
+        self._arenas[key] = (arena, recorded)
+        return arena, probes, recorded
 
     def _search(self, data: bytes) -> tuple:
         self._server.send_model(data)
@@ -170,17 +172,17 @@ class TflmRuntime:
             raise ModelError(f"{self.label} failed to run the model with a {generous}-byte "
                              f"arena (exit {first.returncode}): {_probe_failure(first)}")
         found = _TOTAL.search(first.stderr)
-        guess = int(found.group(1)) if found else generous
+        recorded = int(found.group(1)) if found else None
         probes = [1]
 
         def runs(size: int) -> bool:
             probes[0] += 1
             return self._probe(size).returncode == 0
 
-        return search_arena(runs, guess, generous), probes[0]
+        return search_arena(runs, recorded or generous, generous), probes[0], recorded
 
     def load(self, data: bytes) -> LoadedModel:
-        arena, probes = self.smallest_arena(data)
+        arena, probes, recorded = self.smallest_arena(data)
         try:
             interpreter = self._runtime.Interpreter.from_bytes(data, arena_size=arena)
         except Exception as exc:
@@ -188,6 +190,8 @@ class TflmRuntime:
                              f"here although a child process ran it: {exc}") from None
         model = LoadedModel(_Adapter(interpreter), self.label)
         model.facts = {"arena_bytes": arena, "arena_probes": probes}
+        if recorded is not None:  # what TFLM's recording allocator reported: a planning figure
+            model.facts["arena_recorded_bytes"] = recorded
         return model
 
     def load_preserving(self, data: bytes) -> Preserving:

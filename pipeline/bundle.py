@@ -124,7 +124,9 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
     record, mode, folder = variant.record, variant.mode, RunFolder(root)
     given = record.get("given")  # a .tflite the user gave: its own entry beside the mode's
     repair = record.get("repair")  # a repaired variant: its own entry, never the plain one's
-    tag = given["label"] if given else repair["tag"] if repair else mode.value
+    fixed = record.get("fixed_batch")  # a batch-1 export for TFLite Micro: its own entry too
+    tag = (given["label"] if given else repair["tag"] if repair else fixed["tag"] if fixed
+           else mode.value)
     base = {"id": f"{variant.model}-{tag}", "model": variant.model, "mode": mode.value,
             "status": record["status"], "reason": record.get("reason", ""),
             "dataset": data.name, "reference": folder.rel(folder.reference(variant.model)),
@@ -133,6 +135,8 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
         base["given"] = given["file"]
     if repair:
         base["repair"] = repair
+    if fixed:
+        base["fixed_batch"] = fixed["batch"]
     # Float ops inside an integer variant: it runs where float kernels exist; a runtime that
     # runs integer models integer-only reports it unsupported from these. A repair's float
     # islands are its point, declared in `repair`: the runtime decides whether it has them.

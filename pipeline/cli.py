@@ -549,10 +549,14 @@ def _print_check(record: dict, targets, check_failed: bool) -> None:
         return
     out.print(ops_table(record))
     for t in targets:
-        bad = record["audit"]["targets"][t]["unsupported_ops"]
-        out.print(f"{t}: " + ("[green]all ops supported[/]" if not bad
-                              else "[red]unsupported: " + "; ".join(bad) + "[/]"),
-                  highlight=False)
+        said = record["audit"]["targets"][t]
+        bad, unknown = said["unsupported_ops"], said.get("unknown_ops") or []
+        out.print(f"{t}: " + ("[red]unsupported: " + escape("; ".join(bad)) + "[/]" if bad
+                              else "[green]all ops supported[/]" if not unknown
+                              else "[green]no op refused[/]"), highlight=False)
+        if unknown:
+            out.print(f"{t}: [yellow]not measured[/] (not a failure): "
+                      + escape("; ".join(unknown)), highlight=False)
     if "litert" in record:  # a .tflite: did LiteRT load it (pipeline/check.py)?
         litert = record["litert"]
         if litert is None:

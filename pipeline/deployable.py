@@ -12,13 +12,14 @@ SHORT = 80  # characters of a reason shown in `why`: results.json has every reas
 
 
 def label(entry: dict) -> str:
-    """What the reports call a variant: its repair's label, a given file's tag, else its mode."""
+    """What the reports call a variant: its repair's label, a given file's or a batch-1
+    export's tag, else its mode."""
     repair = entry.get("repair")
     if isinstance(repair, dict) and isinstance(repair.get("label"), str):
         return repair["label"]
     mode = entry.get("mode") or "?"
-    if entry.get("given") and isinstance(entry.get("id"), str):
-        return entry["id"].removeprefix(f"{entry.get('model')}-")  # e.g. int8.mine
+    if (entry.get("given") or entry.get("fixed_batch")) and isinstance(entry.get("id"), str):
+        return entry["id"].removeprefix(f"{entry.get('model')}-")  # int8.mine, int8.batch1
     return mode
 
 
@@ -74,7 +75,8 @@ def _row(model: str, target: str, mine: list, plain: list, records: dict,
     there is none."""
     passing = [(i, e) for i, e in enumerate(mine) if status[e["id"]] == ResultStatus.PASS]
     row = {"model": model, "target": target, "id": None, "label": None, "mode": None,
-           "bytes": None, "latency_ms": None, "arena_bytes": None, "repaired": False, "why": ""}
+           "bytes": None, "latency_ms": None, "arena_bytes": None, "arena_recorded_bytes": None,
+           "repaired": False, "why": ""}
     if not passing:
         row["why"] = "; ".join(_why(e, records.get((e["id"], target))) for e in plain)
         return row
@@ -91,7 +93,9 @@ def _row(model: str, target: str, mine: list, plain: list, records: dict,
     row.update(id=best["id"], label=label(best), mode=best.get("mode"),
                bytes=n if isinstance(n, int) and not isinstance(n, bool) else None,
                latency_ms=_number(metrics.get("latency_ms")),
-               arena_bytes=_number(metrics.get("arena_bytes")), repaired=repaired(best))
+               arena_bytes=_number(metrics.get("arena_bytes")),
+               arena_recorded_bytes=_number(metrics.get("arena_recorded_bytes")),
+               repaired=repaired(best))
     return row
 
 

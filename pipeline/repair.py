@@ -48,11 +48,11 @@ def refused_ops(reason: str) -> list[str]:
 
 
 def lacks_everywhere(op_set: str | None, op: str) -> bool:
-    """Whether the op set's measured table has `op` in no type at all: no precision can help,
-    only a lowering into other ops (GELU on TFLite Micro)."""
-    from ..converters.op_audit import measured_types
+    """Whether the op set was measured to have no kernel for `op` in any type: no precision
+    can help, only a lowering into other ops (GELU on TFLite Micro)."""
+    from ..converters.op_audit import refused_in_every_type
 
-    return measured_types(op_set, op) == frozenset()
+    return refused_in_every_type(op_set, op)
 
 
 def triggers(manifest: dict, folder: RunFolder, targets) -> dict:
@@ -65,7 +65,7 @@ def triggers(manifest: dict, folder: RunFolder, targets) -> dict:
     "rejected" (its `label`) to the entry it repairs: the search does not offer it again."""
     plain = {e["id"]: e for e in manifest["entries"]
              if e.get("status") == ConversionStatus.CONVERTED
-             and not e.get("given") and not e.get("repair")}
+             and not e.get("given") and not e.get("repair") and not e.get("fixed_batch")}
     repaired = {e["id"]: e for e in manifest["entries"] if e.get("repair")}
     found: dict = {}
     for target in targets:

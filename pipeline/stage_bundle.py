@@ -64,10 +64,13 @@ def _recorded_variants(config, out, name: str) -> list:
 
 
 def _records(config, out, name: str) -> list:
-    """The conversion records the convert stage wrote: one per mode, then one per .tflite the
-    user gave (named by `converters.given.label`, from the mode its file holds)."""
+    """The conversion records the convert stage wrote: one per mode, one per batch-1 variant it
+    made, then one per .tflite the user gave (named by `converters.given.label`, from the mode
+    its file holds)."""
     folder = RunFolder(out)
-    tags = [m.value for m in config.modes] + _given_labels(config, name)
+    batch_one = [m.batch_one_tag for m in config.modes  # made only where they were needed
+                 if folder.conversion_record(name, m.batch_one_tag).is_file()]
+    tags = [m.value for m in config.modes] + batch_one + _given_labels(config, name)
     return [folder.conversion_record(name, tag) for tag in tags]
 
 

@@ -19,11 +19,21 @@ from .build import StageRun, keras_path
 
 def key_parts(config, out, name: str) -> list:
     """The model's file, its data, the modes, the calibration size, the .tflite files the user
-    gave for it, the custom objects, the safe mode and the installed versions."""
+    gave for it, the custom objects, the safe mode, whether batch-1 variants are made for
+    TFLite Micro and the installed versions."""
     return [sha256_model(keras_path(config, out, name)), _data_key(config, out, name),
             [m.value for m in config.modes], config.rep_samples,
             [sha256_file(Path(f)) for f in config.given_tflite.get(name, ())],
-            [sha256_file(Path(f)) for f in config.custom_objects], config.unsafe, versions()]
+            [sha256_file(Path(f)) for f in config.custom_objects], config.unsafe,
+            batch_one_for(config), versions()]
+
+
+def batch_one_for(config) -> str | None:
+    """The op set that batch-1 variants are made for: TFLite Micro's, when the `tflm` target
+    (the one with that op set) runs (a microcontroller always runs batch 1; the dynamic batch
+    may add shape ops it lacks). By name: importing pipeline.targets here would make every
+    target's code part of this stage's key."""
+    return "tflm" if "tflm" in config.targets else None
 
 
 def _data_key(config, out, name: str) -> list:
@@ -45,11 +55,16 @@ def run(job, shared: dict) -> StageRun:
     variants = convert_model(inputs.model, name, config.modes, folder.tflite_dir, inputs.rep,
                              inputs.rep_source, data.x_test,
                              f"{data.name} test split ({sample_count(data.x_test)} samples)",
-                             job.debug, zoo=not config.keras)
+                             job.debug, zoo=not config.keras, batch_one_for=batch_one_for(config))
+    made = {v.tag for v in variants}
+    for mode in config.modes:  # a batch-1 variant of an earlier run that this one did not make
+        if mode.batch_one_tag not in made:
+            for path in (folder.conversion_record(name, mode.batch_one_tag),
+                         folder.tflite_dir / f"{name}.{mode.batch_one_tag}.tflite"):
+                path.unlink(missing_ok=True)
     variants += [given_variant(name, Path(f), folder.tflite_dir)
                  for f in config.given_tflite.get(name, ())]
-    files = [folder.rel(v.path.with_suffix(".json") if v.path else
-                        folder.conversion_record(name, v.mode.value)) for v in variants] + [
+    files = [folder.rel(folder.conversion_record(name, v.tag)) for v in variants] + [
         folder.rel(v.path) for v in variants if v.path is not None]
     return StageRun(tuple(files),
                     summary={"converted": [(v.mode.value, v.status) for v in variants]})

@@ -228,9 +228,9 @@ def test_check_against_tflite_micro(converted_zoo, variant, code, named):
 
 
 def test_tflm_table_names_missing_kernels_and_wrong_ones():
-    from edgepipe.converters.tflm_ops import tflm_support
+    from edgepipe.converters.tflm_ops import tflm_verdict
 
-    assert tflm_support("CONV_2D", ("int8", "int8", "int32", "int8")) is None
-    assert "no kernel registered for SIGN" in tflm_support("SIGN", ("float32", "float32"))
-    assert "measured to compute it wrong" in tflm_support("RELU6", ("int8", "int8"))
-    assert "not measured" in tflm_support("UNKNOWN_OP", ("float32",))
+    assert tflm_verdict("CONV_2D", ("int8", "int8", "int32"), ("int8",)) == ("runs", "")
+    assert "no kernel registered for SIGN" in tflm_verdict("SIGN", ("float32",), ("float32",))[1]
+    assert "measured to compute it wrong" in tflm_verdict("RELU6", ("int8",), ("int8",))[1]
+    assert tflm_verdict("UNKNOWN_OP", ("float32",), ())[0] == "unknown"

@@ -230,9 +230,10 @@ def test_the_arena_is_the_one_new_processes_per_probe_found(tflm, micro, tiny_bu
                            capture_output=True, text=True)
     guess = int(re.search(r"Arena allocation total (\d+) bytes", total.stderr).group(1))
     expected = _bisection_before_issue_17(lambda size: _cli_probe(model, size), guess, 8 << 20)
-    arena, probes = micro.smallest_arena(data + b"")  # other bytes object, same bytes
+    arena, probes, recorded = micro.smallest_arena(data + b"")  # other bytes, same bytes
     assert arena == expected
     assert 0 < probes <= 12
+    assert recorded == guess  # beside it, what TFLM's recording allocator reported
 
 
 def test_an_arena_is_searched_once_per_model_bytes(tflm, tiny_bundle):
@@ -244,7 +245,8 @@ def test_an_arena_is_searched_once_per_model_bytes(tflm, tiny_bundle):
     again = runtime.load((folder / "mlp.int8.tflite").read_bytes()).facts
     other = runtime.load((folder / "clf.int8.tflite").read_bytes()).facts
     assert first["arena_probes"] > 0 and other["arena_probes"] > 0
-    assert again == {"arena_bytes": first["arena_bytes"], "arena_probes": 0}
+    assert again == {"arena_bytes": first["arena_bytes"], "arena_probes": 0,
+                     "arena_recorded_bytes": first["arena_recorded_bytes"]}
     assert other["arena_bytes"] != first["arena_bytes"]
 
 

@@ -193,6 +193,36 @@ def _flatten_model():
     return keras.Model(inp, keras.layers.Flatten()(inp))
 
 
+def _attention_model(dot: bool = False):
+    """Self-attention as a transformer block writes it: MultiHeadAttention(x, x), or Keras'
+    dot-product Attention([x, x])."""
+    import keras
+
+    inp = keras.Input((8, 16), batch_size=1)
+    layer = keras.layers.Attention() if dot else keras.layers.MultiHeadAttention(2, 8)
+    return keras.Model(inp, layer([inp, inp]) if dot else layer(inp, inp))
+
+
+def _token_model(layer):
+    """A layer on 12 integer token ids (batch 1), as a text or keyword model starts."""
+    import keras
+
+    inp = keras.Input((12,), batch_size=1, dtype="int32")
+    return keras.Model(inp, layer(inp))
+
+
+def _on_ids(fn):
+    """A layer computing `fn` on int32 token ids, its result cast to float32."""
+    import keras
+    import tensorflow as tf
+
+    class OnIds(keras.layers.Layer):
+        def call(self, ids):
+            return tf.cast(fn(ids), tf.float32)
+
+    return OnIds()
+
+
 def _activation_model(cls_name):
     from edgepipe.models import activations
 
@@ -301,6 +331,83 @@ def cases() -> list[Case]:
         Case("less", "LESS", lambda: _fn_model(lambda x: tf.where(x < 1.0, 1.0, 0.0), vec)),
         Case("relu_n1_to_1", "RELU_N1_TO_1",
              lambda: _fn_model(lambda x: tf.clip_by_value(x, -1.0, 1.0), vec)),
+        # Comparisons and logic, as users write steps and masks (constant branches).
+        Case("greater_equal", "GREATER_EQUAL",
+             lambda: _fn_model(lambda x: tf.where(x >= 0.5, 1.0, 0.0), vec)),
+        Case("less_equal", "LESS_EQUAL",
+             lambda: _fn_model(lambda x: tf.where(x <= 0.5, 1.0, 0.0), vec)),
+        Case("equal", "EQUAL", lambda: _fn_model(
+            lambda x: tf.where(tf.equal(tf.round(x), 1.0), 1.0, 0.0), vec)),
+        Case("not_equal", "NOT_EQUAL", lambda: _fn_model(
+            lambda x: tf.where(tf.not_equal(tf.round(x), 1.0), 1.0, 0.0), vec)),
+        Case("logical_and", "LOGICAL_AND", lambda: _fn_model(
+            lambda x: tf.where(tf.logical_and(x > -1.0, x < 1.0), 1.0, 0.0), vec)),
+        Case("logical_or", "LOGICAL_OR", lambda: _fn_model(
+            lambda x: tf.where(tf.logical_or(x < -1.0, x > 1.0), 1.0, 0.0), vec)),
+        Case("logical_not", "LOGICAL_NOT", lambda: _fn_model(
+            lambda x: tf.where(tf.logical_not(x > 0.5), 1.0, 0.0), vec)),
+        Case("round", "ROUND", lambda: _fn_model(tf.round, vec)),
+        Case("ceil", "CEIL", lambda: _fn_model(tf.math.ceil, vec)),
+        Case("cos", "COS", lambda: _fn_model(tf.cos, vec)),
+        Case("floor_div", "FLOOR_DIV", lambda: _fn_model(lambda x: tf.math.floordiv(x, 0.7), vec)),
+        Case("floor_mod", "FLOOR_MOD", lambda: _fn_model(lambda x: tf.math.floormod(x, 0.7), vec)),
+        # Reductions, slicing and shape ops.
+        Case("reduce_min", "REDUCE_MIN",
+             lambda: _fn_model(lambda x: tf.reduce_min(x, -1, keepdims=True), vec)),
+        Case("reduce_prod", "REDUCE_PROD",
+             lambda: _fn_model(lambda x: tf.reduce_prod(x, -1, keepdims=True), (8,)),
+             low=0.5, high=1.5),
+        Case("arg_min", "ARG_MIN", lambda: _fn_model(
+            lambda x: tf.cast(tf.argmin(x, -1, output_type=tf.int32), tf.float32), vec)),
+        Case("cumsum", "CUMSUM", lambda: _fn_model(lambda x: tf.cumsum(x, -1), vec)),
+        Case("slice", "SLICE", lambda: _fn_model(lambda x: tf.slice(x, [0, 3], [-1, 20]), vec)),
+        Case("gather", "GATHER", lambda: _fn_model(lambda x: tf.gather(x, [5, 1, 9, 3], axis=-1),
+                                                   vec)),
+        Case("unpack", "UNPACK", lambda: _fn_model(
+            lambda x: tf.add_n(tf.unstack(tf.reshape(x, (-1, 4, 16)), axis=1)), vec)),
+        Case("expand_dims", "EXPAND_DIMS",
+             lambda: _fn_model(lambda x: tf.expand_dims(x, 1) * 1.5, vec)),
+        Case("squeeze", "SQUEEZE", lambda: _fn_model(lambda x: tf.squeeze(x, 1), (1, 64))),
+        Case("broadcast_to", "BROADCAST_TO", lambda: _fn_model(
+            lambda x: tf.broadcast_to(tf.reshape(x, (-1, 1, 64)), (1, 3, 64)), vec)),
+        Case("depth_to_space", "DEPTH_TO_SPACE",
+             lambda: _fn_model(lambda x: tf.nn.depth_to_space(x, 2), img)),
+        Case("space_to_depth", "SPACE_TO_DEPTH",
+             lambda: _fn_model(lambda x: tf.nn.space_to_depth(x, 2), img)),
+        Case("mirror_pad", "MIRROR_PAD", lambda: _fn_model(
+            lambda x: tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT"), img)),
+        Case("cropping2d", "STRIDED_SLICE", lambda: _layer_model(layer.Cropping2D(1), img)),
+        Case("dilated_conv_2d", "SPACE_TO_BATCH_ND", lambda: _layer_model(
+            layer.Conv2D(8, 3, dilation_rate=2, padding="same"), img)),
+        # Keras layers of sequence and attention models, and their pooling.
+        Case("conv_1d", "CONV_2D", lambda: _layer_model(layer.Conv1D(8, 3), (16, 4))),
+        Case("max_pool_1d", "MAX_POOL_2D", lambda: _layer_model(layer.MaxPooling1D(2), (16, 4))),
+        Case("average_pool_1d", "AVERAGE_POOL_2D",
+             lambda: _layer_model(layer.AveragePooling1D(2), (16, 4))),
+        Case("global_average_pool_1d", "MEAN",
+             lambda: _layer_model(layer.GlobalAveragePooling1D(), (16, 4))),
+        Case("global_max_pool_1d", "REDUCE_MAX",
+             lambda: _layer_model(layer.GlobalMaxPooling1D(), (16, 4))),
+        Case("layer_normalization", "(keras LayerNormalization)",
+             lambda: _layer_model(layer.LayerNormalization(), (8, 16))),
+        Case("multi_head_attention", "(keras MultiHeadAttention)",
+             lambda: _attention_model(), low=-2.0, high=2.0),
+        Case("dot_attention", "(keras Attention)", lambda: _attention_model(dot=True)),
+        Case("dense_on_sequence", "FULLY_CONNECTED",
+             lambda: _layer_model(layer.Dense(8), (8, 16))),
+        Case("lstm", "UNIDIRECTIONAL_SEQUENCE_LSTM",
+             lambda: _layer_model(layer.LSTM(8), (10, 4)), low=-1.0, high=1.0),
+        Case("reshape_bool", "RESHAPE", lambda: _fn_model(
+            lambda x: tf.where(tf.reshape(x > 0.5, (-1, 8, 8)), 1.0, 0.0), vec)),
+        Case("embedding", "GATHER", lambda: _token_model(layer.Embedding(50, 8)),
+             low=0.0, high=49.0),
+        # Integer arithmetic on token ids, one op each (Embedding's index handling holds them).
+        Case("add_int32", "ADD", lambda: _token_model(_on_ids(lambda i: i + 3)), high=49.0),
+        Case("less_int32", "LESS", lambda: _token_model(_on_ids(lambda i: i < 25)), high=49.0),
+        Case("concatenation_int32", "CONCATENATION", lambda: _token_model(
+            _on_ids(lambda i: tf.concat([i, i], axis=1))), high=49.0),
+        Case("gather_int32", "GATHER", lambda: _token_model(
+            _on_ids(lambda i: tf.gather(i, [0, 3, 5], axis=1))), high=49.0),
     ]
     acts = [Case(f"activation_{cls.lower()}", "(edgepipe activation)",
                  lambda cls=cls: _activation_model(cls))
@@ -337,12 +444,13 @@ def convert(model, mode: str, rng: np.random.Generator, low: float, high: float,
     base = QuantMode(mode.removesuffix("-floatio"))
     # Keyed by input name: a list is matched to the .tflite file's input order, which for a
     # two-input Keras model is not the Keras order (it changes with the auto-generated names).
-    shapes = {t.name: tuple(1 if d is None else d for d in t.shape) for t in model.inputs}
+    shapes = {t.name: (tuple(1 if d is None else d for d in t.shape), _dtype(t))
+              for t in model.inputs}
 
     def representative():
         for _ in range(REPRESENTATIVE_SAMPLES):
-            yield {name: rng.uniform(low, high, s).astype(np.float32)
-                   for name, s in shapes.items()}
+            yield {name: rng.uniform(low, high, s).astype(dtype)
+                   for name, (s, dtype) in shapes.items()}
 
     with contextlib.ExitStack() as stack:
         if fixed_batch:
@@ -383,6 +491,11 @@ class Outcome:
     io: list = field(default_factory=list)
     model_path: str = ""
     inputs_path: str = ""
+
+
+def _dtype(tensor) -> str:
+    """A Keras input's dtype as numpy names it: float32, or int32 for token ids."""
+    return str(getattr(tensor.dtype, "name", tensor.dtype))
 
 
 def _inputs_for(model, rng, low, high) -> tuple[dict, list]:
@@ -620,8 +733,8 @@ def measure(case: Case, mode: str, workdir: Path, seed: int) -> Outcome:
     parsed = read_tflite(data, f"{case.name}-{mode}")
     outcome.model_bytes = len(data)
     for op in parsed.operators:
-        types = [t.dtype for t in parsed.inputs_of(op) + parsed.outputs_of(op)]
-        outcome.ops.append((op.name, kernel_type(op.name, types), types))
+        ins, outs = ([t.dtype for t in f(op)] for f in (parsed.inputs_of, parsed.outputs_of))
+        outcome.ops.append((op.name, kernel_type(op.name, ins, outs), ins + outs))
     if case.op.isupper() and case.op not in {o[0] for o in outcome.ops}:
         outcome.status = "op_absent"
         outcome.message = f"the converter did not emit {case.op}"
@@ -668,6 +781,20 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
     return runs, fails
 
 
+def refused(runs: dict, fails: dict) -> dict[str, set]:
+    """op -> the kernel types every model holding it failed in ("any": no kernel registered
+    for the op). A type that ran in another model is restricted, not refused (TFLM_NOTES)."""
+    from edgepipe.converters.tflm_ops import ANY_TYPE
+
+    out: dict[str, set] = {}
+    for (op, ktype), msgs in fails.items():
+        if any(_MISSING.search(message) for _, _, message in msgs):
+            out.setdefault(op, set()).add(ANY_TYPE)
+        elif ktype not in runs.get(op, ()):
+            out.setdefault(op, set()).add(ktype)
+    return out
+
+
 def _short_reason(message: str) -> str:
     m = _MISSING.search(message)
     if m:
@@ -681,7 +808,8 @@ def _short_reason(message: str) -> str:
 
 def inaccurate(outcomes: list[Outcome]) -> dict[str, dict[str, str]]:
     """op -> kernel type -> how far off, where tflm ran a one-op model but its output is more
-    than 2 quantization steps from the Keras model while litert's reference kernels are not."""
+    than 2 quantization steps from the Keras model while litert's reference kernels ran it and
+    are not."""
     found: dict[str, dict[str, str]] = {}
     for o in outcomes:
         if o.status not in RAN or not o.op.isupper() or o.diff_unit != "steps":
@@ -689,7 +817,9 @@ def inaccurate(outcomes: list[Outcome]) -> dict[str, dict[str, str]]:
         if o.vs_keras is None or o.vs_keras <= 2:
             continue
         ref = o.reference_vs_keras
-        if ref is not None and o.vs_keras <= ref + 1:
+        # Wrong only against a reference that ran: without one, a far output may be the
+        # quantized model's own (a comparison flipped by rounding), not tflite-micro's doing.
+        if ref is None or o.vs_keras <= ref + 1:
             continue
         for name, ktype, _ in o.ops:
             if name == o.op:
@@ -797,23 +927,20 @@ def _dict_lines(name: str, mapping: dict[str, str]) -> list[str]:
     return lines
 
 
-def render_block(runs: dict, note_map: dict, conv_notes: dict, wrong: dict, version: str,
-                 when: str) -> str:
+def render_block(runs: dict, refusals: dict, note_map: dict, conv_notes: dict, wrong: dict,
+                 version: str, when: str) -> str:
     lines = ["# BEGIN GENERATED by tools/measure_tflm_ops.py: do not edit by hand",
              f'TFLM_VERSION = "{version}"',
-             f'MEASURED = "{when}"',
-             "TFLM_KERNELS: dict[str, frozenset[str]] = {"]
+             f'MEASURED = "{when}"']
     order = {t: i for i, t in enumerate(reversed(KERNEL_ORDER))}
-    for op in sorted(runs):
-        types = sorted(runs[op], key=lambda t: (order.get(t, -1), t), reverse=True)
-        items = ", ".join(f'"{t}"' for t in types)
-        lines.append(f'    "{op}": frozenset({{{items}}}),')
-    lines.append("}")
-    lines.append("TFLM_INACCURATE: dict[str, frozenset[str]] = {")
-    for op in sorted(wrong):
-        items = ", ".join(f'"{t}"' for t in sorted(wrong[op]))
-        lines.append(f'    "{op}": frozenset({{{items}}}),')
-    lines.append("}")
+    for name, table in (("TFLM_KERNELS", runs), ("TFLM_REFUSED", refusals),
+                        ("TFLM_INACCURATE", wrong)):
+        lines.append(f"{name}: dict[str, frozenset[str]] = {{")
+        for op in sorted(table):
+            types = sorted(table[op], key=lambda t: (order.get(t, -1), t), reverse=True)
+            items = ", ".join(f'"{t}"' for t in types)
+            lines.append(f'    "{op}": frozenset({{{items}}}),')
+        lines.append("}")
     lines += _dict_lines("TFLM_NOTES", note_map)
     lines += _dict_lines("CONVERTER_NOTES", conv_notes)
     lines.append("# END GENERATED")
@@ -960,7 +1087,9 @@ def main(argv=None) -> int:
     conv_notes = converter_notes(outcomes)
     results = {"tflite_micro": version, "measured": when,
                "outcomes": [o.__dict__ for o in outcomes],
-               "kernels": {k: sorted(v) for k, v in sorted(runs.items())}, "notes": note_map,
+               "kernels": {k: sorted(v) for k, v in sorted(runs.items())},
+               "refused": {k: sorted(v) for k, v in sorted(refused(runs, fails).items())},
+               "notes": note_map,
                "converter_notes": conv_notes}
     if not args.from_results:
         out = args.out / "results.json"  # not a run folder: the tool's own --out
@@ -968,7 +1097,8 @@ def main(argv=None) -> int:
     print_table(outcomes)
     print(f"\ntflite-micro {version}; {when}")
     if args.write:
-        block = render_block(runs, note_map, conv_notes, inaccurate(outcomes), version, when)
+        block = render_block(runs, refused(runs, fails), note_map, conv_notes,
+                             inaccurate(outcomes), version, when)
         write_block(args.write, block, version, when)
         print(f"wrote the GENERATED block of {args.write}")
     return 0

@@ -50,8 +50,9 @@ def ops_table(record: dict) -> Table:
     for col in ("#", "op", "kind", "input types", "output types", *targets):
         table.add_column(col)
     for op in audit["ops"]:
-        cells = ["[green]ok[/]" if op["targets"][t] is None else f"[red]{op['targets'][t]}[/]"
-                 for t in targets]
+        cells = [f"[red]{op['targets'][t]}[/]" if op["targets"][t] is not None
+                 else "[yellow]not measured[/]" if (op.get("unknown") or {}).get(t)
+                 else "[green]ok[/]" for t in targets]
         table.add_row(str(op["index"]), op["op"], op["kind"], ", ".join(op["input_types"]),
                       ", ".join(op["output_types"]), *cells)
     return table

@@ -163,13 +163,19 @@ def _deployable(block: dict) -> str:
         out.append(f'<tr><td>{e(r["model"])}</td><td>{e(r["target"])}</td><td>{variant}</td>'
                    f'<td class="num">{size}</td>'
                    f'<td class="num">{e(fmt(r["latency_ms"]))}</td>'
-                   f'<td class="num">{e(fmt(r["arena_bytes"]))}</td>'
+                   f'<td class="num">{e(fmt(r["arena_bytes"]))}{_recorded(r)}</td>'
                    f'<td>{"yes" if r["repaired"] else "no" if r["id"] else "–"}</td>'
                    f'<td>{e(why)}</td></tr>')
     if not block["rows"]:
         out.append('<tr><td colspan="8">no results</td></tr>')
     out.append("</tbody></table></div>")
     return "\n".join(out)
+
+
+def _recorded(row: dict) -> str:
+    """TFLite Micro's recorded allocation total beside the smallest arena that ran."""
+    recorded = row.get("arena_recorded_bytes")
+    return "" if recorded is None else f' <span class="small">(recorded {e(fmt(recorded))})</span>'
 
 
 def _cell(run: Run, v: ReportEntry, target: str) -> str:
@@ -239,6 +245,9 @@ def _matrix(run: Run) -> str:
                      f' <span class="small">({e(entry_status)})</span>')
         if isinstance(v.entry.get("given"), str):  # the user's own .tflite, not converted here
             mode_note += f' <span class="small">(given: {e(Path(v.entry["given"]).name)})</span>'
+        if v.entry.get("fixed_batch"):  # made for TFLite Micro: static shapes
+            mode_note += f' <span class="small">(batch {e(str(v.entry["fixed_batch"]))} ' \
+                         'export)</span>'
 
         first = ' class="first"' if previous is not None and v.model != previous else ""
         previous = v.model

@@ -46,6 +46,7 @@ METRICS = {"samples": "integer", "nan_mismatches": "integer", "nan_positions": "
            "rel_error": "number", "cosine": "number", "sqnr_db": "number", "steps": "number",
            "worst_sample": "integer", "worst_samples": "integers", "task": TASK,
            "latency_ms": "number", "arena_bytes": "integer", "arena_probes": "integer",
+           "arena_recorded_bytes": "integer",
            "boundary": "object", "npu": "object", "vs_host-ref": "object"}
 LAYER_ROW = {"layer": "string", "op": "string", "tensor": "integer", "max_abs": "number",
              "range": "number", "rel": "number", "sqnr_db": "number", "steps": "number",
