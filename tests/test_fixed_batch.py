@@ -109,3 +109,12 @@ def test_the_batch_one_variant_runs_on_tflite_micro(transformer, tmp_path):
     # The dynamic variant, as TFLite Micro says of it.
     plain = records[("transformer-float32", "tflm")]
     assert plain["status"] in ("unsupported", "pass"), plain
+    # Without tflm the convert stage is redone (its key holds it) and the batch-1 files go.
+    config.write_text('[run]\nmodes = ["float32", "int8"]\ntargets = ["host"]\n')
+    again = runner.invoke(app, ["run", "--model", str(root / "transformer.keras"), "--data",
+                                str(root / "data.npz"), "--config", str(config), "--out",
+                                str(out), "--jobs", "1"], env={"COLUMNS": "200"})
+    assert again.exit_code in (0, 1), again.output
+    ids = {e["id"] for e in json.loads((out / "manifest.json").read_text())["entries"]}
+    assert not any(".batch1" in i for i in ids), ids
+    assert not list((out / "tflite").glob("*.batch1.*"))
