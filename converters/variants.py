@@ -44,9 +44,11 @@ class Variant:
     @property
     def tag(self) -> str:
         """What follows the model's name in its files and its entry id: a given file's label,
-        a batch-1 export's `<mode>.batch1`, else the mode."""
-        made = self.record.get("given") or self.record.get("fixed_batch")
-        return made.get("label") or made["tag"] if made else self.mode.value
+        a repair's tag, a batch-1 export's `<mode>.batch1`, else the mode."""
+        if self.record.get("given"):
+            return self.record["given"]["label"]
+        made = self.record.get("repair") or self.record.get("fixed_batch")
+        return made["tag"] if made else self.mode.value
 
 
 def tensor_info(t) -> dict:

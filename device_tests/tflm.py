@@ -150,7 +150,8 @@ class TflmRuntime:
         runtime found it before for the same bytes."""
         key = hashlib.sha256(data).hexdigest()
         if key in self._arenas:
-            return *self._arenas[key][:1], 0, self._arenas[key][1]
+            arena, recorded = self._arenas[key]
+            return arena, 0, recorded
         if self._server is None or not self._server.usable():
             self._server = _ProbeServer()
         try:

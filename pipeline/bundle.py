@@ -125,8 +125,7 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
     given = record.get("given")  # a .tflite the user gave: its own entry beside the mode's
     repair = record.get("repair")  # a repaired variant: its own entry, never the plain one's
     fixed = record.get("fixed_batch")  # a batch-1 export for TFLite Micro: its own entry too
-    tag = (given["label"] if given else repair["tag"] if repair else fixed["tag"] if fixed
-           else mode.value)
+    tag = variant.tag
     base = {"id": f"{variant.model}-{tag}", "model": variant.model, "mode": mode.value,
             "status": record["status"], "reason": record.get("reason", ""),
             "dataset": data.name, "reference": folder.rel(folder.reference(variant.model)),

@@ -60,7 +60,7 @@ def run(job, shared: dict) -> StageRun:
     for mode in config.modes:  # a batch-1 variant of an earlier run that this one did not make
         if mode.batch_one_tag not in made:
             for path in (folder.conversion_record(name, mode.batch_one_tag),
-                         folder.tflite_dir / f"{name}.{mode.batch_one_tag}.tflite"):
+                         folder.variant(name, mode.batch_one_tag)):
                 path.unlink(missing_ok=True)
     variants += [given_variant(name, Path(f), folder.tflite_dir)
                  for f in config.given_tflite.get(name, ())]

@@ -179,10 +179,11 @@ def _fn_model(fn, *shapes, name="fn"):
     return keras.Model(inputs, Fn(name=name)(inputs))
 
 
-def _layer_model(layer, shape):
+def _layer_model(layer, shape, dtype="float32"):
+    """A Keras model (batch 1) of one layer; `dtype` int32 for token ids."""
     import keras
 
-    inp = keras.Input(shape, batch_size=1)
+    inp = keras.Input(shape, batch_size=1, dtype=dtype)
     return keras.Model(inp, layer(inp))
 
 
@@ -205,10 +206,7 @@ def _attention_model(dot: bool = False):
 
 def _token_model(layer):
     """A layer on 12 integer token ids (batch 1), as a text or keyword model starts."""
-    import keras
-
-    inp = keras.Input((12,), batch_size=1, dtype="int32")
-    return keras.Model(inp, layer(inp))
+    return _layer_model(layer, (12,), "int32")
 
 
 def _on_ids(fn):
