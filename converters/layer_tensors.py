@@ -76,17 +76,10 @@ def _quantization(tensor) -> tuple:
     return None, None
 
 
-def map_layers(model: TFLiteModel, paths, outputs=(), model_name: str | None = None
-               ) -> tuple[list[dict], list[dict]]:
-    """(rows, fused) for subgraph 0 of `model`.
-
-    `paths`: the Keras layer paths in call order; `outputs`: the layer path of each model
-    output, in the Keras model's output order; `model_name`: the Keras model's name, to check
-    the outer scope (None: any). Rows, in the order the ops run: {"layer", "op", "tensor",
-    "tensor_name", "dtype", "scale", "zero_point"}; fused: {"layer", "into"} for layers whose
-    tensor another layer's output took over. Layers with no tensor at all (a Dropout, a layer
-    the converter folded into a constant) are in neither."""
-    paths = list(paths)
+def tensor_layers(model: TFLiteModel, paths, outputs=(), model_name: str | None = None):
+    """(op, output tensor index, layer paths in call order) for every output of an op of
+    subgraph 0 that names a layer, in the order the ops run (arguments as `map_layers`').
+    Ops computed from constants alone are skipped."""
     order = {path: i for i, path in enumerate(paths)}
     tree = _layer_tree(paths)
     graph = model.subgraphs[0]
@@ -99,9 +92,7 @@ def map_layers(model: TFLiteModel, paths, outputs=(), model_name: str | None = N
         k = int(match.group(1)) if match and len(graph.outputs) > 1 else position
         if k < len(outputs):
             graph_outputs[index] = outputs[k]
-    holds: dict[int, list[str]] = {}  # tensor -> the layers its name (or its origin) gives it
-    last: dict[str, tuple[Operator, int]] = {}  # layer -> (op, tensor) of its last own output
-    taken: dict[str, tuple[Operator, int]] = {}  # layer -> its last output a later layer took
+    holds: dict[int, list[str]] = {}
     for op in graph.operators:
         inputs = [i for i in op.inputs if i >= 0]
         if inputs and all(i in constant for i in inputs):
@@ -110,24 +101,45 @@ def map_layers(model: TFLiteModel, paths, outputs=(), model_name: str | None = N
         for index in op.outputs:
             if index < 0:
                 continue
-            tensor = graph.tensors[index]
-            layers = layers_in_name(tensor.name, tree, model_name)
+            layers = layers_in_name(graph.tensors[index].name, tree, model_name)
             if op.name == "QUANTIZE" and not layers and inputs:
                 source = graph.tensors[inputs[0]]
                 if source.dtype.startswith("float") and not source.is_quantized:
                     layers = holds.get(inputs[0], [])
             if index in graph_outputs:
                 layers = [*layers, graph_outputs[index]]
-            layers = [layer for layer in dict.fromkeys(layers) if layer in order]
+            layers = sorted((layer for layer in dict.fromkeys(layers) if layer in order),
+                            key=order.__getitem__)
             if layers:
                 holds[index] = layers
-            # A tensor that also names a later layer is that layer's work: a Dense followed by
-            # Activation("relu") (one tensor for both), or a mish whose inner Relu the converter
-            # fused into a second copy of the Dense before it. It is a layer's own output only
-            # when it names no later layer.
-            latest = max(layers, key=order.__getitem__, default=None)
-            for layer in layers:
-                (last if layer == latest else taken)[layer] = (op, index)
+                yield op, index, layers
+
+
+def map_layers(model: TFLiteModel, paths, outputs=(), model_name: str | None = None
+               ) -> tuple[list[dict], list[dict]]:
+    """(rows, fused) for subgraph 0 of `model`.
+
+    `paths`: the Keras layer paths in call order; `outputs`: the layer path of each model
+    output, in the Keras model's output order; `model_name`: the Keras model's name, to check
+    the outer scope (None: any). Rows, in the order the ops run: {"layer", "op", "tensor",
+    "tensor_name", "dtype", "scale", "zero_point"}; fused: {"layer", "into"} for layers whose
+    tensor another layer's output took over. Layers with no tensor at all (a Dropout, a layer
+    the converter folded into a constant) are in neither."""
+    paths = list(paths)
+    order = {path: i for i, path in enumerate(paths)}
+    graph = model.subgraphs[0]
+    holds: dict[int, list[str]] = {}  # tensor -> the layers its name (or its origin) gives it
+    last: dict[str, tuple[Operator, int]] = {}  # layer -> (op, tensor) of its last own output
+    taken: dict[str, tuple[Operator, int]] = {}  # layer -> its last output a later layer took
+    for op, index, layers in tensor_layers(model, paths, outputs, model_name):
+        holds[index] = layers
+        # A tensor that also names a later layer is that layer's work: a Dense followed by
+        # Activation("relu") (one tensor for both), or a mish whose inner Relu the converter
+        # fused into a second copy of the Dense before it. It is a layer's own output only
+        # when it names no later layer.
+        latest = max(layers, key=order.__getitem__)
+        for layer in layers:
+            (last if layer == latest else taken)[layer] = (op, index)
     rows, fused = [], []
     for layer, (_, index) in taken.items():
         if layer not in last:  # no tensor of its own: fused into the latest layer it shares

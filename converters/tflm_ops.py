@@ -9,10 +9,11 @@ Where the data comes from: `tools/measure_tflm_ops.py` builds a tiny Keras model
 converts it with the pinned TensorFlow (float32; full int8 with int8 input and output and a
 representative dataset; int16x8 with `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`
 and int16 input and output; plus float16, dynamic-range and float-I/O variants for a few ops),
-runs it in the `tflite-micro` Python interpreter and in ai-edge-litert's reference kernels, and
-writes the block between the GENERATED markers below. The version, the date and the machine are
-in that block. Nothing here was copied from documentation: an op/type pair is listed only when
-a model holding it loaded and ran.
+runs it in the `tflite-micro` Python interpreter and in ai-edge-litert's reference kernels (then
+both again keeping every tensor, to compare each op on identical inputs), and writes the block
+between the GENERATED markers below. The version, the date and the machine are in that block.
+Nothing here was copied from documentation: an op/type pair is listed only when a model holding
+it loaded and ran.
 
 Last measured: tflite-micro 0.dev20261023182759-g8f6596d,
 2026-12-03, x86_64 Linux, Python 3.11.7, numpy 2.4.6.
@@ -30,6 +31,10 @@ What is here:
   ("any": no kernel is registered for the op).
 - `TFLM_INACCURATE`: op -> types for which it ran but its output was more than 2 quantization
   steps from the Keras model while litert's reference kernels were not.
+- `TFLM_KERNEL_STEPS`: op -> type -> the largest difference between TFLM's kernel and the
+  reference kernel over the invocations where both got the same inputs (every tensor kept), in
+  steps of the op's output; 0: compared and never different. The bound between `tflm` and
+  `host-ref` is derived from these (pipeline/kernel_bounds.py).
 - `TFLM_NOTES`: why an op or type did not run (the interpreter's own message), or how it is wrong.
 - `CONVERTER_NOTES`: what the pinned TensorFlow converter did with an op (no int16x8 version,
   left in float inside an int8 model): not tflite-micro's doing, but it decides what reaches it.
@@ -206,6 +211,57 @@ TFLM_INACCURATE: dict[str, frozenset[str]] = {
     "RELU6": frozenset({"int8"}),
     "SPACE_TO_BATCH_ND": frozenset({"int8"}),
 }
+TFLM_KERNEL_STEPS: dict[str, dict[str, int]] = {
+    "ABS": {"int16": 0, "int8": 0},
+    "ADD": {"int16": 0, "int8": 0},
+    "AVERAGE_POOL_2D": {"int16": 0, "int8": 0},
+    "BATCH_MATMUL": {"int16": 0, "int8": 0},
+    "BROADCAST_TO": {"int16": 0, "int8": 0},
+    "CONCATENATION": {"int16": 0, "int8": 0},
+    "CONV_2D": {"int16": 0, "int8": 0},
+    "DEPTHWISE_CONV_2D": {"int16": 0, "int8": 0},
+    "DIV": {"int8": 0},
+    "EXPAND_DIMS": {"int16": 0, "int8": 0},
+    "FULLY_CONNECTED": {"int16": 1, "int8": 1},
+    "GATHER": {"int8": 0},
+    "HARD_SWISH": {"int8": 0},
+    "L2_NORMALIZATION": {"int8": 0},
+    "LEAKY_RELU": {"int16": 0, "int8": 0},
+    "LOGISTIC": {"int16": 0, "int8": 0},
+    "LOG_SOFTMAX": {"int8": 0},
+    "MAXIMUM": {"int16": 0, "int8": 0},
+    "MAX_POOL_2D": {"int16": 0, "int8": 0},
+    "MEAN": {"int16": 0, "int8": 0},
+    "MINIMUM": {"int16": 0, "int8": 0},
+    "MIRROR_PAD": {"int8": 0},
+    "MUL": {"int16": 0, "int8": 0},
+    "PACK": {"int16": 0, "int8": 0},
+    "PAD": {"int16": 0, "int8": 0},
+    "PRELU": {"int8": 0},
+    "QUANTIZE": {"int16": 0, "int8": 0},
+    "REDUCE_MAX": {"int8": 0},
+    "REDUCE_MIN": {"int8": 0},
+    "RELU": {"int16": 0, "int8": 0},
+    "RELU6": {"int16": 0, "int8": 127},
+    "RESHAPE": {"int16": 0, "int8": 0},
+    "RESIZE_BILINEAR": {"int8": 0},
+    "RESIZE_NEAREST_NEIGHBOR": {"int16": 0, "int8": 0},
+    "RSQRT": {"int16": 544, "int8": 0},
+    "SELECT_V2": {"int8": 0},
+    "SLICE": {"int16": 0, "int8": 0},
+    "SOFTMAX": {"int16": 0, "int8": 0},
+    "SPACE_TO_DEPTH": {"int8": 0},
+    "SPLIT": {"int16": 0, "int8": 0},
+    "SPLIT_V": {"int16": 0, "int8": 0},
+    "SQUARED_DIFFERENCE": {"int8": 0},
+    "STRIDED_SLICE": {"int16": 0, "int8": 0},
+    "SUB": {"int16": 0, "int8": 0},
+    "SUM": {"int16": 36608, "int8": 110},
+    "TANH": {"int16": 0, "int8": 0},
+    "TRANSPOSE": {"int16": 0, "int8": 0},
+    "TRANSPOSE_CONV": {"int16": 0, "int8": 0},
+    "UNPACK": {"int8": 0},
+}
 TFLM_NOTES: dict[str, str] = {
     "ARG_MAX": (
         "float32 restricted: arg_max/float32 fails at invoke (Only int32_t are supported "
@@ -266,6 +322,10 @@ TFLM_NOTES: dict[str, str] = {
     "RESIZE_BILINEAR": (
         "int16 fails at invoke: Output type is 7, requires float or int8."
     ),
+    "RSQRT": (
+        "int16: litert's reference kernel is the one that computes wrong: rsqrt/int16x8: "
+        "output 544 steps from Keras (tflite-micro: 0.922)"
+    ),
     "SELECT_V2": (
         "int32 fails at invoke: Does not support type other than int8"
     ),
@@ -274,11 +334,17 @@ TFLM_NOTES: dict[str, str] = {
     ),
     "SPACE_TO_BATCH_ND": (
         "int16 fails at invoke: Type INT16 (7) not supported.; int8 runs but computes wrong: "
-        "dilated_conv_2d/int8: output 179 steps from Keras (litert reference kernels: 0.806)"
+        "dilated_conv_2d/int8: output 212 steps from Keras (litert reference kernels: 0.862)"
     ),
     "SQRT": (
         "int8 fails at invoke: elementwise.cc:202 input->type != expected_type (INT8 != "
         "FLOAT32)"
+    ),
+    "SUM": (
+        "int8: litert's reference kernel is the one that computes wrong: sum/int8: output 110 "
+        "steps from Keras (tflite-micro: 0.394); int16: litert's reference kernel is the one "
+        "that computes wrong: sum/int16x8: output 3.58e+04 steps from Keras (tflite-micro: "
+        "0.0092)"
     ),
     "TILE": (
         "no kernel registered for TILE (Didn't find op for builtin opcode)"
@@ -329,7 +395,7 @@ CONVERTER_NOTES: dict[str, str] = {
         "does not convert (Quantization to 16x8-bit not yet supported for op: 'FLOOR_MOD'.)"
     ),
     "GATHER": (
-        "int16x8 does not convert (Empty min/max for tensor serving_default_keras_tensor_677:0)"
+        "int16x8 does not convert (Empty min/max for tensor serving_default_keras_tensor_713:0)"
     ),
     "HARD_SWISH": (
         "int16x8 does not convert (Quantization to 16x8-bit not yet supported for op: "
@@ -340,7 +406,7 @@ CONVERTER_NOTES: dict[str, str] = {
         "'L2_NORMALIZATION'.)"
     ),
     "LESS": (
-        "int16x8 does not convert (Empty min/max for tensor serving_default_keras_tensor_689:0)"
+        "int16x8 does not convert (Empty min/max for tensor serving_default_keras_tensor_725:0)"
     ),
     "LOGICAL_NOT": (
         "float32: the converter did not emit LOGICAL_NOT for logical_not; int8: the converter "
@@ -405,13 +471,13 @@ CONVERTER_NOTES: dict[str, str] = {
     ),
     "UNIDIRECTIONAL_SEQUENCE_LSTM": (
         "float32 does not convert (loc(callsite(fused['TensorListReserve:', "
-        "'functional_311_1/lstm_1/TensorArrayV2_1@__inference___call___75509'] at "
+        "'functional_329_1/lstm_1/TensorArrayV2_1@__inference___call___85547'] at "
         "callsite(fused['StatefulPa); int8 does not convert "
         "(loc(callsite(fused['TensorListReserve:', "
-        "'functional_312_1/lstm_1_1/TensorArrayV2_1@__inference___call___76799'] at "
+        "'functional_330_1/lstm_1_1/TensorArrayV2_1@__inference___call___86837'] at "
         "callsite(fused['Stateful); int16x8 does not convert "
         "(loc(callsite(fused['TensorListReserve:', "
-        "'functional_313_1/lstm_2_1/TensorArrayV2_1@__inference___call___78089'] at "
+        "'functional_331_1/lstm_2_1/TensorArrayV2_1@__inference___call___88127'] at "
         "callsite(fused['Stateful)"
     ),
 }

@@ -452,6 +452,11 @@ def _check_entry(fields: _Fields, root: Path, models: dict, datasets: dict) -> N
     for i, fused in enumerate(fields.get("layers_fused", _list_of(_object)) or ()):
         for key in ("layer", "into"):
             _Fields(fused, f"{fields.where}.layers_fused[{i}]").get(key, _text, required=True)
+    for target, bound in (fields.get("target_bounds", _object) or {}).items():
+        checked = _Fields(bound, f"{fields.where}.target_bounds.{target}")
+        checked.get("steps", _at_least_zero, required=True)
+        checked.get("derivation", _text)
+        checked.get("ops", _list_of(_object))
     tolerance = fields.get("tolerance", _object, required=converted)
     if tolerance is not None:
         try:

@@ -196,7 +196,8 @@ def check_bounds(bounds: dict, metrics: dict) -> list:
     """One check per bound, and one for NaN positions when there is any NaN: name, value, bound, ok.
 
     max_abs, max_rel, task_delta hold when value <= bound; min_top1_agreement when value >= bound.
-    A value that could not be measured (None) never holds.
+    A value that could not be measured (None) never holds. A model TFLite Micro's compression
+    tool compressed (`compressed`) must give the uncompressed model's outputs exactly.
     """
     task = metrics.get("task") or {}
     values = {"max_abs": metrics.get("max_abs_error"), "max_rel": metrics.get("rel_error"),
@@ -216,6 +217,11 @@ def check_bounds(bounds: dict, metrics: dict) -> list:
         else:
             ok = value <= bound
         checks.append({"name": name, "value": value, "bound": bound, "ok": bool(ok)})
+    compressed = metrics.get("compressed") or {}
+    if compressed.get("applies"):  # lossless: the compressed model must give the same outputs
+        value = compressed.get("max_abs_vs_uncompressed")
+        checks.append({"name": "lut_compressed_max_abs", "value": value, "bound": 0.0,
+                       "ok": value == 0.0})
     return checks
 
 

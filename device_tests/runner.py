@@ -334,6 +334,9 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     metrics["latency_ms"] = model.latency_ms(inputs, latency_budget)
     record["invoke_seconds"] = round(model.invoke_seconds, 6)
     metrics.update(model.facts)
+    packed = None
+    if hasattr(runtime, "compressed"):  # TFLite Micro: the flash after its compression tool
+        metrics["compressed"], packed = runtime.compressed(data, inputs, outputs)
     record["metrics"] = metrics
     record["checks"] = check_bounds(bounds, metrics)
     failed = fail_reason(record["checks"])
@@ -350,6 +353,9 @@ def _run_entry(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
         write_atomic(folder / f"{entry['id']}.npy",
                      lambda stream: np.save(stream, outputs.astype(np.float32)))
         record["outputs"] = f"{OUTPUTS}/{folder.name}/{entry['id']}.npy"
+        if packed is not None:  # the file to flash
+            write_atomic(folder / f"{entry['id']}.lut.tflite", lambda stream: stream.write(packed))
+            metrics["compressed"]["file"] = f"{OUTPUTS}/{folder.name}/{entry['id']}.lut.tflite"
     return record
 
 

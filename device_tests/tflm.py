@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .bundle import one_line
 from .interpreters import (
     KernelMissing,
     LoadedModel,
@@ -194,6 +195,31 @@ class TflmRuntime:
         if recorded is not None:  # what TFLM's recording allocator reported: a planning figure
             model.facts["arena_recorded_bytes"] = recorded
         return model
+
+    def compressed(self, data: bytes, inputs, outputs: np.ndarray) -> tuple[dict, bytes | None]:
+        """(the record's `metrics.compressed`, the compressed model or None): the model after
+        TFLite Micro's LUT compression (tflm_compression.py) where it applies, run on the same
+        inputs; `max_abs_vs_uncompressed` must be 0, the compression being lossless. Never
+        raises: a compressor or a load that fails is the block's `error`."""
+        from .tflm_compression import compress
+
+        try:
+            packed, block = compress(data)
+        except Exception as exc:  # the compressor's own error, whatever its kind
+            return {"applies": False, "error": f"the compressor failed: {one_line(exc)}"}, None
+        if packed is None:
+            return block, None
+        try:
+            model = self.load(packed)
+            got, _ = model.run(inputs)
+        except Exception as exc:
+            block["error"] = f"{self.label} did not run the compressed model: {one_line(exc)}"
+            return block, packed
+        got = got.reshape(outputs.shape)
+        block["max_abs_vs_uncompressed"] = float(np.max(np.abs(
+            got.astype(np.float64) - outputs.astype(np.float64)))) if outputs.size else 0.0
+        block["arena_bytes"] = model.facts["arena_bytes"]  # DECODE expands into the arena
+        return block, packed
 
     def load_preserving(self, data: bytes) -> Preserving:
         """A second interpreter in TFLM's preserve-all-tensors mode (`GetTensor` works only

@@ -10,6 +10,7 @@ from ..core.versions import versions
 from ..device_tests.schema import MANIFEST_SCHEMA_VERSION, ConversionStatus, RunFolder
 from ..models.datasets import Dataset, Task
 from ..models.loading import training_record
+from . import kernel_bounds
 from .layer_references import entry_layers, layers_block, references_from_block
 from .tolerances import ModelWalks, derive
 
@@ -115,10 +116,11 @@ def model_block(root: Path, name: str, activation: str, family: str, model, data
 
 def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, representative,
           overrides: dict, keep: dict | None = None, layers: dict | None = None,
-          walks: ModelWalks | None = None) -> dict:
+          walks: ModelWalks | None = None, boundary: dict | None = None) -> dict:
     """`keep`: a repaired variant's layers kept in higher precision ({layer: precision}), which
     its tolerance derivation leaves unrounded (tolerances.simulation). `layers`: the model
-    block's `layers` (its per-layer references), to map and bound the variant's layers.
+    block's `layers` (its per-layer references), to map and bound the variant's layers;
+    `boundary`: its boundary block (the threshold layers pipeline/kernel_bounds.py holds).
     `walks`: the model's walks on `data.x_test` and `representative`, shared by the model's
     entries and its model block (tolerances.ModelWalks); None: walked for this entry alone."""
     record, mode, folder = variant.record, variant.mode, RunFolder(root)
@@ -163,6 +165,10 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
             "tolerance": tolerance}
     if refs is not None:
         made.update(entry_layers(refs, variant.path, mode, simulated))
+    bounds = kernel_bounds.derive(walks, mode, variant.path, refs, simulated,
+                                  tolerance.get("output_step"), keep, boundary)
+    if bounds:
+        made["target_bounds"] = bounds
     return made
 
 

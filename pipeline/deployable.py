@@ -76,7 +76,7 @@ def _row(model: str, target: str, mine: list, plain: list, records: dict,
     passing = [(i, e) for i, e in enumerate(mine) if status[e["id"]] == ResultStatus.PASS]
     row = {"model": model, "target": target, "id": None, "label": None, "mode": None,
            "bytes": None, "latency_ms": None, "arena_bytes": None, "arena_recorded_bytes": None,
-           "repaired": False, "why": ""}
+           "compressed_bytes": None, "repaired": False, "why": ""}
     if not passing:
         row["why"] = "; ".join(_why(e, records.get((e["id"], target))) for e in plain)
         return row
@@ -95,8 +95,18 @@ def _row(model: str, target: str, mine: list, plain: list, records: dict,
                latency_ms=_number(metrics.get("latency_ms")),
                arena_bytes=_number(metrics.get("arena_bytes")),
                arena_recorded_bytes=_number(metrics.get("arena_recorded_bytes")),
-               repaired=repaired(best))
+               compressed_bytes=_compressed(metrics), repaired=repaired(best))
     return row
+
+
+def _compressed(metrics: dict):
+    """The flash size after TFLite Micro's compression tool, when it applied and the
+    compressed model gave the same outputs (device_tests/tflm_compression.py)."""
+    block = metrics.get("compressed")
+    if isinstance(block, dict) and block.get("applies") and \
+            block.get("max_abs_vs_uncompressed") == 0.0:
+        return _number(block.get("bytes"))
+    return None
 
 
 def _number(value):

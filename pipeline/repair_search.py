@@ -446,6 +446,7 @@ def _save(search: Search, found: dict) -> tuple[dict, list]:
     variant = Variant(job.name, search.mode, ConversionStatus.CONVERTED, "", record, path)
     made = bundle_entry(job.out, variant, found["model"], search.data, search.reference,
                         search.rep, job.config.tolerances.get(job.name, {}),
-                        keep=found["keep"], layers=search.block.get("layers"))
+                        keep=found["keep"], layers=search.block.get("layers"),
+                        boundary=search.block.get("boundary"))
     return made, [folder.rel(path), folder.rel(path.with_suffix(".json"))]
 

@@ -38,7 +38,7 @@ def run(job, shared: dict) -> StageRun:
                                    keras_path(config, out, name), rep, config.layer_samples,
                                    walks)
     entries = [entry(out, v, model, data, reference, rep, config.tolerances.get(name, {}),
-                     layers=block.get("layers"), walks=walks)
+                     layers=block.get("layers"), walks=walks, boundary=block.get("boundary"))
                for v in _recorded_variants(config, out, name)]
     inputs = [f["path"] for f in dataset.get("input_files") or ()] or [dataset["inputs"]]
     files = [*inputs, dataset["labels"], block["reference"],

@@ -34,9 +34,14 @@ layers at a higher precision (a repaired variant): "float32", their weights and 
 rounded; "int16", their outputs are rounded to the int16 grid (weights stay int8, as TFLite's
 16x8 kernels take them). A kept layer's output that is a model output is still rounded to the
 mode's grid: the variant's output tensor has the mode's type.
+
+`simulation(..., shift=Shift(...))` adds a given amount to chosen layers' outputs (after their
+rounding) and walks the rest of the model on: how far a difference born in one layer reaches the
+outputs (pipeline/kernel_bounds.py).
 """
 
 import functools
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +78,7 @@ class Simulation:
     n_outputs: int = 1
     # {layer path: simulated output on the rows asked for}, in call order (`layer_rows`)
     layer_outputs: dict | None = None
+    captured: dict | None = None  # {call key: outputs} of `Shift.capture`'s layers
 
     def describe(self) -> str:
         parts = [f"{self.merges} merge{'s' * (self.merges != 1)}"] if self.merges else []
@@ -231,6 +237,31 @@ def _is_float(v) -> bool:
 KEEP_PRECISIONS = ("float32", "int16")
 
 
+@dataclass(frozen=True)
+class Shift:
+    """Amounts added to layers' outputs: {layer path: {"pre": a, "out": b}}. "pre" is the
+    output of a layer's kernel before an activation the converter keeps apart (`split` in
+    `_Walk._layer`); for a layer with no such split it is added to the output. `signs`: "same"
+    adds +amount to every value; "random" adds +-amount, a fixed pattern per layer.
+    `capture`: layer paths whose outputs the walk keeps (`Simulation.captured`, by call);
+    `frozen`: such a capture, whose outputs the walk gives those calls instead of computing
+    them (a threshold layer that must not flip)."""
+    amounts: dict
+    signs: str = "same"
+    capture: frozenset = frozenset()
+    frozen: dict | None = None
+
+    def add(self, value, path: str, point: str):
+        amount = self.amounts.get(path, {}).get(point)
+        if not amount or not _is_float(value):
+            return value
+        if self.signs == "same":
+            return (value + amount).astype(value.dtype)
+        seed = zlib.crc32(f"{path}/{point}".encode())
+        signs = np.random.default_rng(seed).choice((-1.0, 1.0), value.shape)
+        return (value + amount * signs).astype(value.dtype)
+
+
 class _Walk:
     """One pass over a model's graph, calling each layer on numpy values.
 
@@ -239,12 +270,13 @@ class _Walk:
     integer grids taken from `ranges`. Tensors are keyed by the path of the calls that made
     them (a nested model's inner tensors once per call of it), so each call of a shared layer has
     its own range. `keep`: {layer path: "float32" | "int16"}, layers kept at that precision.
-    `rows`: record each layer's (single, float) output at these rows of the batch.
+    `rows`: record each layer's (single, float) output at these rows of the batch. `shift`:
+    amounts added to layers' outputs (`Shift`).
     """
 
     def __init__(self, mode: QuantMode, ranges: dict | None, round_: bool,
-                 keep: dict | None = None, rows=None):
-        self.mode, self.ranges, self.round = mode, ranges, round_
+                 keep: dict | None = None, rows=None, shift: Shift | None = None):
+        self.mode, self.ranges, self.round, self.shift = mode, ranges, round_, shift
         self.record = None if round_ else {}
         self.layers = self.merges = 0
         self.calls: dict[int, int] = {}
@@ -253,6 +285,7 @@ class _Walk:
         self.outputs: dict[str, np.ndarray] = {}  # layer path -> its output at `rows`
         self.producer: dict[int, str] = {}  # id of an output array -> the layer path it came from
         self.kept: dict[int, tuple] = {}  # id of a kept layer's output -> its range key
+        self.captured: dict[tuple, list] = {}  # call key -> outputs (`Shift.capture`)
 
     def _activation(self, value, key, mode: QuantMode | None = None, unrounded: bool = False,
                     output: bool = True):
@@ -318,7 +351,14 @@ class _Walk:
         unrounded = precision == "float32"
         act_mode = (QuantMode.INT16X8 if precision == "int16" and self.mode.integer_only
                     else self.mode)
-        outputs = self._layer(op, args, kwargs, key, n_inputs, unrounded, act_mode, output)
+        frozen = self.shift.frozen if self.shift is not None else None
+        if frozen and key in frozen:
+            outputs = frozen[key]
+        else:
+            outputs = self._layer(op, args, kwargs, key, n_inputs, unrounded, act_mode, output,
+                                  name)
+        if self.shift is not None and name in self.shift.capture:
+            self.captured[key] = outputs
         self.paths.pop(name, None)  # a layer called again: its last call counts
         self.paths[name] = type(op).__name__  # display only
         for j, v in enumerate(outputs):
@@ -332,7 +372,8 @@ class _Walk:
         return outputs
 
     def _layer(self, op, args: tuple, kwargs: dict, key: tuple, n_inputs: int,
-               unrounded: bool, act_mode: QuantMode, output: bool = True) -> list:
+               unrounded: bool, act_mode: QuantMode, output: bool = True, name: str = ""
+               ) -> list:
         import keras
 
         self.layers += 1
@@ -361,13 +402,21 @@ class _Walk:
             # The converter keeps a kernel's activation fused only for ReLU/ReLU6: any other
             # (tanh, sigmoid, softmax, swish) is an op of its own whose input is quantized too.
             pre = self._activation(outputs[0], key + ("pre",), act_mode, unrounded, False)
+            if self.shift is not None:
+                pre = self.shift.add(pre, name, "pre")
             outputs = [np.asarray(activation(cast(pre)))]
         fixed = (_fixed_grid(op) if self.round and self.mode.integer_only and not unrounded
                  else None)
         if fixed is not None:
-            return [_on_fixed_grid(v, fixed, act_mode) for v in outputs]
-        return [self._activation(v, key + (j,), act_mode, unrounded, output)
-                for j, v in enumerate(outputs)]
+            outputs = [_on_fixed_grid(v, fixed, act_mode) for v in outputs]
+        else:
+            outputs = [self._activation(v, key + (j,), act_mode, unrounded, output)
+                       for j, v in enumerate(outputs)]
+        if self.shift is not None:
+            outputs = [self.shift.add(v, name, "out") for v in outputs]
+            if not split:  # no kernel output apart from the layer's
+                outputs = [self.shift.add(v, name, "pre") for v in outputs]
+        return outputs
 
     @staticmethod
     def _run(op, args, kwargs, split: bool = False) -> list:
@@ -520,34 +569,36 @@ class ModelWalks:
         return found
 
     def simulation(self, mode: QuantMode, keep: dict | None = None,
-                   layer_rows=None) -> Simulation | None:
-        """`simulation(model, mode, x, representative, keep, layer_rows)`."""
+                   layer_rows=None, shift: Shift | None = None) -> Simulation | None:
+        """`simulation(model, mode, x, representative, keep, layer_rows, shift)`."""
         if mode is QuantMode.FLOAT32:
             return None
-        return _simulate(self, mode, dict(keep or {}), layer_rows)
+        return _simulate(self, mode, dict(keep or {}), layer_rows, shift)
 
 
 def simulation(model, mode: QuantMode, x, representative, keep: dict | None = None,
-               layer_rows=None) -> Simulation | None:
+               layer_rows=None, shift: Shift | None = None) -> Simulation | None:
     """The model's outputs on `x` with the mode's rounding simulated; None for float32. When the
     model cannot be walked, a Simulation without outputs that says why.
 
     `keep`: {layer path: "float32" | "int16"}, layers the variant keeps at that precision (see
     the module docstring). `layer_rows`: indices of samples of `x` at which each layer's
-    simulated output is returned too (`Simulation.layer_outputs`). Several modes of one model:
+    simulated output is returned too (`Simulation.layer_outputs`). `shift`: amounts added to
+    layers' outputs (`Shift`). Several modes of one model:
     `ModelWalks(model, x, representative).simulation(mode, ...)` walks less."""
     if mode is QuantMode.FLOAT32:
         return None
-    return ModelWalks(model, x, representative).simulation(mode, keep, layer_rows)
+    return ModelWalks(model, x, representative).simulation(mode, keep, layer_rows, shift)
 
 
-def _simulate(walks: ModelWalks, mode: QuantMode, keep: dict, layer_rows) -> Simulation:
+def _simulate(walks: ModelWalks, mode: QuantMode, keep: dict, layer_rows,
+              shift: Shift | None = None) -> Simulation:
     model, xs = walks.model, walks.xs
     try:
         walks.check()
         ranges = walks.ranges(mode) if mode.integer_only else None
         rows = None if layer_rows is None else np.asarray(layer_rows, np.int64)
-        walk = _Walk(mode, ranges, True, keep, rows)
+        walk = _Walk(mode, ranges, True, keep, rows, shift)
         inputs = [walk._activation(v.astype(np.float32) if _is_float(v) else v, ("input", i))
                   for i, v in enumerate(xs)]
         outputs = walk.model(model, inputs, ())
@@ -564,7 +615,8 @@ def _simulate(walks: ModelWalks, mode: QuantMode, keep: dict, layer_rows) -> Sim
     return Simulation(outputs, layers=walk.layers, merges=walk.merges,
                       shared=sum(n > 1 for n in walk.calls.values()), inputs=len(xs),
                       n_outputs=len(outputs),
-                      layer_outputs=None if rows is None else dict(walk.outputs))
+                      layer_outputs=None if rows is None else dict(walk.outputs),
+                      captured=walk.captured)
 
 
 def simulate(model, mode: QuantMode, x, representative):

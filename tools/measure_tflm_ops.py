@@ -47,7 +47,7 @@ RAN = ("runs", "op_absent")  # statuses of a model that loaded and ran
 EXTRA_MODES = ("float16", "dynamic", "int8-floatio", "int16x8-floatio")
 WORKER_TIMEOUT_S = 120
 REPRESENTATIVE_SAMPLES = 100
-INVOCATIONS = 3  # each model runs this many times on different inputs
+INVOCATIONS = 8  # each model runs this many times on different inputs
 MARK = "@@stage "  # the worker writes this to stderr before each stage
 
 
@@ -97,8 +97,46 @@ def _run_reference(data: bytes, batches):
     return results
 
 
+def _tensors_tflm(data: bytes, batches, n_tensors: int) -> dict:
+    """Every tensor of subgraph 0 after each invocation, in TFLM's preserve-all-tensors mode."""
+    from tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(
+        data, arena_size=max(16 << 20, 40 * len(data)),
+        intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    saved = {}
+    for i, batch in enumerate(batches):
+        for index, x in enumerate(batch):
+            interp.set_input(x, index)
+        interp.invoke()
+        for t in range(n_tensors):
+            with contextlib.suppress(Exception):  # a tensor TFLM does not keep
+                saved[f"tflmT{i}_{t}"] = np.array(interp.GetTensor(t, 0)["tensor_data"])
+    return saved
+
+
+def _tensors_reference(data: bytes, batches, n_tensors: int) -> dict:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_content=data,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+                         experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    saved = {}
+    for i, batch in enumerate(batches):
+        for detail, x in zip(interp.get_input_details(), batch, strict=True):
+            interp.set_tensor(detail["index"], x)
+        interp.invoke()
+        for t in range(n_tensors):
+            with contextlib.suppress(Exception):
+                saved[f"refT{i}_{t}"] = np.array(interp.get_tensor(t))
+    return saved
+
+
 def worker(model_path: str, inputs_path: str, result_path: str, arena_size: int | None) -> None:
-    """Load and run one model in tflite-micro, then in litert's reference kernels."""
+    """Load and run one model in tflite-micro, then in litert's reference kernels; when both
+    ran, run both again keeping every tensor (`.tensors.npz`, written last: a runtime that
+    dies keeping them loses only that file)."""
     data = Path(model_path).read_bytes()
     arrays = np.load(inputs_path)
     n_in, n_out = int(arrays["n_in"]), int(arrays["n_out"])
@@ -132,9 +170,15 @@ def worker(model_path: str, inputs_path: str, result_path: str, arena_size: int 
         result["reference"] = "runs"
     except Exception as e:
         result["reference"] = f"{type(e).__name__}: {e}"
-    _stage("end")
     np.savez(result_path + ".npz", **saved)
     Path(result_path).write_text(json.dumps(result))
+    if result["status"] == "runs" and result["reference"] == "runs":
+        _stage("tensors")
+        n_tensors = int(arrays["n_tensors"])
+        tensors = _tensors_tflm(data, batches, n_tensors)
+        tensors.update(_tensors_reference(data, batches, n_tensors))
+        np.savez(result_path + ".tensors.npz", **tensors)
+    _stage("end")
 
 
 def _details(d: dict) -> dict:
@@ -164,6 +208,7 @@ class Case:
     low: float = -4.0  # inputs are uniform in [low, high]
     high: float = 4.0
     modes: tuple[str, ...] = DEFAULT_MODES
+    sweep: bool = False  # the first inputs are every value of the integer type (`_inputs_for`)
 
 
 def _fn_model(fn, *shapes, name="fn"):
@@ -254,6 +299,17 @@ def cases() -> list[Case]:
         Case("sub", "SUB", lambda: _fn_model(tf.subtract, vec, vec)),
         Case("logistic", "LOGISTIC", lambda: _fn_model(tf.sigmoid, vec)),
         Case("tanh", "TANH", lambda: _fn_model(tf.tanh, vec)),
+        # Every int16 input of the lookup-table kernels once, at two input scales.
+        Case("logistic_sweep", "LOGISTIC", lambda: _fn_model(tf.sigmoid, (65536,)), sweep=True),
+        Case("logistic_sweep_wide", "LOGISTIC", lambda: _fn_model(tf.sigmoid, (65536,)),
+             low=-12.0, high=12.0, sweep=True),
+        Case("tanh_sweep", "TANH", lambda: _fn_model(tf.tanh, (65536,)), sweep=True),
+        Case("tanh_sweep_wide", "TANH", lambda: _fn_model(tf.tanh, (65536,)),
+             low=-12.0, high=12.0, sweep=True),
+        Case("softmax_10", "SOFTMAX", lambda: _layer_model(layer.Softmax(), (10,)),
+             low=-8.0, high=8.0),
+        Case("dense_softmax", "SOFTMAX",
+             lambda: _layer_model(layer.Dense(10, activation="softmax"), (32,))),
         Case("leaky_relu", "LEAKY_RELU", lambda: _fn_model(lambda x: tf.nn.leaky_relu(x, 0.1),
                                                             vec)),
         Case("relu", "RELU", lambda: _fn_model(tf.nn.relu, vec)),
@@ -486,6 +542,10 @@ class Outcome:
     arena_min: int | None = None
     arena_recorded: int | None = None  # "Arena allocation total" from print_allocations
     arena_probes: dict = field(default_factory=dict)  # probe exit code -> count
+    # [op, kernel type, largest TFLM-vs-reference difference in output steps, invocations]
+    # for the ops that got identical inputs on both runtimes (`op_differences`)
+    kernel_steps: list = field(default_factory=list)
+    kernel_note: str = ""  # why no op was compared, when keeping every tensor failed
     io: list = field(default_factory=list)
     model_path: str = ""
     inputs_path: str = ""
@@ -496,14 +556,21 @@ def _dtype(tensor) -> str:
     return str(getattr(tensor.dtype, "name", tensor.dtype))
 
 
-def _inputs_for(model, rng, low, high) -> tuple[dict, list]:
+def _inputs_for(model, rng, low, high, sweep: bool = False) -> tuple[dict, list]:
+    """Uniform inputs in [low, high]; `sweep`: the first invocation's are every value of the
+    input's integer type in turn (every float from low to high for a float input)."""
     arrays, batches = {}, []
     ins = model.input_tensors()
     for i in range(INVOCATIONS):
         batch = []
         for k, t in enumerate(ins):
             x = rng.uniform(low, high, t.shape).astype(np.float32)
-            if t.dtype in ("int8", "int16"):
+            if sweep and i == 0 and t.dtype in ("int8", "int16"):
+                info = np.iinfo(t.dtype)
+                x = np.resize(np.arange(info.min, info.max + 1), t.shape).astype(t.dtype)
+            elif sweep and i == 0:
+                x = np.linspace(low, high, x.size).reshape(x.shape).astype(t.dtype)
+            elif t.dtype in ("int8", "int16"):
                 info = np.iinfo(t.dtype)
                 q = np.round(x / t.scales[0]) + t.zero_points[0]
                 x = np.clip(q, info.min, info.max).astype(t.dtype)
@@ -514,6 +581,7 @@ def _inputs_for(model, rng, low, high) -> tuple[dict, list]:
         batches.append(batch)
     arrays["n_in"] = np.array(len(ins))
     arrays["n_out"] = np.array(len(model.output_tensors()))
+    arrays["n_tensors"] = np.array(len(model.subgraphs[0].tensors))
     return arrays, batches
 
 
@@ -557,16 +625,18 @@ def _worker_cmd(*args) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *map(str, args)]
 
 
-def run_model(data: bytes, parsed, rng, low, high, workdir: Path, tag: str, truth,
+def run_model(data: bytes, parsed, case: Case, rng, workdir: Path, tag: str, truth,
               outcome: Outcome) -> None:
     model_path = workdir / f"{tag}.tflite"
     model_path.write_bytes(data)
-    arrays, batches = _inputs_for(parsed, rng, low, high)
+    arrays, batches = _inputs_for(parsed, rng, case.low, case.high, case.sweep)
     inputs_path = workdir / f"{tag}.inputs.npz"
     np.savez(inputs_path, **arrays)
     outcome.model_path, outcome.inputs_path = str(model_path), str(inputs_path)
     result_path = workdir / f"{tag}.result.json"
-    result_path.unlink(missing_ok=True)  # a crashed worker must not leave an old result behind
+    tensors_path = Path(str(result_path) + ".tensors.npz")
+    for stale in (result_path, tensors_path):  # a crashed worker must not leave old ones behind
+        stale.unlink(missing_ok=True)
     arena_size = None
     for attempt in range(2):
         args = ["--worker", model_path, inputs_path, result_path]
@@ -575,7 +645,10 @@ def run_model(data: bytes, parsed, rng, low, high, workdir: Path, tag: str, trut
         proc = subprocess.run(_worker_cmd(*args), capture_output=True, text=True,
                               timeout=WORKER_TIMEOUT_S, cwd=REPO)
         stages = _split_stages(proc.stderr)
-        if proc.returncode != 0 or not result_path.exists():
+        if f"{MARK}tensors" in proc.stderr and not tensors_path.exists():  # died keeping them
+            outcome.kernel_note = (f"keeping every tensor: worker exited {proc.returncode}: "
+                                   f"{_tflm_message(stages.get('tensors', ''))[:200]}")
+        elif proc.returncode != 0 or not result_path.exists():
             outcome.status = "crash"
             stage = [s for s in ("load", "invoke", "allocations", "reference") if s in stages]
             outcome.message = (f"worker exited {proc.returncode} during "
@@ -587,8 +660,9 @@ def run_model(data: bytes, parsed, rng, low, high, workdir: Path, tag: str, trut
         if attempt == 0:
             outcome.default_arena_ok = result["status"] == "runs"
         stage_text = stages.get(result["stage"] or "", "")
-        if (result["status"] == "load_fail" and "allocate" in stage_text.lower()
-                and attempt == 0 and "Didn't find op" not in stage_text):
+        too_small = re.search("allocate|resize buffer", stage_text, re.I)
+        if (result["status"] == "load_fail" and too_small and attempt == 0
+                and "Didn't find op" not in stage_text):
             arena_size = 4 << 20  # the default (10x the model size) was too small: retry
             continue
         break
@@ -602,6 +676,42 @@ def run_model(data: bytes, parsed, rng, low, high, workdir: Path, tag: str, trut
         return
     saved = np.load(str(result_path) + ".npz")
     compare(outcome, parsed, saved, batches, truth)
+    if tensors_path.exists():
+        outcome.kernel_steps = op_differences(parsed, np.load(tensors_path))
+
+
+def op_differences(parsed, tensors) -> list:
+    """[op, kernel type, largest difference, invocations compared] for each op of subgraph 0
+    with an int8 or int16 output that got the same inputs from both runtimes: what one
+    invocation of TFLM's kernel and of the reference kernel differ by, in its output's
+    quantization steps (raw integer units). An op whose inputs already differ is not compared:
+    its difference would be its producers'."""
+    from edgepipe.converters.tflm_ops import kernel_type
+
+    graph = parsed.subgraphs[0]
+    found: dict[tuple, list] = {}
+    for i in range(INVOCATIONS):
+        def pair(t, i=i):
+            a, b = tensors.get(f"tflmT{i}_{t}"), tensors.get(f"refT{i}_{t}")
+            return (a, b) if a is not None and b is not None and a.shape == b.shape else None
+
+        for op in graph.operators:
+            ins = [t for t in op.inputs if t >= 0 and not graph.tensors[t].buffer_bytes]
+            outs = [t for t in op.outputs if t >= 0]
+            if not outs or any(graph.tensors[t].dtype not in ("int8", "int16") for t in outs):
+                continue
+            pairs = [pair(t) for t in ins + outs]
+            if any(p is None for p in pairs) or any(not np.array_equal(*p)
+                                                    for p in pairs[:len(ins)]):
+                continue
+            steps = max(int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64))))
+                        if a.size else 0 for a, b in pairs[len(ins):])
+            types = ([graph.tensors[t].dtype for t in op.inputs if t >= 0],
+                     [graph.tensors[t].dtype for t in outs])
+            key = (op.name, kernel_type(op.name, *types))
+            worst, count = found.get(key, (0, 0))
+            found[key] = (max(worst, steps), count + 1)
+    return [[op, ktype, worst, count] for (op, ktype), (worst, count) in sorted(found.items())]
 
 
 def _real(q: np.ndarray, tensor) -> np.ndarray:
@@ -738,8 +848,7 @@ def measure(case: Case, mode: str, workdir: Path, seed: int) -> Outcome:
         outcome.message = f"the converter did not emit {case.op}"
     tag = f"{case.name}-{mode}"
     status = outcome.status
-    run_model(data, parsed, rng, case.low, case.high, workdir, tag, _truth(model, parsed),
-              outcome)
+    run_model(data, parsed, case, rng, workdir, tag, _truth(model, parsed), outcome)
     if status == "op_absent" and outcome.status == "runs":
         outcome.status = "op_absent"  # ran, but without the op the case is about
     return outcome
@@ -779,6 +888,18 @@ def aggregate(outcomes: list[Outcome]) -> tuple[dict, dict]:
     return runs, fails
 
 
+def kernel_differences(outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
+    """op -> kernel type -> the largest difference between one invocation of TFLM's kernel and
+    of the reference kernel on the same inputs, in output steps, over every model measured
+    (`op_differences`); an op/type that was compared and never differed has 0."""
+    out: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        for op, ktype, steps, _ in o.kernel_steps:
+            per_op = out.setdefault(op, {})
+            per_op[ktype] = max(per_op.get(ktype, 0), int(steps))
+    return out
+
+
 def refused(runs: dict, fails: dict) -> dict[str, set]:
     """op -> the kernel types every model holding it failed in ("any": no kernel registered
     for the op). A type that ran in another model is restricted, not refused (TFLM_NOTES)."""
@@ -804,27 +925,30 @@ def _short_reason(message: str) -> str:
     return lines[0] if lines else message
 
 
-def inaccurate(outcomes: list[Outcome]) -> dict[str, dict[str, str]]:
+def inaccurate(outcomes: list[Outcome], reference: bool = False) -> dict[str, dict[str, str]]:
     """op -> kernel type -> how far off, where tflm ran a one-op model but its output is more
-    than 2 quantization steps from the Keras model while litert's reference kernels ran it and
-    are not."""
+    than 2 quantization steps from the Keras model while litert's reference kernels ran it
+    within 2. `reference`: the other way round (the reference kernel is the wrong one)."""
     found: dict[str, dict[str, str]] = {}
     for o in outcomes:
         if o.status not in RAN or not o.op.isupper() or o.diff_unit != "steps":
             continue
-        if o.vs_keras is None or o.vs_keras <= 2:
+        mine, ref = o.vs_keras, o.reference_vs_keras
+        if reference:
+            mine, ref = ref, mine
+        if mine is None or mine <= 2:
             continue
-        ref = o.reference_vs_keras
-        # Wrong only against a reference that ran: without one, a far output may be the
-        # quantized model's own (a comparison flipped by rounding), not tflite-micro's doing.
-        if ref is None or o.vs_keras <= ref + 1:
+        # Wrong only against a reference that ran and is close: without one, a far output
+        # may be the quantized model's own (a comparison flipped by rounding, an int16 output
+        # whose steps are finer than its int8 weights), not the kernel's doing.
+        if ref is None or ref > 2:
             continue
+        other = "tflite-micro" if reference else "litert reference kernels"
         for name, ktype, _ in o.ops:
             if name == o.op:
-                ref_text = f"{ref:.3g}" if ref is not None else "no run"
                 found.setdefault(name, {})[ktype] = (
-                    f"{o.case}/{o.mode}: output {o.vs_keras:.3g} steps from Keras "
-                    f"(litert reference kernels: {ref_text})")
+                    f"{o.case}/{o.mode}: output {mine:.3g} steps from Keras ({other}: "
+                    f"{ref:.3g})")
     return found
 
 
@@ -856,6 +980,10 @@ def tflm_notes(outcomes: list[Outcome], runs: dict, fails: dict) -> dict[str, st
         for ktype, text in per_type.items():
             cause = f"; {CAUSES[op]}" if op in CAUSES else ""
             out.setdefault(op, []).append(f"{ktype} runs but computes wrong: {text}{cause}")
+    for op, per_type in inaccurate(outcomes, reference=True).items():
+        for ktype, text in per_type.items():
+            out.setdefault(op, []).append(f"{ktype}: litert's reference kernel is the one "
+                                          f"that computes wrong: {text}")
     return {op: "; ".join(dict.fromkeys(v)) for op, v in sorted(out.items())}
 
 
@@ -926,7 +1054,7 @@ def _dict_lines(name: str, mapping: dict[str, str]) -> list[str]:
 
 
 def render_block(runs: dict, refusals: dict, note_map: dict, conv_notes: dict, wrong: dict,
-                 version: str, when: str) -> str:
+                 steps: dict, version: str, when: str) -> str:
     lines = ["# BEGIN GENERATED by tools/measure_tflm_ops.py: do not edit by hand",
              f'TFLM_VERSION = "{version}"',
              f'MEASURED = "{when}"']
@@ -939,6 +1067,11 @@ def render_block(runs: dict, refusals: dict, note_map: dict, conv_notes: dict, w
             items = ", ".join(f'"{t}"' for t in types)
             lines.append(f'    "{op}": frozenset({{{items}}}),')
         lines.append("}")
+    lines.append("TFLM_KERNEL_STEPS: dict[str, dict[str, int]] = {")
+    for op in sorted(steps):
+        items = ", ".join(f'"{t}": {n}' for t, n in sorted(steps[op].items()))
+        lines.append(f'    "{op}": {{{items}}},')
+    lines.append("}")
     lines += _dict_lines("TFLM_NOTES", note_map)
     lines += _dict_lines("CONVERTER_NOTES", conv_notes)
     lines.append("# END GENERATED")
@@ -1088,6 +1221,7 @@ def main(argv=None) -> int:
                "kernels": {k: sorted(v) for k, v in sorted(runs.items())},
                "refused": {k: sorted(v) for k, v in sorted(refused(runs, fails).items())},
                "notes": note_map,
+               "kernel_steps": kernel_differences(outcomes),
                "converter_notes": conv_notes}
     if not args.from_results:
         out = args.out / "results.json"  # not a run folder: the tool's own --out
@@ -1096,7 +1230,7 @@ def main(argv=None) -> int:
     print(f"\ntflite-micro {version}; {when}")
     if args.write:
         block = render_block(runs, refused(runs, fails), note_map, conv_notes,
-                             inaccurate(outcomes), version, when)
+                             inaccurate(outcomes), kernel_differences(outcomes), version, when)
         write_block(args.write, block, version, when)
         print(f"wrote the GENERATED block of {args.write}")
     return 0

@@ -103,6 +103,13 @@ def parity_table(merged: dict) -> Table:
     return table
 
 
+def _size(row: dict) -> str:
+    if row["bytes"] is None:
+        return "-"
+    packed = row.get("compressed_bytes")
+    return f"{row['bytes']:,}" + (f" (LUT {packed:,})" if packed is not None else "")
+
+
 def deployable_table(block: dict) -> Table:
     """Per model and target, the smallest variant that passes (results.json `deployable`)."""
     table = Table(title="Deployable: the smallest passing variant per model and target")
@@ -115,7 +122,7 @@ def deployable_table(block: dict) -> Table:
                           escape(r["why"][:160]))
             continue
         table.add_row(r["model"], r["target"], f"[green]{escape(r['label'])}[/]",
-                      f"{r['bytes']:,}" if r["bytes"] is not None else "-",
+                      _size(r),
                       f"{r['latency_ms']:.3g}" if r["latency_ms"] is not None else "-",
                       f"{r['arena_bytes']:,}" if r["arena_bytes"] is not None else "-",
                       "yes" if r["repaired"] else "no", "")

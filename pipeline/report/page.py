@@ -160,6 +160,8 @@ def _deployable(block: dict) -> str:
         else:
             variant, why = f'<a href="#{anchor(r["id"])}">{e(r["label"])}</a>', ""
         size = "–" if r["bytes"] is None else f"{r['bytes']:,}"
+        if r.get("compressed_bytes") is not None:
+            size += f' <span class="small">(LUT-compressed {r["compressed_bytes"]:,})</span>'
         out.append(f'<tr><td>{e(r["model"])}</td><td>{e(r["target"])}</td><td>{variant}</td>'
                    f'<td class="num">{size}</td>'
                    f'<td class="num">{e(fmt(r["latency_ms"]))}</td>'

@@ -47,6 +47,9 @@ METRICS = {"samples": "integer", "nan_mismatches": "integer", "nan_positions": "
            "worst_sample": "integer", "worst_samples": "integers", "task": TASK,
            "latency_ms": "number", "arena_bytes": "integer", "arena_probes": "integer",
            "arena_recorded_bytes": "integer",
+           "compressed": {"applies": "boolean", "bytes": "integer", "original_bytes": "integer",
+                          "max_abs_vs_uncompressed": "number", "arena_bytes": "integer",
+                          "why": "string", "error": "string", "file": "string"},
            "boundary": "object", "npu": "object", "vs_host-ref": "object"}
 LAYER_ROW = {"layer": "string", "op": "string", "tensor": "integer", "max_abs": "number",
              "range": "number", "rel": "number", "sqnr_db": "number", "steps": "number",
