@@ -382,6 +382,9 @@ def _run_one(bundle: Bundle, entry: dict, runtime: Runtime, target: str,
     except KernelMissing as exc:
         record = base_record(entry, target)
         record["status"], record["reason"] = ResultStatus.UNSUPPORTED, one_line(exc)
+        fixed = f"{entry['id']}.batch1"  # made where the dynamic batch added what is missing
+        if fixed in bundle.entry_ids:
+            record["reason"] += f"; the batch-1 export {fixed} is made for this target"
     except Exception as exc:  # one entry's failure must not stop the run
         if debug:
             traceback.print_exc()

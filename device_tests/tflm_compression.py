@@ -12,6 +12,11 @@ not asked for: every constant tensor an op may take from the arena, at the small
 that holds its distinct values, per tensor or per channel (first or last axis, as the kernels
 allow), whichever is smaller, and only where that is smaller than the tensor. When no tensor
 qualifies, the variant says why and nothing is run.
+
+A tensor quantized per channel gets tables per channel along its quantized dimension only:
+measured on tflite-micro 0.dev20261023182759, a single table for an int8 Dense kernel quantized
+per channel (16 distinct values in all) made the model's outputs 251 steps away from the
+uncompressed model's, where tables per channel gave the same outputs.
 """
 
 from __future__ import annotations
@@ -26,19 +31,31 @@ import numpy as np
 MAX_BITS = 7  # the DECODE op's LUT index field
 
 
-def _layouts(array: np.ndarray):
-    """(axis, tables, largest table) per tensor (axis None) and per channel (first and last)."""
-    yield None, 1, len(np.unique(array))
+def _layouts(array: np.ndarray, channel_axis: int | None):
+    """(axis, tables, largest table) per tensor (axis None) and per channel (first and last
+    axis); a tensor quantized per channel only per channel along that axis."""
+    if channel_axis is None:
+        yield None, 1, len(np.unique(array))
+    axes = (0, array.ndim - 1) if channel_axis is None else (channel_axis,)
     if array.ndim >= 2:
-        for axis in dict.fromkeys((0, array.ndim - 1)):
+        for axis in dict.fromkeys(a for a in axes if a in (0, array.ndim - 1)):
             slices = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
             yield axis, len(slices), max(len(np.unique(s)) for s in slices)
 
 
-def _best(array: np.ndarray) -> tuple | None:
+def _channel_axis(tensor) -> int | None:
+    """The quantized dimension of a tensor quantized per channel, else None."""
+    q = tensor.quantization
+    scales = getattr(q, "scales", None)
+    if isinstance(scales, (list, tuple, np.ndarray)) and len(scales) > 1:
+        return int(q.axis or 0)
+    return None
+
+
+def _best(array: np.ndarray, channel_axis: int | None) -> tuple | None:
     """(encoded bytes, axis, bits) of the smallest LUT encoding of `array`, or None."""
     best = None
-    for axis, tables, distinct in _layouts(array):
+    for axis, tables, distinct in _layouts(array, channel_axis):
         bits = max(1, math.ceil(math.log2(distinct))) if distinct > 1 else 1
         if bits > MAX_BITS:
             continue
@@ -64,7 +81,7 @@ def plan(data: bytes) -> tuple[list, list[dict], str]:
             if array is None or array.size < 2:
                 continue
             largest = max(largest, len(np.unique(array)))
-            best = _best(array)
+            best = _best(array, _channel_axis(tensor))
             if best is None or best[0] >= array.nbytes:
                 continue
             size, axis, bits = best

@@ -283,6 +283,15 @@ def collect(out: Path, stages: Stages | None = None, workers: int = 1) -> dict:
     return merged
 
 
+def _in_run(out: Path, path: Path) -> str | None:
+    """`path` relative to the run folder; None outside it (a results file may come from a
+    board: trust no path)."""
+    try:
+        return path.resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 def _merge(folder: RunFolder, workers: int) -> dict:
     from .report import write_junit, write_report
 
@@ -297,12 +306,12 @@ def _merge(folder: RunFolder, workers: int) -> dict:
     for doc, path in sorted(loaded, key=lambda pair: order_key(pair[0]["target"])):
         targets[doc["target"]] = {k: doc.get(k) for k in ("runtime", "platform", "seconds")}
         for r in doc["results"]:
-            if r.get("outputs"):  # relative to the results file: make it relative to the run
-                try:
-                    r["outputs"] = (path.parent / r["outputs"]).resolve().relative_to(
-                        out.resolve()).as_posix()
-                except ValueError:  # a results file may come from a board: trust no path
-                    r["outputs"] = None
+            # Files relative to the results file: made relative to the run
+            if r.get("outputs"):
+                r["outputs"] = _in_run(out, path.parent / r["outputs"])
+            packed = (r.get("metrics") or {}).get("compressed") or {}
+            if packed.get("file"):
+                packed["file"] = _in_run(out, path.parent / packed["file"])
         results += doc["results"]
     files: dict = {}  # each model's reference and boundary files, read and verified once
     for r in results:

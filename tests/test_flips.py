@@ -89,8 +89,13 @@ def test_a_difference_with_no_unit_near_a_threshold_fails_naming_the_sample(step
     _, far, _, _ = _near_and_far(out)
     r = _as_tflm(out, far)
     assert r["status"] == "fail"
+    # The bound the bundle derives from the kernels TFLite Micro computes differently
+    # (pipeline/kernel_bounds.py): above one step, below the 9 made here.
+    entries = json.loads((out / "manifest.json").read_text())["entries"]
+    bound = next(e for e in entries if e["id"] == ENTRY)["target_bounds"]["tflm"]["steps"]
+    assert 1 < bound < 9
     assert r["reason"].startswith(
-        f"sample {far} is 9 output steps from host-ref (bound 1) and no unit is within one "
+        f"sample {far} is 9 output steps from host-ref (bound {bound:g}) and no unit is within one "
         "input step of a threshold upstream: a kernel difference; host-ref is closer to Keras "
         "on it (max|Δ| "), r["reason"]
     vs = r["metrics"]["vs_host-ref"]
