@@ -111,6 +111,23 @@ def needs(available: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def run_user_model(keras_file, data, out, modes, targets):
+    """`edgepipe run` on a user's .keras and .npz (one job), as the README shows it; the
+    config beside `out`. The CLI result (exit 0: every check passed, 1: some failed)."""
+    from typer.testing import CliRunner
+
+    from edgepipe.pipeline.cli import app
+
+    config = out.parent / f"{out.name}.toml"
+    config.write_text(f"[run]\nmodes = {json.dumps(list(modes))}\n"
+                      f"targets = {json.dumps(list(targets))}\n")
+    result = CliRunner().invoke(app, ["run", "--model", str(keras_file), "--data", str(data),
+                                      "--config", str(config), "--out", str(out), "--jobs",
+                                      "1"], env={"COLUMNS": "200"})
+    assert result.exit_code in (0, 1), result.output
+    return result
+
+
 def one_line(result, code: int, *fragments: str, prefix: str = "error: ") -> str:
     """Exit `code`, exactly one stderr line that holds every fragment, no traceback."""
     assert result.exit_code == code, (result.exit_code, result.output)

@@ -10,16 +10,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import needs
-from typer.testing import CliRunner
+from conftest import needs, run_user_model
 
 from edgepipe.converters.modes import QuantMode
 from edgepipe.converters.tflm_ops import TFLM_KERNEL_STEPS
-from edgepipe.pipeline.cli import app
 from edgepipe.pipeline.tolerances import ModelWalks, Shift
 
 HAVE_TFLM = importlib.util.find_spec("tflite_micro") is not None
-runner = CliRunner()
 
 
 def _ds_cnn():
@@ -53,13 +50,9 @@ def ds_cnn_run(tmp_path_factory):
     model.save(root / "dscnn.keras")
     np.savez(root / "data.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:],
              y_test=y[1400:])
-    config = root / "run.toml"
-    config.write_text('[run]\nmodes = ["int8", "int16x8"]\ntargets = ["host-ref", "tflm"]\n')
     out = root / "run"
-    result = runner.invoke(app, ["run", "--model", str(root / "dscnn.keras"), "--data",
-                                 str(root / "data.npz"), "--config", str(config), "--out",
-                                 str(out), "--jobs", "1"], env={"COLUMNS": "200"})
-    assert result.exit_code in (0, 1), result.output
+    run_user_model(root / "dscnn.keras", root / "data.npz", out, ["int8", "int16x8"],
+                   ["host-ref", "tflm"])
     manifest = json.loads((out / "manifest.json").read_text())
     results = json.loads((out / "results.json").read_text())["results"]
     return out, {e["id"]: e for e in manifest["entries"]}, \

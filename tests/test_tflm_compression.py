@@ -7,14 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import needs
-from typer.testing import CliRunner
+from conftest import needs, run_user_model
 
 from edgepipe.converters.modes import QuantMode
-from edgepipe.pipeline.cli import app
 
 HAVE_TFLM = importlib.util.find_spec("tflite_micro") is not None
-runner = CliRunner()
 CLUSTERS = 16
 
 
@@ -66,13 +63,9 @@ def clustered_run(tmp_path_factory, digits):
     model.save(root / "clustered.keras")
     np.savez(root / "data.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:],
              y_test=y[1400:])
-    config = root / "run.toml"
-    config.write_text('[run]\nmodes = ["float32", "int8"]\ntargets = ["tflm"]\n')
     out = root / "run"
-    result = runner.invoke(app, ["run", "--model", str(root / "clustered.keras"), "--data",
-                                 str(root / "data.npz"), "--config", str(config), "--out",
-                                 str(out), "--jobs", "1"], env={"COLUMNS": "200"})
-    assert result.exit_code in (0, 1), result.output
+    run_user_model(root / "clustered.keras", root / "data.npz", out, ["float32", "int8"],
+                   ["tflm"])
     return out, json.loads((out / "results.json").read_text())
 
 
