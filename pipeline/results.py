@@ -85,7 +85,7 @@ def compare_targets(out: Path, results: list, target: str, baseline: str, bundle
     implementations of the same reference kernels may differ by one rounding; where the
     bundle's entry derives a larger bound from kernels measured to differ (`target_bounds`,
     pipeline/kernel_bounds.py), that bound. An integer variant further apart fails, unless on
-    every sample that differs by more than one step a unit sits within one input step of a
+    every sample that differs by more than the bound a unit sits within one input step of a
     threshold (from `bundle`'s boundary block): that is a flip, and it passes when both sides
     pass against Keras. A failure names the first layer where the two targets' per-layer
     figures part. `files`: `_model_files` by model, shared with the merge so that each model's
