@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from ..converters.modes import QuantMode
+from ..converters.tflite_file import read_tflite_file
 from ..core.files import atomic_path, sha256_file, sha256_model, write_json
 from ..core.versions import versions
 from ..device_tests.schema import MANIFEST_SCHEMA_VERSION, ConversionStatus, RunFolder
@@ -163,12 +164,13 @@ def entry(root: Path, variant, model, data: Dataset, reference: np.ndarray, repr
             "bytes": record["bytes"],
             "expected_ops": sorted({op["op"] for op in record["audit"]["ops"]}),
             "tolerance": tolerance}
-    if refs is not None:
-        made.update(entry_layers(refs, variant.path, mode, simulated))
-    bounds = kernel_bounds.derive(walks, mode, variant.path, refs, simulated,
-                                  tolerance.get("output_step"), keep, boundary)
-    if bounds:
-        made["target_bounds"] = bounds
+    if refs is not None:  # the file parsed once for the layer map and the kernel bounds
+        parsed = read_tflite_file(variant.path)
+        made.update(entry_layers(refs, parsed, mode, simulated))
+        bounds = kernel_bounds.derive(walks, mode, parsed, refs, simulated,
+                                      tolerance.get("output_step"), keep, boundary)
+        if bounds:
+            made["target_bounds"] = bounds
     return made
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from ..converters.layer_tensors import tensor_layers
 from ..converters.modes import QuantMode
-from ..converters.tflite_file import read_tflite_file
+from ..converters.tflite_file import TFLiteModel
 from ..converters.tflm_ops import TFLM_INACCURATE, TFLM_KERNEL_STEPS, TFLM_VERSION, kernel_type
 from .tolerances import SAFETY, Shift, _flat
 
@@ -38,12 +38,11 @@ TARGET = "tflm"  # the target kind whose kernels were measured; compared with `h
 _QUANTIZED = ("int8", "int16")
 
 
-def differing_ops(tflite, paths, output_layers) -> tuple[list[dict], list[str]]:
+def differing_ops(model: TFLiteModel, paths, output_layers) -> tuple[list[dict], list[str]]:
     """([{"op", "type", "kernel_steps", "layer", "point", "amount"}, ...], [unmeasured op/type])
-    for the ops of `tflite` (a path) with a quantized output: those whose TFLM kernel was
-    measured to differ from the reference kernel, each placed at its Keras layer (`paths`: the
-    layer paths in call order; `output_layers`: the layer of each model output)."""
-    model = read_tflite_file(tflite)
+    for the ops of `model` (a parsed .tflite) with a quantized output: those whose TFLM kernel
+    was measured to differ from the reference kernel, each placed at its Keras layer (`paths`:
+    the layer paths in call order; `output_layers`: the layer of each model output)."""
     graph = model.subgraphs[0]
     placed = list(tensor_layers(model, list(paths), output_layers))
     by_layer: dict[str, list] = {}
@@ -79,7 +78,8 @@ def differing_ops(tflite, paths, output_layers) -> tuple[list[dict], list[str]]:
 def derive(walks, mode: QuantMode, tflite, refs, simulated, output_step: float | None,
            keep: dict | None = None, boundary: dict | None = None) -> dict | None:
     """The entry's `target_bounds` (None: nothing to derive: a float mode, no op that differs,
-    no simulation or no per-layer map to place the ops with). `refs`: the model's
+    no simulation or no per-layer map to place the ops with). `tflite`: the variant's parsed
+    file (TFLiteModel); `refs`: the model's
     LayerReferences; `simulated`: the variant's Simulation (pipeline/tolerances.py);
     `boundary`: the model's boundary block, whose layers with a jump are held at their
     unshifted outputs (a flip is the flip analysis' to judge, pipeline/results.py)."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..converters.layer_tensors import map_layers
 from ..converters.modes import QuantMode
-from ..converters.tflite_file import read_tflite_file
+from ..converters.tflite_file import TFLiteModel
 from ..device_tests.schema import RunFolder
 from .tolerances import FLOAT32_RTOL, SAFETY, ModelWalks, NotSimulated, keras_layer_outputs
 
@@ -120,10 +120,12 @@ def layers_block(root: Path, name: str, model, x_test, wanted: int,
     return LayerReferences(refs.samples, refs.paths, refs.output_layers, refs.arrays, block)
 
 
-def entry_layers(refs: LayerReferences, tflite: Path, mode: QuantMode, simulated) -> dict:
-    """`layers` and `layers_fused` of a converted entry. `simulated`: the Simulation run with
-    `layer_rows=refs.samples` (None for float32, or a model not simulated)."""
-    rows, fused = map_layers(read_tflite_file(tflite), refs.paths, refs.output_layers)
+def entry_layers(refs: LayerReferences, tflite: TFLiteModel, mode: QuantMode, simulated
+                 ) -> dict:
+    """`layers` and `layers_fused` of a converted entry (`tflite`: its parsed file).
+    `simulated`: the Simulation run with `layer_rows=refs.samples` (None for float32, or a
+    model not simulated)."""
+    rows, fused = map_layers(tflite, refs.paths, refs.output_layers)
     sim = getattr(simulated, "layer_outputs", None)
     kept = []
     for row in rows:
